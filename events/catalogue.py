@@ -1,0 +1,127 @@
+"""The one catalogue of KlipNote's event types, subjects, streams and consumers.
+
+Nothing else in the code spells a subject string: it asks this module. Subjects carry the job
+id as their last token so one job's events can be filtered (`transcription.*.<job_id>`).
+
+| type (CloudEvents `type`)                      | subject                          | stream     |
+|------------------------------------------------|----------------------------------|------------|
+| io.klipnote.transcription.requested.v1         | transcription.requested.<job>    | JOBS       |
+| io.klipnote.transcription.dispatched.v1        | transcribe.<model>               | TRANSCRIBE |
+| io.klipnote.transcription.queued.v1           | transcription.queued.<job>       | JOBS       |
+| io.klipnote.transcription.segment.v1           | segments.<job>                   | SEGMENTS   |
+| io.klipnote.transcription.progress.v1          | transcription.progress.<job>     | JOBS       |
+| io.klipnote.transcription.transcribed.v1       | transcription.transcribed.<job>  | JOBS       |
+| io.klipnote.transcription.completed.v1         | transcription.completed.<job>    | JOBS       |
+| io.klipnote.transcription.failed.v1            | transcription.failed.<job>       | JOBS       |
+| io.klipnote.deadletter.v1                      | dlq.<consumer>                   | DLQ        |
+| (MinIO S3 event records, not CloudEvents)      | storage.uploads                  | STORAGE    |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nats.js.api import RetentionPolicy, StorageType
+
+from events import models
+from events.models import EventData
+
+EVENT_SOURCE_PREFIX = "/klipnote/"
+
+
+@dataclass(frozen=True)
+class EventKind:
+    type: str
+    data: type[EventData]
+    subject_prefix: str
+    # The data field whose value is the subject's last token.
+    token_field: str = "job_id"
+
+    def subject(self, last_token: str) -> str:
+        if not last_token or any(ch in last_token for ch in " .*>\t\r\n"):
+            raise ValueError(f"not a valid subject token: {last_token!r}")
+        return f"{self.subject_prefix}.{last_token}"
+
+
+REQUESTED = EventKind(
+    "io.klipnote.transcription.requested.v1", models.TranscriptionRequested,
+    "transcription.requested",
+)
+DISPATCHED = EventKind(
+    "io.klipnote.transcription.dispatched.v1", models.TranscriptionDispatched, "transcribe", "model"
+)
+QUEUED = EventKind(
+    "io.klipnote.transcription.queued.v1", models.TranscriptionQueued, "transcription.queued"
+)
+SEGMENT = EventKind("io.klipnote.transcription.segment.v1", models.SegmentTranscribed, "segments")
+PROGRESS = EventKind(
+    "io.klipnote.transcription.progress.v1", models.TranscriptionProgress, "transcription.progress"
+)
+TRANSCRIBED = EventKind(
+    "io.klipnote.transcription.transcribed.v1", models.TranscriptionTranscribed,
+    "transcription.transcribed",
+)
+COMPLETED = EventKind(
+    "io.klipnote.transcription.completed.v1", models.TranscriptionCompleted,
+    "transcription.completed",
+)
+FAILED = EventKind(
+    "io.klipnote.transcription.failed.v1", models.TranscriptionFailed, "transcription.failed"
+)
+DEAD_LETTER = EventKind("io.klipnote.deadletter.v1", models.DeadLetter, "dlq", "consumer")
+
+KINDS = [REQUESTED, DISPATCHED, QUEUED, SEGMENT, PROGRESS, TRANSCRIBED, COMPLETED, FAILED, DEAD_LETTER]
+KINDS_BY_TYPE: dict[str, EventKind] = {kind.type: kind for kind in KINDS}
+
+# MinIO's NATS target publishes raw S3 event records (not CloudEvents) on this subject.
+STORAGE_UPLOADS_SUBJECT = "storage.uploads"
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    subjects: list[str]
+    retention: RetentionPolicy = RetentionPolicy.LIMITS
+    max_age_s: float | None = None
+    storage: StorageType = StorageType.FILE
+
+
+STORAGE = Stream("STORAGE", ["storage.>"], max_age_s=7 * 24 * 3600)
+TRANSCRIBE = Stream("TRANSCRIBE", ["transcribe.>"], retention=RetentionPolicy.WORK_QUEUE)
+SEGMENTS = Stream("SEGMENTS", ["segments.>"], max_age_s=7 * 24 * 3600)
+JOBS = Stream("JOBS", ["transcription.>"], max_age_s=30 * 24 * 3600)
+DLQ = Stream("DLQ", ["dlq.>"])
+STREAMS = [STORAGE, TRANSCRIBE, SEGMENTS, JOBS, DLQ]
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A durable pull consumer: who reads what, and how many at a time."""
+
+    durable: str
+    stream: Stream
+    filter_subject: str
+    # GPU functions take one message at a time per replica; CPU ones may batch.
+    batch: int = 1
+    extra_filters: list[str] = field(default_factory=list)
+
+
+def model_consumer(model: str) -> Consumer:
+    """The queue of one model function: adding a model adds nothing here."""
+    return Consumer(model, TRANSCRIBE, DISPATCHED.subject(model))
+
+
+INGEST_ROUTER = Consumer("ingest-router", JOBS, f"{REQUESTED.subject_prefix}.>")
+INGEST_PROJECTOR = Consumer("ingest-projector", JOBS, "transcription.>", batch=64)
+OPTIMIZE = Consumer("optimize", JOBS, f"{TRANSCRIBED.subject_prefix}.>")
+
+JOBS_KV_BUCKET = "jobs"
+
+
+def job_events_subject(job_id: str) -> str:
+    """Every lifecycle event of one job (for a live progress stream)."""
+    return f"transcription.*.{job_id}"
+
+
+def dead_letter_subject(consumer: str) -> str:
+    return DEAD_LETTER.subject(consumer)

@@ -1,0 +1,138 @@
+"""The data of every KlipNote event, written down once (pydantic v2).
+
+These models are the contract between functions and with the outside world: their JSON
+Schemas are exported (`klipnote schemas`) so other systems can publish valid requests.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OutputFormat = Literal["json", "srt", "vtt", "txt"]
+DEFAULT_FORMATS: list[OutputFormat] = ["json", "srt", "vtt", "txt"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventData(BaseModel):
+    # Unknown fields are refused: a typo in another system's request must not pass silently.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObjectRef(EventData):
+    """An object in S3-compatible storage."""
+
+    bucket: str = Field(min_length=3, max_length=63)
+    key: str = Field(min_length=1, max_length=1024)
+    etag: str | None = None
+    size: int | None = Field(None, ge=0)
+    content_type: str | None = None
+
+
+class TranscriptionRequested(EventData):
+    """Someone wants a file transcribed. Every way in (API, bucket, other systems) makes one."""
+
+    job_id: str | None = Field(
+        None, description="Assigned by ingest; other systems leave it out and get one derived."
+    )
+    media: ObjectRef
+    model: str | None = Field(None, description="Explicit model; otherwise routing decides.")
+    language: str | None = Field(None, description="ISO 639-1 code; otherwise detected.")
+    formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
+    metadata: dict[str, str] = Field(default_factory=dict, description="Echoed back on completion.")
+    filename: str | None = None
+
+
+class TranscriptionDispatched(EventData):
+    """A routed job on its model's queue (`transcribe.<model>`)."""
+
+    job_id: str
+    media: ObjectRef
+    model: str
+    language: str | None = None
+    formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
+
+
+class TranscriptionQueued(EventData):
+    """The job is on its model's queue (lifecycle twin of the dispatched work item)."""
+
+    job_id: str
+    model: str
+
+
+class Word(EventData):
+    word: str
+    start: float | None = None
+    end: float | None = None
+    score: float | None = None
+
+
+class SegmentTranscribed(EventData):
+    """One segment, published as soon as the model yields it (`segments.<job_id>`)."""
+
+    job_id: str
+    run_id: str
+    sequence: int = Field(ge=0)
+    start: float
+    end: float
+    text: str
+    words: list[Word] | None = None
+    language: str | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+
+class TranscriptionProgress(EventData):
+    job_id: str
+    run_id: str
+    model: str
+    stage: Literal["fetching", "decoding", "transcribing", "optimizing"]
+    fraction: float = Field(ge=0.0, le=1.0)
+
+
+class TranscriptionTranscribed(EventData):
+    """A run finished; optimize assembles exactly `segment_count` segments of `run_id`."""
+
+    job_id: str
+    run_id: str
+    model: str
+    language: str | None = None
+    language_probability: float | None = None
+    segment_count: int = Field(ge=0)
+    audio_seconds: float = Field(ge=0.0)
+    formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
+
+
+class TranscriptionCompleted(EventData):
+    job_id: str
+    run_id: str
+    model: str
+    language: str | None = None
+    results: dict[OutputFormat, ObjectRef]
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class TranscriptionFailed(EventData):
+    job_id: str
+    code: str = Field(description="Machine-readable reason, e.g. media_unreadable.")
+    message: str = Field(description="What a person needs to know.")
+    function: str
+    run_id: str | None = None
+
+
+class DeadLetter(EventData):
+    """A message a consumer gave up on, kept with the reason so nothing is lost silently."""
+
+    consumer: str
+    subject: str
+    reason: str
+    deliveries: int
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str = Field(description="The original payload (UTF-8, or base64 if binary).")
+    body_encoding: Literal["utf-8", "base64"] = "utf-8"

@@ -1,0 +1,2 @@
+"""Hosts that run any KlipNote function unchanged: JetStream (pull consumers) and HTTP
+(a CloudEvents receiver for Knative Eventing)."""

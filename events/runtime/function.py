@@ -1,0 +1,67 @@
+"""What a function is: handlers from one CloudEvent to zero or more CloudEvents, plus lifecycle
+hooks. A handler knows nothing about the host (JetStream or HTTP) that runs it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cloudevents.core.v1.event import CloudEvent
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from events.bus import Publisher
+from events.catalogue import Consumer
+from events.settings import Settings
+
+Handler = Callable[[CloudEvent], AsyncIterator[CloudEvent]]
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (the event itself is wrong): the host dead-letters it at once."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TransientError(Exception):
+    """Worth another try later (a store that is down, segments not all there yet)."""
+
+
+@dataclass
+class Subscription:
+    consumer: Consumer
+    handle: Handler
+
+
+@dataclass
+class Runtime:
+    """What a host hands a function at start: settings and the bus."""
+
+    settings: Settings
+    nc: NATS
+    js: JetStreamContext
+    publisher: Publisher
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Function(Protocol):
+    name: str
+
+    @property
+    def subscriptions(self) -> list[Subscription]: ...
+
+    async def start(self, runtime: Runtime) -> None:
+        """Load models, open clients. The host reports ready only after this returns."""
+
+    async def stop(self) -> None:
+        """Close what start opened."""
+
+    def ready(self) -> bool:
+        """Able to take work now (model loaded, dependencies reachable)."""
+
+    def app(self) -> Any | None:
+        """Extra HTTP routes (an ASGI app) served beside the health endpoints, or None."""

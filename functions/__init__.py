@@ -1,0 +1,1 @@
+"""KlipNote's functions: one folder each, hosted unchanged by events.runtime."""

@@ -1,0 +1,125 @@
+"""ingest as a function: the API, the router (`transcription.requested` → `transcribe.<model>`)
+and the projector (lifecycle events → job records)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+from minio import Minio
+
+from events import binding, catalogue, storage
+from events.models import (
+    TranscriptionDispatched,
+    TranscriptionFailed,
+    TranscriptionQueued,
+    TranscriptionRequested,
+)
+from events.runtime.function import Runtime, Subscription
+from events.settings import Settings
+from functions.ingest import routing
+from functions.ingest.api import create_app
+from functions.ingest.jobs import JobRecord, JobStore, job_id_for
+
+log = logging.getLogger(__name__)
+NAME = "ingest"
+
+
+class Ingest:
+    name = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runtime: Runtime | None = None
+        self._jobs: JobStore | None = None
+        self.store: Minio = storage.client(settings)
+        self._app = create_app(self)
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return [
+            Subscription(catalogue.INGEST_ROUTER, self.route),
+            Subscription(catalogue.INGEST_PROJECTOR, self.project),
+        ]
+
+    @property
+    def jobs(self) -> JobStore:
+        assert self._jobs is not None, "ingest has not started"
+        return self._jobs
+
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._jobs = JobStore(await runtime.js.key_value(catalogue.JOBS_KV_BUCKET))
+        await asyncio.to_thread(storage.ensure_buckets, self.store, self.settings)
+        if self.settings.api_key is None:
+            log.warning(
+                "the API accepts requests without an API key (set API_KEY); "
+                "bind it only to loopback (API_HOST=%s)", self.settings.api_host,
+            )
+
+    async def stop(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return self._jobs is not None
+
+    def app(self) -> Any:
+        return self._app
+
+    # -- entry point shared by every way in -------------------------------------------------
+
+    async def request(self, request: TranscriptionRequested) -> JobRecord:
+        """Publish a job request and project it at once, so the job exists when we answer."""
+        assert self._runtime is not None
+        event = binding.new_event(
+            catalogue.REQUESTED, request, function=NAME, subject=request.job_id,
+            event_id=f"{request.job_id}:requested",
+        )
+        await self._runtime.publisher.publish(event)
+        record = await self.jobs.project(event, job_id_for(event, request))
+        assert record is not None
+        return record
+
+    # -- handlers --------------------------------------------------------------------------
+
+    async def route(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        request = binding.parse_data(event, TranscriptionRequested)
+        job_id = job_id_for(event, request)
+        try:
+            model = routing.choose_model(request.model, request.language, self.settings)
+        except routing.RoutingError as error:
+            failed = TranscriptionFailed(
+                job_id=job_id, code=error.code, message=error.message, function=NAME
+            )
+            yield binding.new_event(catalogue.FAILED, failed, function=NAME, subject=job_id,
+                                    event_id=f"{job_id}:failed:routing")
+            return
+        job = TranscriptionDispatched(
+            job_id=job_id, media=request.media, model=model, language=request.language,
+            formats=request.formats,
+        )
+        # Deterministic ids: a repeated request is a JetStream duplicate, not a second job.
+        yield binding.new_event(catalogue.DISPATCHED, job, function=NAME, subject=job_id,
+                                event_id=f"{job_id}:dispatched")
+        yield binding.new_event(catalogue.QUEUED, TranscriptionQueued(job_id=job_id, model=model),
+                                function=NAME, subject=job_id, event_id=f"{job_id}:queued")
+
+    async def project(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        kind = binding.kind_of(event)
+        data = event.get_data()
+        if kind is catalogue.REQUESTED:
+            job_id = job_id_for(event, binding.parse_data(event, TranscriptionRequested))
+        elif isinstance(data, dict) and isinstance(data.get("job_id"), str):
+            job_id = data["job_id"]
+        else:
+            raise binding.MalformedEvent(f"{event.get_type()} carries no job_id")
+        await self.jobs.project(event, job_id)
+        return
+        yield  # an async generator that emits nothing
+
+
+def create(settings: Settings) -> Ingest:
+    return Ingest(settings)

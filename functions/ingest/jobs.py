@@ -1,0 +1,186 @@
+"""Job records: one JetStream KV entry per job, written only by the projector below from the
+lifecycle events. Events may arrive twice or out of order; a record only moves forward."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from cloudevents.core.v1.event import CloudEvent
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, Field
+
+from events import binding, catalogue, models
+from events.models import ObjectRef, OutputFormat, utcnow
+
+_JOB_NAMESPACE = uuid.UUID("5f1c2a9e-3a47-4c1f-9b7e-6c0d7f9e1a21")
+
+
+class JobState(StrEnum):
+    REQUESTED = "requested"
+    QUEUED = "queued"
+    TRANSCRIBING = "transcribing"
+    TRANSCRIBED = "transcribed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+_RANK = {
+    JobState.REQUESTED: 0,
+    JobState.QUEUED: 1,
+    JobState.TRANSCRIBING: 2,
+    JobState.TRANSCRIBED: 3,
+    JobState.COMPLETED: 4,
+    JobState.FAILED: 4,
+}
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    function: str
+
+
+class JobRecord(BaseModel):
+    id: str
+    state: JobState
+    media: ObjectRef
+    filename: str | None = None
+    requested_model: str | None = None
+    model: str | None = None
+    language: str | None = None
+    detected_language: str | None = None
+    formats: list[OutputFormat] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    run_id: str | None = None
+    stage: str | None = None
+    progress: float = 0.0
+    audio_seconds: float | None = None
+    segment_count: int | None = None
+    results: dict[OutputFormat, ObjectRef] = Field(default_factory=dict)
+    stats: dict[str, object] = Field(default_factory=dict)
+    error: JobError | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.COMPLETED, JobState.FAILED)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def job_id_for(event: CloudEvent, request: models.TranscriptionRequested) -> str:
+    """A request from another system has no job id: derive one, so its repeats make one job."""
+    if request.job_id:
+        return request.job_id
+    return uuid.uuid5(_JOB_NAMESPACE, f"{event.get_source()}\n{event.get_id()}").hex
+
+
+def apply(record: JobRecord | None, event: CloudEvent) -> JobRecord | None:
+    """The record after `event`, or None when the event changes nothing (repeat, stale)."""
+    kind = binding.kind_of(event)
+    if kind is catalogue.REQUESTED:
+        request = binding.parse_data(event, models.TranscriptionRequested)
+        if record is not None:
+            return None
+        return JobRecord(
+            id=job_id_for(event, request),
+            state=JobState.REQUESTED,
+            media=request.media,
+            filename=request.filename,
+            requested_model=request.model,
+            language=request.language,
+            formats=request.formats,
+            metadata=request.metadata,
+        )
+    if record is None:
+        # A lifecycle event of a job this ingest never saw requested (another entry point's
+        # job, or a record lost with its KV): nothing to project onto.
+        return None
+    updated = _advance(record, event, kind)
+    if updated is not None:
+        updated.updated_at = utcnow()
+    return updated
+
+
+def _advance(record: JobRecord, event: CloudEvent, kind: catalogue.EventKind) -> JobRecord | None:
+    if record.finished:
+        return None
+    job = record.model_copy(deep=True)
+    if kind is catalogue.QUEUED:
+        queued = binding.parse_data(event, models.TranscriptionQueued)
+        if not _moves(job, JobState.QUEUED):
+            return None
+        job.state, job.model = JobState.QUEUED, queued.model
+    elif kind is catalogue.PROGRESS:
+        progress = binding.parse_data(event, models.TranscriptionProgress)
+        if not _moves(job, JobState.TRANSCRIBING, allow_same=True):
+            return None
+        job.state, job.model, job.run_id = JobState.TRANSCRIBING, progress.model, progress.run_id
+        job.stage, job.progress = progress.stage, progress.fraction
+    elif kind is catalogue.TRANSCRIBED:
+        done = binding.parse_data(event, models.TranscriptionTranscribed)
+        if not _moves(job, JobState.TRANSCRIBED):
+            return None
+        job.state, job.run_id, job.model = JobState.TRANSCRIBED, done.run_id, done.model
+        job.stage, job.progress = "optimizing", 1.0
+        job.detected_language, job.audio_seconds = done.language, done.audio_seconds
+        job.segment_count = done.segment_count
+    elif kind is catalogue.COMPLETED:
+        completed = binding.parse_data(event, models.TranscriptionCompleted)
+        job.state, job.run_id, job.results = JobState.COMPLETED, completed.run_id, completed.results
+        job.stats, job.stage, job.progress = completed.stats, None, 1.0
+        job.detected_language = completed.language or job.detected_language
+    elif kind is catalogue.FAILED:
+        failed = binding.parse_data(event, models.TranscriptionFailed)
+        job.state, job.stage = JobState.FAILED, None
+        job.error = JobError(code=failed.code, message=failed.message, function=failed.function)
+    else:
+        return None
+    return job
+
+
+def _moves(job: JobRecord, to: JobState, allow_same: bool = False) -> bool:
+    current, target = _RANK[job.state], _RANK[to]
+    return target > current or (allow_same and target == current)
+
+
+class JobStore:
+    """Reads and compare-and-set writes of job records in the `jobs` KV bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        try:
+            entry = await self.kv.get(job_id)
+        except KeyNotFoundError:
+            return None
+        return JobRecord.model_validate_json(entry.value) if entry.value else None
+
+    async def project(self, event: CloudEvent, job_id: str) -> JobRecord | None:
+        """Apply one lifecycle event; safe under concurrent projectors (compare-and-set)."""
+        while True:
+            try:
+                entry = await self.kv.get(job_id)
+                record = JobRecord.model_validate_json(entry.value) if entry.value else None
+                revision: int | None = entry.revision
+            except KeyNotFoundError:
+                record, revision = None, None
+            updated = apply(record, event)
+            if updated is None:
+                return record
+            value = updated.model_dump_json().encode()
+            try:
+                if revision is None:
+                    await self.kv.create(job_id, value)
+                else:
+                    await self.kv.update(job_id, value, last=revision)
+                return updated
+            except KeyWrongLastSequenceError:
+                continue  # someone else wrote first: re-read and re-apply

@@ -1,0 +1,1 @@
+"""optimize: a finished run's segments become subtitle-grade results in object storage."""

@@ -1,0 +1,153 @@
+"""optimize as a function: on `transcribed`, assemble that run's segments (and only that run's),
+write the requested formats to the results bucket, publish `completed`."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+from minio import Minio
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from events import binding, catalogue, storage
+from events.models import (
+    ObjectRef,
+    OutputFormat,
+    SegmentTranscribed,
+    TranscriptionCompleted,
+    TranscriptionFailed,
+    TranscriptionTranscribed,
+)
+from events.runtime.function import Runtime, Subscription, TransientError
+from events.settings import Settings
+from functions.optimize import outputs
+from functions.optimize.cues import build_cues
+
+log = logging.getLogger(__name__)
+NAME = "optimize"
+
+# How long to wait for a run's missing segments before the job fails (they are published before
+# `transcribed`, so a gap means a lost segment, not a slow one).
+SEGMENT_WAIT_S = 30.0
+
+
+class SegmentsIncomplete(Exception):
+    pass
+
+
+class Optimize:
+    name = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Minio = storage.client(settings)
+        self._runtime: Runtime | None = None
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return [Subscription(catalogue.OPTIMIZE, self.handle)]
+
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        await asyncio.to_thread(storage.ensure_buckets, self.store, self.settings)
+
+    async def stop(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return self._runtime is not None
+
+    def app(self) -> Any:
+        return None
+
+    async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        done = binding.parse_data(event, TranscriptionTranscribed)
+        started = time.perf_counter()
+        try:
+            segments = await self.segments_of(done)
+        except SegmentsIncomplete as error:
+            failed = TranscriptionFailed(
+                job_id=done.job_id, code="segments_incomplete", message=str(error),
+                function=NAME, run_id=done.run_id,
+            )
+            yield binding.new_event(catalogue.FAILED, failed, function=NAME, subject=done.job_id,
+                                    event_id=f"{done.job_id}:failed")
+            return
+        cues = build_cues(segments, done.audio_seconds)
+        stats: dict[str, Any] = {"segments": len(segments), "cues": len(cues)}
+        header = {
+            "job_id": done.job_id, "model": done.model, "language": done.language,
+            "language_probability": done.language_probability,
+            "audio_seconds": done.audio_seconds, "stats": stats,
+        }
+        results: dict[OutputFormat, ObjectRef] = {}
+        for fmt in dict.fromkeys(done.formats):
+            results[fmt] = await asyncio.to_thread(
+                self._write, done.job_id, fmt, outputs.render(fmt, cues, header)
+            )
+        stats["optimize_seconds"] = round(time.perf_counter() - started, 4)
+        completed = TranscriptionCompleted(
+            job_id=done.job_id, run_id=done.run_id, model=done.model, language=done.language,
+            results=results, stats=stats,
+        )
+        # One `completed` per job: a repeated run's completion is a JetStream duplicate.
+        yield binding.new_event(catalogue.COMPLETED, completed, function=NAME,
+                                subject=done.job_id, event_id=f"{done.job_id}:completed")
+
+    async def segments_of(self, done: TranscriptionTranscribed) -> list[SegmentTranscribed]:
+        """The `segment_count` segments of `run_id`, read back from the SEGMENTS stream."""
+        assert self._runtime is not None
+        if done.segment_count == 0:
+            return []
+        found: dict[int, SegmentTranscribed] = {}
+        subject = catalogue.SEGMENT.subject(done.job_id)
+        try:
+            sub = await self._runtime.js.subscribe(
+                subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
+        except NotFoundError as error:
+            raise TransientError(f"SEGMENTS stream unavailable: {error}") from error
+        deadline = time.monotonic() + SEGMENT_WAIT_S
+        try:
+            while len(found) < done.segment_count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    missing = sorted(set(range(done.segment_count)) - set(found))
+                    raise SegmentsIncomplete(
+                        f"run {done.run_id} has {len(found)} of {done.segment_count} segments; "
+                        f"missing sequence numbers {missing[:20]}"
+                    )
+                try:
+                    msg = await sub.next_msg(timeout=remaining)
+                except TimeoutError:
+                    continue
+                try:
+                    segment = binding.parse_data(binding.decode(msg.headers, msg.data),
+                                                 SegmentTranscribed)
+                except binding.MalformedEvent as error:
+                    log.warning("skipping a malformed segment event: %s", error)
+                    continue
+                if segment.run_id == done.run_id and segment.sequence < done.segment_count:
+                    found[segment.sequence] = segment
+        finally:
+            await sub.unsubscribe()
+        return [found[index] for index in range(done.segment_count)]
+
+    def _write(self, job_id: str, fmt: OutputFormat, body: bytes) -> ObjectRef:
+        key = f"{job_id}/transcript.{fmt}"
+        result = self.store.put_object(
+            self.settings.results_bucket, key, io.BytesIO(body), len(body),
+            content_type=outputs.CONTENT_TYPES[fmt],
+        )
+        return ObjectRef(bucket=self.settings.results_bucket, key=key, etag=result.etag,
+                         size=len(body), content_type=outputs.CONTENT_TYPES[fmt])
+
+
+def create(settings: Settings) -> Optimize:
+    return Optimize(settings)

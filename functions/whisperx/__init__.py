@@ -1,0 +1,1 @@
+"""whisperx: WhisperX (faster-whisper + pyannote VAD) on the transcription skeleton."""
