@@ -19,6 +19,7 @@ id as their last token so one job's events can be filtered (`transcription.*.<jo
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 
 from nats.js.api import RetentionPolicy, StorageType
@@ -32,7 +33,7 @@ EVENT_SOURCE_PREFIX = "/klipnote/"
 @dataclass(frozen=True)
 class EventKind:
     type: str
-    data: type[EventData]
+    data: builtins.type[EventData]
     subject_prefix: str
     # The data field whose value is the subject's last token.
     token_field: str = "job_id"
@@ -44,30 +45,29 @@ class EventKind:
 
 
 REQUESTED = EventKind(
-    "io.klipnote.transcription.requested.v1", models.TranscriptionRequested,
+    "io.klipnote.transcription.requested.v1",
+    models.TranscriptionRequested,
     "transcription.requested",
 )
 DISPATCHED = EventKind(
     "io.klipnote.transcription.dispatched.v1", models.TranscriptionDispatched, "transcribe", "model"
 )
-QUEUED = EventKind(
-    "io.klipnote.transcription.queued.v1", models.TranscriptionQueued, "transcription.queued"
-)
+QUEUED = EventKind("io.klipnote.transcription.queued.v1", models.TranscriptionQueued, "transcription.queued")
 SEGMENT = EventKind("io.klipnote.transcription.segment.v1", models.SegmentTranscribed, "segments")
 PROGRESS = EventKind(
     "io.klipnote.transcription.progress.v1", models.TranscriptionProgress, "transcription.progress"
 )
 TRANSCRIBED = EventKind(
-    "io.klipnote.transcription.transcribed.v1", models.TranscriptionTranscribed,
+    "io.klipnote.transcription.transcribed.v1",
+    models.TranscriptionTranscribed,
     "transcription.transcribed",
 )
 COMPLETED = EventKind(
-    "io.klipnote.transcription.completed.v1", models.TranscriptionCompleted,
+    "io.klipnote.transcription.completed.v1",
+    models.TranscriptionCompleted,
     "transcription.completed",
 )
-FAILED = EventKind(
-    "io.klipnote.transcription.failed.v1", models.TranscriptionFailed, "transcription.failed"
-)
+FAILED = EventKind("io.klipnote.transcription.failed.v1", models.TranscriptionFailed, "transcription.failed")
 DEAD_LETTER = EventKind("io.klipnote.deadletter.v1", models.DeadLetter, "dlq", "consumer")
 
 KINDS = [REQUESTED, DISPATCHED, QUEUED, SEGMENT, PROGRESS, TRANSCRIBED, COMPLETED, FAILED, DEAD_LETTER]

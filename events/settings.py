@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     whisperx_model_dir: Path | None = Field(
         None, description="CTranslate2 model directory for whisperx (default: bundled whisper-base)."
     )
+    belle2_model_dir: Path | None = Field(
+        None,
+        description="Hugging Face Whisper checkpoint (safetensors) for belle2 "
+        "(default: the checkpoint setup derives from the bundled whisper-base).",
+    )
     model_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Inference device; auto picks CUDA when present."
     )
@@ -97,6 +102,9 @@ class Settings(BaseSettings):
 
     def whisperx_model_path(self) -> Path:
         return self.whisperx_model_dir or self.model_cache_dir / "whisper-base-ct2"
+
+    def belle2_model_path(self) -> Path:
+        return self.belle2_model_dir or self.model_cache_dir / "whisper-base-hf"
 
     def resolved_device(self) -> str:
         if self.model_device != "auto":

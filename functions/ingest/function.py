@@ -57,7 +57,8 @@ class Ingest:
         if self.settings.api_key is None:
             log.warning(
                 "the API accepts requests without an API key (set API_KEY); "
-                "bind it only to loopback (API_HOST=%s)", self.settings.api_host,
+                "bind it only to loopback (API_HOST=%s)",
+                self.settings.api_host,
             )
 
     async def stop(self) -> None:
@@ -75,7 +76,10 @@ class Ingest:
         """Publish a job request and project it at once, so the job exists when we answer."""
         assert self._runtime is not None
         event = binding.new_event(
-            catalogue.REQUESTED, request, function=NAME, subject=request.job_id,
+            catalogue.REQUESTED,
+            request,
+            function=NAME,
+            subject=request.job_id,
             event_id=f"{request.job_id}:requested",
         )
         await self._runtime.publisher.publish(event)
@@ -91,21 +95,29 @@ class Ingest:
         try:
             model = routing.choose_model(request.model, request.language, self.settings)
         except routing.RoutingError as error:
-            failed = TranscriptionFailed(
-                job_id=job_id, code=error.code, message=error.message, function=NAME
+            failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
+            yield binding.new_event(
+                catalogue.FAILED, failed, function=NAME, subject=job_id, event_id=f"{job_id}:failed:routing"
             )
-            yield binding.new_event(catalogue.FAILED, failed, function=NAME, subject=job_id,
-                                    event_id=f"{job_id}:failed:routing")
             return
         job = TranscriptionDispatched(
-            job_id=job_id, media=request.media, model=model, language=request.language,
+            job_id=job_id,
+            media=request.media,
+            model=model,
+            language=request.language,
             formats=request.formats,
         )
         # Deterministic ids: a repeated request is a JetStream duplicate, not a second job.
-        yield binding.new_event(catalogue.DISPATCHED, job, function=NAME, subject=job_id,
-                                event_id=f"{job_id}:dispatched")
-        yield binding.new_event(catalogue.QUEUED, TranscriptionQueued(job_id=job_id, model=model),
-                                function=NAME, subject=job_id, event_id=f"{job_id}:queued")
+        yield binding.new_event(
+            catalogue.DISPATCHED, job, function=NAME, subject=job_id, event_id=f"{job_id}:dispatched"
+        )
+        yield binding.new_event(
+            catalogue.QUEUED,
+            TranscriptionQueued(job_id=job_id, model=model),
+            function=NAME,
+            subject=job_id,
+            event_id=f"{job_id}:queued",
+        )
 
     async def project(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
         kind = binding.kind_of(event)

@@ -45,4 +45,3 @@ def choose_model(requested: str | None, language: str | None, settings: Settings
             f"DEFAULT_TRANSCRIPTION_MODEL {settings.default_transcription_model!r} is not enabled",
         )
     return settings.default_transcription_model
-

@@ -73,18 +73,25 @@ class Optimize:
             segments = await self.segments_of(done)
         except SegmentsIncomplete as error:
             failed = TranscriptionFailed(
-                job_id=done.job_id, code="segments_incomplete", message=str(error),
-                function=NAME, run_id=done.run_id,
+                job_id=done.job_id,
+                code="segments_incomplete",
+                message=str(error),
+                function=NAME,
+                run_id=done.run_id,
             )
-            yield binding.new_event(catalogue.FAILED, failed, function=NAME, subject=done.job_id,
-                                    event_id=f"{done.job_id}:failed")
+            yield binding.new_event(
+                catalogue.FAILED, failed, function=NAME, subject=done.job_id, event_id=f"{done.job_id}:failed"
+            )
             return
         cues = build_cues(segments, done.audio_seconds)
         stats: dict[str, Any] = {"segments": len(segments), "cues": len(cues)}
         header = {
-            "job_id": done.job_id, "model": done.model, "language": done.language,
+            "job_id": done.job_id,
+            "model": done.model,
+            "language": done.language,
             "language_probability": done.language_probability,
-            "audio_seconds": done.audio_seconds, "stats": stats,
+            "audio_seconds": done.audio_seconds,
+            "stats": stats,
         }
         results: dict[OutputFormat, ObjectRef] = {}
         for fmt in dict.fromkeys(done.formats):
@@ -93,12 +100,21 @@ class Optimize:
             )
         stats["optimize_seconds"] = round(time.perf_counter() - started, 4)
         completed = TranscriptionCompleted(
-            job_id=done.job_id, run_id=done.run_id, model=done.model, language=done.language,
-            results=results, stats=stats,
+            job_id=done.job_id,
+            run_id=done.run_id,
+            model=done.model,
+            language=done.language,
+            results=results,
+            stats=stats,
         )
         # One `completed` per job: a repeated run's completion is a JetStream duplicate.
-        yield binding.new_event(catalogue.COMPLETED, completed, function=NAME,
-                                subject=done.job_id, event_id=f"{done.job_id}:completed")
+        yield binding.new_event(
+            catalogue.COMPLETED,
+            completed,
+            function=NAME,
+            subject=done.job_id,
+            event_id=f"{done.job_id}:completed",
+        )
 
     async def segments_of(self, done: TranscriptionTranscribed) -> list[SegmentTranscribed]:
         """The `segment_count` segments of `run_id`, read back from the SEGMENTS stream."""
@@ -128,8 +144,7 @@ class Optimize:
                 except TimeoutError:
                     continue
                 try:
-                    segment = binding.parse_data(binding.decode(msg.headers, msg.data),
-                                                 SegmentTranscribed)
+                    segment = binding.parse_data(binding.decode(msg.headers, msg.data), SegmentTranscribed)
                 except binding.MalformedEvent as error:
                     log.warning("skipping a malformed segment event: %s", error)
                     continue
@@ -142,11 +157,19 @@ class Optimize:
     def _write(self, job_id: str, fmt: OutputFormat, body: bytes) -> ObjectRef:
         key = f"{job_id}/transcript.{fmt}"
         result = self.store.put_object(
-            self.settings.results_bucket, key, io.BytesIO(body), len(body),
+            self.settings.results_bucket,
+            key,
+            io.BytesIO(body),
+            len(body),
             content_type=outputs.CONTENT_TYPES[fmt],
         )
-        return ObjectRef(bucket=self.settings.results_bucket, key=key, etag=result.etag,
-                         size=len(body), content_type=outputs.CONTENT_TYPES[fmt])
+        return ObjectRef(
+            bucket=self.settings.results_bucket,
+            key=key,
+            etag=result.etag,
+            size=len(body),
+            content_type=outputs.CONTENT_TYPES[fmt],
+        )
 
 
 def create(settings: Settings) -> Optimize:

@@ -63,7 +63,9 @@ class WhisperX:
         transcript = Transcript(language=result.get("language"))
         for raw in result["segments"]:
             segment = Segment(
-                start=float(raw["start"]), end=float(raw["end"]), text=raw["text"].strip(),
+                start=float(raw["start"]),
+                end=float(raw["end"]),
+                text=raw["text"].strip(),
                 avg_logprob=raw.get("avg_logprob"),
             )
             transcript.segments.append(segment)

@@ -69,7 +69,11 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """All ports chosen by the kernel: for tests and stacks running side by side."""
-        return cls(**{f.name: free_port() for f in fields(cls) if f.name != "health"})
+        ports = cls()
+        for f in fields(cls):
+            if f.name != "health":
+                setattr(ports, f.name, free_port())
+        return ports
 
     def all(self) -> list[int]:
         return [getattr(self, f.name) for f in fields(self) if f.name != "health"] + list(
@@ -115,7 +119,9 @@ class EmbeddedStack:
                 "api_port": self.ports.api,
             }
         )
-        self.functions = functions or ["ingest", "optimize", *self.settings.enabled_models]
+        self.functions = (
+            functions if functions is not None else ["ingest", "optimize", *self.settings.enabled_models]
+        )
         for name in self.functions:
             self.ports.health.setdefault(name, free_port() if name != "ingest" else self.ports.api)
         self.extra_env = extra_env or {}
@@ -161,9 +167,7 @@ class EmbeddedStack:
     def start(self, timeout: float = 180.0) -> None:
         busy = [port for port in self.ports.all() if port_in_use(port)]
         if busy:
-            raise StackError(
-                f"ports already in use on 127.0.0.1: {busy} (is another stack running?)"
-            )
+            raise StackError(f"ports already in use on 127.0.0.1: {busy} (is another stack running?)")
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
         try:
@@ -171,12 +175,15 @@ class EmbeddedStack:
             self._start_seaweedfs(deadline)
             self.provision()
             for name in self.functions:
-                self._spawn(name, [sys.executable, "-m", "infra.cli", "serve", name],
-                            env={**os.environ, **self.env(),
-                                 "HEALTH_PORT": str(self.ports.health[name])})
+                self._spawn(
+                    name,
+                    [sys.executable, "-m", "infra.cli", "serve", name],
+                    env={**os.environ, **self.env(), "HEALTH_PORT": str(self.ports.health[name])},
+                )
             for name in self.functions:
-                self._wait_http(name, f"http://127.0.0.1:{self.ports.health[name]}/health/readiness",
-                                deadline)
+                self._wait_http(
+                    name, f"http://127.0.0.1:{self.ports.health[name]}/health/readiness", deadline
+                )
         except BaseException:
             self.stop()
             raise
@@ -224,40 +231,73 @@ class EmbeddedStack:
     def _start_nats(self, deadline: float) -> None:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
-        self._spawn("nats-server", [
-            _binary("nats-server"), "-a", "127.0.0.1", "-p", str(self.ports.nats),
-            "-m", str(self.ports.nats_monitor), "-js", "-sd", str(store),
-        ])
+        self._spawn(
+            "nats-server",
+            [
+                _binary("nats-server"),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.ports.nats),
+                "-m",
+                str(self.ports.nats_monitor),
+                "-js",
+                "-sd",
+                str(store),
+            ],
+        )
         self._wait_http(
             "nats-server",
-            f"http://127.0.0.1:{self.ports.nats_monitor}/healthz?js-enabled-only=true", deadline,
+            f"http://127.0.0.1:{self.ports.nats_monitor}/healthz?js-enabled-only=true",
+            deadline,
         )
 
     def _start_seaweedfs(self, deadline: float) -> None:
         root = self.data_dir / "seaweedfs"
         (root / "data").mkdir(parents=True, exist_ok=True)
         (root / "logs").mkdir(exist_ok=True)
-        identities = {"identities": [{
-            "name": "klipnote",
-            "credentials": [{"accessKey": self.settings.s3_access_key,
-                             "secretKey": self.settings.s3_secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
+        identities = {
+            "identities": [
+                {
+                    "name": "klipnote",
+                    "credentials": [
+                        {"accessKey": self.settings.s3_access_key, "secretKey": self.settings.s3_secret_key}
+                    ],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         config = root / "s3.json"
         config.write_text(json.dumps(identities))
         config.chmod(0o600)
         p = self.ports
-        self._spawn("seaweedfs", [
-            _binary("weed"), f"-logdir={root / 'logs'}", "mini", f"-dir={root / 'data'}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={p.master}", f"-master.port.grpc={p.master_grpc}",
-            f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume_grpc}",
-            f"-filer.port={p.filer}", f"-filer.port.grpc={p.filer_grpc}",
-            f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3_grpc}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
-            f"-admin.port={p.admin}", f"-admin.port.grpc={p.admin_grpc}",
-            "-master.telemetry=false", f"-s3.config={config}",
-        ])
+        self._spawn(
+            "seaweedfs",
+            [
+                _binary("weed"),
+                f"-logdir={root / 'logs'}",
+                "mini",
+                f"-dir={root / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={p.master}",
+                f"-master.port.grpc={p.master_grpc}",
+                f"-volume.port={p.volume}",
+                f"-volume.port.grpc={p.volume_grpc}",
+                f"-filer.port={p.filer}",
+                f"-filer.port.grpc={p.filer_grpc}",
+                f"-s3.port={p.s3}",
+                f"-s3.port.grpc={p.s3_grpc}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-webdav=false",
+                "-admin.ui=false",
+                f"-admin.port={p.admin}",
+                f"-admin.port.grpc={p.admin_grpc}",
+                "-master.telemetry=false",
+                f"-s3.config={config}",
+            ],
+        )
         client = storage.client(self.settings)
         while True:  # S3 answers about a second after start
             self._check_alive()
@@ -275,8 +315,13 @@ class EmbeddedStack:
         log_path = self.data_dir / "logs" / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self.children.append(Child(name, process, log_path))
 
