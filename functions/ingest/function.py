@@ -10,8 +10,9 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
+from opentelemetry.context import Context
 
-from events import binding, catalogue, storage
+from events import binding, catalogue, storage, tracing
 from events.models import (
     TranscriptionDispatched,
     TranscriptionFailed,
@@ -36,6 +37,7 @@ class Ingest:
         self._runtime: Runtime | None = None
         self._jobs: JobStore | None = None
         self.store: Minio = storage.client(settings)
+        self._tracer = tracing.tracer("klipnote.ingest")
         self._app = create_app(self)
 
     @property
@@ -75,14 +77,17 @@ class Ingest:
     async def request(self, request: TranscriptionRequested) -> JobRecord:
         """Publish a job request and project it at once, so the job exists when we answer."""
         assert self._runtime is not None
-        event = binding.new_event(
-            catalogue.REQUESTED,
-            request,
-            function=NAME,
-            subject=request.job_id,
-            event_id=f"{request.job_id}:requested",
-        )
-        await self._runtime.publisher.publish(event)
+        # The job's trace starts here; every later hop continues it through the events.
+        with self._tracer.start_as_current_span("transcription requested", context=Context()):
+            event = binding.new_event(
+                catalogue.REQUESTED,
+                request,
+                function=NAME,
+                subject=request.job_id,
+                event_id=f"{request.job_id}:requested",
+                traceparent=tracing.current_traceparent(),
+            )
+            await self._runtime.publisher.publish(event)
         record = await self.jobs.project(event, job_id_for(event, request))
         assert record is not None
         return record

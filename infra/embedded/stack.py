@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,10 +37,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out as some client's
+# source port between our check and the server's bind would make the server fail to start.
+_PORT_RANGE = (20000, 32000)
+_taken: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 now, never handed out twice by this process."""
+    while True:
+        port = random.randint(*_PORT_RANGE)
+        if port in _taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
 
 
 def port_in_use(port: int) -> bool:
@@ -301,13 +317,16 @@ class EmbeddedStack:
         client = storage.client(self.settings)
         while True:  # S3 answers about a second after start
             self._check_alive()
-            try:
-                client.list_buckets()
-                return
-            except Exception as error:
-                if time.monotonic() > deadline:
-                    raise StackError(f"SeaweedFS S3 did not come up: {error}") from error
-                time.sleep(0.2)
+            problem: object = "its S3 port is not open"
+            if port_in_use(p.s3):
+                try:
+                    client.list_buckets()
+                    return
+                except Exception as error:
+                    problem = error
+            if time.monotonic() > deadline:
+                raise StackError(f"SeaweedFS S3 did not come up: {problem}")
+            time.sleep(0.2)
 
     # -- helpers ----------------------------------------------------------------------------
 

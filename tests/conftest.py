@@ -1,0 +1,118 @@
+"""Shared, expensive fixtures, one per session: the embedded stack (real nats-server with
+JetStream, real SeaweedFS, the real functions with the real whisper-base model) and a NATS
+connection to it. Tests wait on events, never on sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from events import binding, catalogue
+from events.settings import Settings
+from infra.embedded.stack import EmbeddedStack, Ports
+from infra.models import assemble_whisper_base
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIO = ROOT.parent / "shared" / "audio"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def reference(name: str) -> str:
+    return (AUDIO / f"{name}.txt").read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    base = Settings().model_cache_dir
+    assemble_whisper_base(base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[EmbeddedStack]:
+    """The whole platform on free ports, started once for the session."""
+    settings = Settings(model_cache_dir=model_cache, enabled_models=["whisperx"])
+    embedded = EmbeddedStack(tmp_path_factory.mktemp("stack"), ports=Ports.free(), settings=settings)
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+async def nc(stack: EmbeddedStack) -> AsyncIterator[NATS]:
+    connection = await nats.connect(stack.settings.nats_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def js(nc: NATS) -> JetStreamContext:
+    return nc.jetstream()
+
+
+@pytest.fixture
+async def api(stack: EmbeddedStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as client:
+        yield client
+
+
+async def job_events(js: JetStreamContext, job_id: str, until: set[str], timeout: float) -> list[Any]:
+    """Every lifecycle event of a job, read from the JOBS stream until one of `until` types."""
+    sub = await js.subscribe(
+        catalogue.job_events_subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    events = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await sub.next_msg(timeout=timeout)
+                event = binding.decode(msg.headers, msg.data)
+                events.append(event)
+                if event.get_type() in until:
+                    return events
+    finally:
+        await sub.unsubscribe()
+
+
+async def wait_for_job_end(js: JetStreamContext, job_id: str, timeout: float = 180) -> Any:
+    """The job's `completed` or `failed` event."""
+    ends = {catalogue.COMPLETED.type, catalogue.FAILED.type}
+    return (await job_events(js, job_id, ends, timeout))[-1]
+
+
+async def submit(api: httpx.AsyncClient, path: Path, **form: str) -> str:
+    with open(path, "rb") as body:
+        response = await api.post("/v1/jobs", files={"file": (path.name, body)}, data=form)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def wait_for_state(js: JetStreamContext, job_id: str, states: set[str], timeout: float = 30) -> Any:
+    """The job record once the projector has brought it to one of `states` (a KV watch)."""
+    kv = await js.key_value(catalogue.JOBS_KV_BUCKET)
+    watcher = await kv.watch(job_id)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                entry = await watcher.updates(timeout=timeout)
+                if entry is None or not entry.value:
+                    continue  # the marker after the initial values
+                record = json.loads(entry.value)
+                if record["state"] in states:
+                    return record
+    finally:
+        await watcher.stop()

@@ -1,0 +1,196 @@
+"""The JetStream host against a real nats-server: malformed messages land in the DLQ with their
+reason while the consumer keeps going; a consumer killed mid-message has the message
+redelivered to the next one; heartbeats keep a long job from being redelivered meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from cloudevents.core.v1.event import CloudEvent
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy, StreamConfig
+
+from events import binding, bus, catalogue
+from events.catalogue import Consumer, Stream
+from events.models import TranscriptionQueued
+from events.runtime.function import Runtime, Subscription
+from events.runtime.jetstream import JetStreamHost
+from events.settings import Settings
+from infra.embedded.stack import EmbeddedStack
+from tests.conftest import ROOT
+
+
+class Recorder:
+    """A function that records the data of every `queued` event it is given."""
+
+    name = "recorder"
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.seen: asyncio.Queue[tuple[str, TranscriptionQueued]] = asyncio.Queue()
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return [Subscription(self.consumer, self.handle)]
+
+    async def start(self, runtime: Runtime) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
+
+    def app(self) -> None:
+        return None
+
+    async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        await self.seen.put((event.get_id(), binding.parse_data(event, TranscriptionQueued)))
+        return
+        yield
+
+
+async def make_consumer(js: JetStreamContext, settings: Settings) -> Consumer:
+    """A stream and durable of the test's own, beside the platform's."""
+    name = f"T{uuid.uuid4().hex[:10]}"
+    stream = Stream(name, [f"{name.lower()}.>"])
+    await js.add_stream(StreamConfig(name=name, subjects=stream.subjects))
+    consumer = Consumer(f"{name.lower()}-worker", stream, f"{name.lower()}.>")
+    await js.add_consumer(name, bus.consumer_config(consumer, settings))
+    return consumer
+
+
+def valid_event(job_id: str = "job-1") -> CloudEvent:
+    return binding.new_event(
+        catalogue.QUEUED, TranscriptionQueued(job_id=job_id, model="whisperx"), function="test"
+    )
+
+
+async def running(host: JetStreamHost) -> asyncio.Task[None]:
+    await host.connect()
+    return asyncio.create_task(host.run())
+
+
+async def test_malformed_messages_go_to_the_dlq_with_a_reason_and_the_consumer_keeps_going(
+    stack: EmbeddedStack, js: JetStreamContext
+) -> None:
+    settings = stack.settings
+    consumer = await make_consumer(js, settings)
+    recorder = Recorder(consumer)
+    host = JetStreamHost(recorder, settings)
+    task = await running(host)
+    subject = consumer.stream.subjects[0].replace(">", "in")
+    structured = {"Content-Type": "application/cloudevents+json"}
+    good = {
+        "specversion": "1.0",
+        "id": "x",
+        "source": "/t",
+        "type": catalogue.QUEUED.type,
+        "data": {"job_id": "j", "model": "whisperx"},
+    }
+    malformed = [
+        (structured, b"{not json", "not JSON"),
+        (
+            structured,
+            json.dumps({k: v for k, v in good.items() if k != "id"}).encode(),
+            "missing required CloudEvents attribute(s): id",
+        ),
+        (structured, json.dumps({**good, "specversion": "0.3"}).encode(), "specversion"),
+        (structured, json.dumps({**good, "data": {"job_id": 1}}).encode(), "does not match its schema"),
+        (structured, json.dumps({**good, "type": "com.example.unknown"}).encode(), "unknown event type"),
+        ({"ce-id": "y", "ce-source": "/t", "ce-specversion": "1.0"}, b"{}", "attribute(s): type"),
+    ]
+    try:
+        dlq = await js.subscribe(
+            catalogue.dead_letter_subject(consumer.durable),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        for headers, body, _ in malformed:
+            await js.publish(subject, body, headers=headers)
+        first_good, second_good = valid_event("after-1"), valid_event("after-2")
+        for event in (first_good, second_good):
+            headers, body = binding.encode(event, "binary")
+            await js.publish(subject, body, headers=headers)
+
+        letters = []
+        for _ in malformed:
+            msg = await dlq.next_msg(timeout=10)
+            letters.append(
+                binding.parse_data(binding.decode(msg.headers, msg.data), catalogue.DEAD_LETTER.data)
+            )
+        for letter, (_, body, reason) in zip(letters, malformed, strict=True):
+            assert reason in letter.reason
+            assert letter.consumer == consumer.durable and letter.subject == subject
+            assert letter.body == body.decode()  # the original is kept: nothing is lost
+
+        # ... and the consumer went on to handle the valid events that came after them
+        seen = [await asyncio.wait_for(recorder.seen.get(), 10) for _ in range(2)]
+        assert [event_id for event_id, _ in seen] == [first_good.get_id(), second_good.get_id()]
+        await dlq.unsubscribe()
+    finally:
+        host.stop()
+        await task
+
+
+async def test_a_consumer_killed_mid_message_has_it_redelivered_to_the_next(
+    stack: EmbeddedStack, js: JetStreamContext, nc: NATS
+) -> None:
+    ack_wait = 2.0
+    settings = stack.settings.model_copy(update={"ack_wait_s": ack_wait})
+    consumer = await make_consumer(js, settings)
+    announce = f"test.started.{uuid.uuid4().hex}"
+    started = await nc.subscribe(announce)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "consumer_process.py"),
+            "--nats",
+            settings.nats_url,
+            "--stream",
+            consumer.stream.name,
+            "--durable",
+            consumer.durable,
+            "--subject",
+            consumer.filter_subject,
+            "--announce",
+            announce,
+            "--ack-wait",
+            str(ack_wait),
+        ],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    recorder = Recorder(consumer)
+    host = JetStreamHost(recorder, settings)
+    try:
+        event = valid_event("long-job")
+        headers, body = binding.encode(event)
+        await js.publish(consumer.stream.subjects[0].replace(">", "job"), body, headers=headers)
+        taken = await started.next_msg(timeout=30)
+        assert taken.data.decode() == event.get_id()
+
+        # While the worker lives it heartbeats: a second consumer gets nothing for 2 x ack_wait.
+        task = await running(host)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(recorder.seen.get(), timeout=2 * ack_wait)
+
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        event_id, data = await asyncio.wait_for(recorder.seen.get(), timeout=5 * ack_wait)
+        assert event_id == event.get_id() and data.job_id == "long-job"
+        host.stop()
+        await task
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
