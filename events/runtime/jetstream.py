@@ -55,14 +55,14 @@ class JetStreamHost:
         self.drain_grace_s = drain_grace_s
         self.runtime: Runtime | None = None
         self._stopping = asyncio.Event()
-        self._started = False
+        self.started = asyncio.Event()  # set once the function has started (model loaded)
         self._tracer = tracing.tracer(f"klipnote.{function.name}")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def ready(self) -> bool:
         return (
-            self._started
+            self.started.is_set()
             and self.runtime is not None
             and self.runtime.nc.is_connected
             and self.function.ready()
@@ -80,7 +80,7 @@ class JetStreamHost:
     async def run(self) -> None:
         runtime = self.runtime or await self.connect()
         await self.function.start(runtime)
-        self._started = True
+        self.started.set()
         log.info("ready", extra={"function": self.function.name})
         consumers = [
             asyncio.create_task(self._consume(subscription))
