@@ -7,6 +7,7 @@ variables, as in the decision record (`DEFAULT_TRANSCRIPTION_MODEL`).
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -84,7 +85,80 @@ class Settings(BaseSettings):
         None, description="CTranslate2 compute type (default int8 on CPU, float16 on CUDA)."
     )
     batch_size: int = Field(4, description="Batched inference size for whisperx.")
+    alignment_models: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Local wav2vec2 checkpoints for forced alignment, by language "
+        '(JSON, e.g. {"en": "/models/wav2vec2-en"}); other languages keep decoder timings.',
+    )
+    nltk_data_dir: Path | None = Field(
+        None, description="NLTK data (punkt_tab) for alignment (default: <model cache>/nltk_data)."
+    )
+    audio_window_s: float = Field(
+        600.0,
+        description="Long media is transcribed in windows of about this length, cut at quiet "
+        "points, so memory stays bounded however long the file is.",
+    )
     cpu_threads: int = Field(2, description="CPU threads for inference.")
+
+    # -- optimize: subtitle rules (defaults from subtitle practice and the decision record) -----
+    optimize_min_cue_s: float = Field(1.0, description="Shortest cue on screen, seconds.")
+    optimize_max_cue_s: float = Field(7.0, description="Longest cue on screen, seconds.")
+    optimize_max_cue_chars: int = Field(200, description="Hard limit of characters in one cue.")
+    optimize_max_line_chars: int = Field(42, description="Characters per line, spaced scripts (Latin...).")
+    optimize_max_line_chars_cjk: int = Field(16, description="Characters per line, Chinese and Japanese.")
+    optimize_max_lines: int = Field(2, description="Lines per cue.")
+    optimize_max_cps: float = Field(20.0, description="Reading speed, characters/s, spaced scripts.")
+    optimize_max_cps_cjk: float = Field(9.0, description="Reading speed, characters/s, Chinese/Japanese.")
+    optimize_loop_max_repeats: int = Field(
+        3,
+        description="A word n-gram (or one Chinese/Japanese character) repeated in a row more than this "
+        "is a decoding loop and is cut back to one copy (two for a single character).",
+    )
+    optimize_loop_max_ngram: int = Field(12, description="Longest n-gram checked for loops.")
+    optimize_loop_max_sentence_repeats: int = Field(
+        2, description="A whole sentence repeated in a row more than this is cut back to one copy."
+    )
+    optimize_hallucinations: Annotated[list[str], NoDecode] = Field(
+        default=[
+            "Thanks for watching",
+            "Thank you for watching",
+            "Thank you for watching and see you next time",
+            "Please subscribe to my channel",
+            "Don't forget to like and subscribe",
+            "Subtitles by the Amara.org community",
+            "Sous-titres réalisés par la communauté d'Amara.org",
+            "Sous-titrage Société Radio-Canada",
+            "Untertitel der Amara.org-Community",
+            "Untertitelung des ZDF für funk 2017",
+            "Vielen Dank fürs Zuschauen",
+            "Subtítulos realizados por la comunidad de Amara.org",
+            "Gracias por ver el video",
+            "Sottotitoli creati dalla comunità Amara.org",
+            "Legendas pela comunidade Amara.org",
+            "Ondertitels ingediend door de Amara.org gemeenschap",
+            "Продолжение следует",
+            "字幕由Amara.org社区提供",
+            "請不吝點贊 訂閱 轉發 打賞支持明鏡與點點欄目",
+            "请不吝点赞 订阅 转发 打赏支持明镜与点点栏目",
+            "谢谢观看",
+            "感谢观看",
+            "謝謝觀看",
+            "ご視聴ありがとうございました",
+            "시청해주셔서 감사합니다",
+        ],
+        description="Known silence hallucinations, dropped when one is a segment's whole text (case, "
+        "spaces and punctuation ignored, so no entry needs a comma). Comma separated or a JSON list.",
+    )
+    optimize_traditional_to_simplified: bool = Field(
+        True,
+        description="Convert Traditional to Simplified characters in Mandarin (zh) transcripts; "
+        "Whisper often answers Mandarin in Traditional characters.",
+    )
+    optimize_segment_wait_s: float = Field(
+        30.0,
+        description="How long optimize waits for a run's missing segments before the job fails "
+        "(segments_incomplete).",
+    )
 
     # -- embedded stack ---------------------------------------------------------------------
     data_dir: Path = Field(
@@ -100,8 +174,36 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("optimize_hallucinations", mode="before")
+    @classmethod
+    def _phrases(cls, value: object) -> object:
+        # A JSON list, or comma separated as `to_env` writes lists (entries never need a comma).
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     def whisperx_model_path(self) -> Path:
         return self.whisperx_model_dir or self.model_cache_dir / "whisper-base-ct2"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process to read back."""
+        env = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, list):
+                text = ",".join(str(item) for item in value)
+            elif isinstance(value, dict):
+                text = json.dumps({key: str(item) for key, item in value.items()})
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[name.upper()] = text
+        return env
+
+    def nltk_data_path(self) -> Path:
+        return self.nltk_data_dir or self.model_cache_dir / "nltk_data"
 
     def belle2_model_path(self) -> Path:
         return self.belle2_model_dir or self.model_cache_dir / "whisper-base-hf"

@@ -27,14 +27,10 @@ from events.models import (
 from events.runtime.function import Runtime, Subscription, TransientError
 from events.settings import Settings
 from functions.optimize import outputs
-from functions.optimize.cues import build_cues
+from functions.optimize.cues import Optimizer
 
 log = logging.getLogger(__name__)
 NAME = "optimize"
-
-# How long to wait for a run's missing segments before the job fails (they are published before
-# `transcribed`, so a gap means a lost segment, not a slow one).
-SEGMENT_WAIT_S = 30.0
 
 
 class SegmentsIncomplete(Exception):
@@ -47,6 +43,7 @@ class Optimize:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: Minio = storage.client(settings)
+        self.optimizer = Optimizer.from_settings(settings)
         self._runtime: Runtime | None = None
 
     @property
@@ -83,8 +80,8 @@ class Optimize:
                 catalogue.FAILED, failed, function=NAME, subject=done.job_id, event_id=f"{done.job_id}:failed"
             )
             return
-        cues = build_cues(segments, done.audio_seconds)
-        stats: dict[str, Any] = {"segments": len(segments), "cues": len(cues)}
+        optimized = await asyncio.to_thread(self.optimizer.run, segments, done.audio_seconds, done.language)
+        cues, stats = optimized.cues, optimized.stats
         header = {
             "job_id": done.job_id,
             "model": done.model,
@@ -129,7 +126,9 @@ class Optimize:
             )
         except NotFoundError as error:
             raise TransientError(f"SEGMENTS stream unavailable: {error}") from error
-        deadline = time.monotonic() + SEGMENT_WAIT_S
+        # Segments are published before `transcribed`, so a gap means a lost segment, not a
+        # slow one: waiting a while covers a stream still catching up, then the job fails.
+        deadline = time.monotonic() + self.settings.optimize_segment_wait_s
         try:
             while len(found) < done.segment_count:
                 remaining = deadline - time.monotonic()

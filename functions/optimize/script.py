@@ -1,0 +1,85 @@
+"""Writing systems as the subtitle rules see them: which characters are Chinese/Japanese (no
+spaces between words, wider on screen, read more slowly), which are punctuation, and where a
+sentence or a clause ends. Chinese punctuation is punctuation here, like ASCII punctuation."""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+
+# Han (with extensions and compatibility ideographs), hiragana and katakana: one character is
+# one token, lines break between any two of them.
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+# CJK symbols and punctuation, full-width punctuation, general punctuation (dashes, curly
+# quotes, ellipsis): never a token of its own, always attached to a neighbouring word.
+PUNCTUATION = "\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65\u2010-\u2027"
+OPENING = set("「『（《〈【〔“‘([{¿¡")  # noqa: RUF001 (these are the point)
+CLOSING = set("」』）》〉】〕”’)]}\"'")  # noqa: RUF001 (these are the point)
+SENTENCE_ENDS = set(".!?。！？…‼⁇⁈⁉")  # noqa: RUF001 (these are the point)
+CLAUSE_ENDS = set(",;:、，；：—–")  # noqa: RUF001 (these are the point)
+
+# Characters that take two cells on screen and are read like Chinese: CJK plus its own punctuation.
+WIDE = CJK + "\u3000-\u303f\uff01-\uff60\uffe0-\uffe6"
+
+_CJK_CHAR = re.compile(f"[{CJK}]")
+_WIDE_CHAR = re.compile(f"[{WIDE}]")
+_PUNCTUATION_RUN = re.compile(f"[{PUNCTUATION}]+")
+
+
+class Boundary(IntEnum):
+    """Where a break after a token falls, best first."""
+
+    SENTENCE = 0
+    CLAUSE = 1
+    WORD = 2
+
+
+def is_cjk(char: str) -> bool:
+    return _CJK_CHAR.fullmatch(char) is not None
+
+
+def is_punctuation_run(text: str) -> bool:
+    return _PUNCTUATION_RUN.fullmatch(text) is not None
+
+
+def boundary_after(text: str) -> Boundary:
+    """What ends `text`: closing quotes and brackets are looked through ("Go." → sentence)."""
+    stripped = text.rstrip()
+    while stripped and stripped[-1] in CLOSING:
+        stripped = stripped[:-1]
+    if stripped and stripped[-1] in SENTENCE_ENDS:
+        return Boundary.SENTENCE
+    if stripped and stripped[-1] in CLAUSE_ENDS:
+        return Boundary.CLAUSE
+    return Boundary.WORD
+
+
+def visible_length(text: str) -> int:
+    """Characters a reader sees (spaces and line breaks excluded)."""
+    return sum(1 for char in text if not char.isspace())
+
+
+def is_wide(char: str) -> bool:
+    return _WIDE_CHAR.fullmatch(char) is not None
+
+
+def wide_count(text: str) -> int:
+    """Characters held to the Chinese/Japanese line length and reading speed."""
+    return len(_WIDE_CHAR.findall(text))
+
+
+def comparison_key(text: str) -> str:
+    """Text as loop and hallucination checks compare it: case, spaces, punctuation ignored."""
+    key = "".join(char for char in text.casefold() if char.isalnum())
+    return key or text.strip()
+
+
+def run_on(pieces: list[str]) -> str:
+    """Pieces of text (lines, cues) as one line: a space between two, none beside a
+    Chinese/Japanese character."""
+    joined = ""
+    for piece in pieces:
+        if joined and piece and not (is_wide(joined[-1]) or is_wide(piece[0])):
+            joined += " "
+        joined += piece
+    return joined
