@@ -150,22 +150,12 @@ class EmbeddedStack:
         return f"http://127.0.0.1:{self.ports.api}"
 
     def env(self) -> dict[str, str]:
-        """The environment a function process (or a client) of this stack runs with."""
-        s = self.settings
+        """The environment a function process (or a client) of this stack runs with: every
+        setting, so a child sees exactly the configuration the stack was given."""
         return {
-            "NATS_URL": s.nats_url,
-            "S3_ENDPOINT": s.s3_endpoint,
-            "S3_ACCESS_KEY": s.s3_access_key,
-            "S3_SECRET_KEY": s.s3_secret_key,
-            "S3_SECURE": "false",
-            "API_HOST": s.api_host,
-            "API_PORT": str(s.api_port),
-            "ENABLED_MODELS": ",".join(s.enabled_models),
-            "DEFAULT_TRANSCRIPTION_MODEL": s.default_transcription_model,
-            "MODEL_CACHE_DIR": str(s.model_cache_dir),
+            **self.settings.to_env(),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
-            **({"WHISPERX_MODEL_DIR": str(s.whisperx_model_dir)} if s.whisperx_model_dir else {}),
             **self.extra_env,
         }
 
@@ -191,15 +181,9 @@ class EmbeddedStack:
             self._start_seaweedfs(deadline)
             self.provision()
             for name in self.functions:
-                self._spawn(
-                    name,
-                    [sys.executable, "-m", "infra.cli", "serve", name],
-                    env={**os.environ, **self.env(), "HEALTH_PORT": str(self.ports.health[name])},
-                )
+                self._spawn_function(name)
             for name in self.functions:
-                self._wait_http(
-                    name, f"http://127.0.0.1:{self.ports.health[name]}/health/readiness", deadline
-                )
+                self.wait_ready(name, deadline)
         except BaseException:
             self.stop()
             raise
@@ -230,6 +214,31 @@ class EmbeddedStack:
                     child.process.kill()
                     child.process.wait()
         self.children.clear()
+
+    def _spawn_function(self, name: str) -> None:
+        env = {**os.environ, **self.env(), "HEALTH_PORT": str(self.ports.health[name])}
+        self._spawn(name, [sys.executable, "-m", "infra.cli", "serve", name], env=env)
+
+    def health_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports.health[name]}/health/readiness"
+
+    def wait_ready(self, name: str, deadline: float | None = None) -> None:
+        self._wait_http(name, self.health_url(name), deadline or time.monotonic() + 180)
+
+    def child(self, name: str) -> Child:
+        return next(child for child in self.children if child.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one function process, as a crash would (for fault tests)."""
+        child = self.child(name)
+        child.process.kill()
+        child.process.wait()
+        self.children.remove(child)
+
+    def restart(self, name: str) -> None:
+        """Start a killed or stopped function again and wait until it is ready."""
+        self._spawn_function(name)
+        self.wait_ready(name)
 
     def failed_children(self) -> list[Child]:
         return [child for child in self.children if child.process.poll() is not None]
@@ -352,16 +361,19 @@ class EmbeddedStack:
             )
 
     def _wait_http(self, name: str, url: str, deadline: float) -> None:
+        answer = "no answer"
         while True:
             self._check_alive()
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
                         return
+            except urllib.error.HTTPError as error:  # 503 and why, from a readiness probe
+                answer = error.read().decode(errors="replace")
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise StackError(f"{name} was not ready in time ({url})")
+                raise StackError(f"{name} was not ready in time ({url}): {answer}")
             time.sleep(0.1)
 
 
