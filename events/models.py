@@ -107,6 +107,9 @@ class TranscriptionTranscribed(EventData):
     audio_seconds: float = Field(ge=0.0)
     formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
+    alignment: str | None = Field(
+        None, description='How word times were found: "wav2vec2", or why alignment was skipped.'
+    )
 
 
 class TranscriptionCompleted(EventData):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -55,6 +56,7 @@ class Segment:
     words: list[Word] | None = None
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    language: str | None = None
 
 
 @dataclass
@@ -62,10 +64,16 @@ class Transcript:
     language: str | None
     language_probability: float | None = None
     segments: list[Segment] = field(default_factory=list)
+    # How word times were found: "wav2vec2", or why not ("skipped: ...").
+    alignment: str | None = None
 
 
 class ModelAdapter(Protocol):
-    """What is specific to one model. Both methods block; the skeleton runs them in a thread."""
+    """What is specific to one model. Both methods block; the skeleton runs them in a thread.
+
+    `transcribe` gets one window of 16 kHz mono float32 audio (times relative to the window),
+    calls `on_segment` as soon as it has a segment and `on_progress` with the fraction of the
+    window done, and may raise JobFailed for input it cannot transcribe."""
 
     name: str
 
@@ -89,38 +97,71 @@ class JobFailed(Exception):
         self.message = message
 
 
-def decode_audio(path: Path) -> np.ndarray:
-    """Any audio or video container to 16 kHz mono float32, through ffmpeg."""
-    if path.stat().st_size == 0:
+@dataclass
+class DecodedAudio:
+    """Media decoded to 16 kHz mono s16le on local disk, read window by window (memory-mapped),
+    so a file of hours never sits in memory as a whole."""
+
+    path: Path
+    samples: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def pcm(self) -> np.ndarray:
+        if self.samples == 0:
+            return np.zeros(0, np.int16)
+        return np.memmap(self.path, dtype=np.int16, mode="r")
+
+    def window(self, start: int, end: int) -> np.ndarray:
+        return self.pcm()[start:end].astype(np.float32) / 32768.0
+
+
+def decode_audio(media: Path, target: Path) -> DecodedAudio:
+    """Any audio or video container (first audio track, any rate or channel layout) to 16 kHz
+    mono s16le in `target`, through ffmpeg, streamed to disk."""
+    if media.stat().st_size == 0:
         raise JobFailed("media_empty", "the media file is empty (0 bytes)")
     command = [
-        "ffmpeg",
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-threads",
-        "0",
-        "-i",
-        str(path),
-        "-map",
-        "0:a:0",
-        "-f",
-        "s16le",
-        "-ac",
-        "1",
-        "-ar",
-        str(SAMPLE_RATE),
-        "-",
-    ]
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0", "-y",
+        "-i", str(media), "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE),
+        str(target),
+    ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, check=False)
     if result.returncode != 0:
-        reason = result.stderr.decode(errors="replace").strip().splitlines()
-        detail = reason[-1] if reason else f"ffmpeg exited with {result.returncode}"
-        if "matches no streams" in detail:
+        stderr = result.stderr.decode(errors="replace").strip()
+        detail = stderr.splitlines()[0] if stderr else f"ffmpeg exited with {result.returncode}"
+        if "matches no streams" in stderr:
             raise JobFailed("media_no_audio", "the media has no audio track")
+        if re.search(r"decoder .*not found", stderr, re.IGNORECASE):
+            raise JobFailed("media_unsupported_codec", f"the audio codec is not supported: {detail}")
         raise JobFailed("media_unreadable", f"the media could not be decoded: {detail}")
-    return np.frombuffer(result.stdout, np.int16).astype(np.float32) / 32768.0
+    samples = target.stat().st_size // 2
+    if samples == 0:
+        raise JobFailed("media_zero_duration", "the audio track lasts 0 s")
+    return DecodedAudio(target, samples)
+
+
+def windows(audio: DecodedAudio, window_s: float, search_s: float = 5.0) -> list[tuple[int, int]]:
+    """Sample ranges of about `window_s`, each cut at the quietest 20 ms within the last
+    `search_s` before its end, so a cut seldom falls inside a word."""
+    length, size = audio.samples, int(window_s * SAMPLE_RATE)
+    if length <= size * 1.25:
+        return [(0, length)]
+    frame, search = SAMPLE_RATE // 50, int(search_s * SAMPLE_RATE)
+    pcm = audio.pcm()
+    ranges, start = [], 0
+    while length - start > size * 1.25:
+        hunt_from = start + size - search
+        region = pcm[hunt_from : start + size].astype(np.float32)
+        frames = region[: len(region) // frame * frame].reshape(-1, frame)
+        quietest = int(np.argmin((frames**2).mean(axis=1))) if len(frames) else 0
+        cut = hunt_from + quietest * frame + frame // 2
+        ranges.append((start, cut))
+        start = cut
+    ranges.append((start, length))
+    return ranges
 
 
 class TranscriptionFunction:
@@ -133,6 +174,9 @@ class TranscriptionFunction:
         self.store: Minio = storage.client(settings)
         self._loaded = False
         self.load_seconds: float | None = None
+        self.loads = 0
+        # Why the function is not ready, for the readiness probe (None when it is).
+        self.problem: str | None = "loading the model"
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -140,9 +184,16 @@ class TranscriptionFunction:
 
     async def start(self, runtime: Runtime) -> None:
         started = time.perf_counter()
-        await asyncio.to_thread(self.adapter.load)
+        try:
+            await asyncio.to_thread(self.adapter.load)
+        except Exception as error:
+            # Stay up and say why: a crash loop would only repeat the same failure, faster.
+            self.problem = f"the {self.name} model could not be loaded: {error}"
+            log.error(self.problem, extra={"model": self.name})
+            return
         self.load_seconds = time.perf_counter() - started
-        self._loaded = True
+        self.loads += 1
+        self._loaded, self.problem = True, None
         log.info("model loaded in %.2fs", self.load_seconds, extra={"model": self.name})
 
     async def stop(self) -> None:
@@ -176,56 +227,46 @@ class TranscriptionFunction:
         with tempfile.TemporaryDirectory(prefix="klipnote-") as workdir:
             yield self._progress(job, run_id, "fetching", 0.0)
             started = time.perf_counter()
-            path = Path(workdir) / "media"
-            await asyncio.to_thread(self._fetch, job, path)
+            media = Path(workdir) / "media"
+            await asyncio.to_thread(self._fetch, job, media)
             timings["fetch"] = time.perf_counter() - started
 
             yield self._progress(job, run_id, "decoding", 0.0)
             started = time.perf_counter()
-            audio = await asyncio.to_thread(decode_audio, path)
+            audio = await asyncio.to_thread(decode_audio, media, Path(workdir) / "audio.s16le")
+            media.unlink()  # the decoded copy is all the model needs
             timings["decode"] = time.perf_counter() - started
 
-        audio_seconds = len(audio) / SAMPLE_RATE
-        started = time.perf_counter()
-        sequence = 0
-        async for item in self._transcribe(audio, job.language):
-            if isinstance(item, Segment):
-                segment = SegmentTranscribed(
-                    job_id=job.job_id,
-                    run_id=run_id,
-                    sequence=sequence,
-                    start=item.start,
-                    end=item.end,
-                    text=item.text,
-                    words=item.words,
-                    language=job.language,
-                    avg_logprob=item.avg_logprob,
-                    no_speech_prob=item.no_speech_prob,
-                )
-                yield self._event(catalogue.SEGMENT, segment, job.job_id, f"{run_id}:{sequence}")
-                sequence += 1
-            elif isinstance(item, float):
-                yield self._progress(job, run_id, "transcribing", item)
-            else:
-                transcript = item
-        timings["transcribe"] = time.perf_counter() - started
+            started = time.perf_counter()
+            sequence = 0
+            transcript = Transcript(language=job.language)
+            async for item in self._transcribe(audio, job.language):
+                if isinstance(item, Segment):
+                    segment = SegmentTranscribed(
+                        job_id=job.job_id, run_id=run_id, sequence=sequence, start=item.start,
+                        end=item.end, text=item.text, words=item.words, language=item.language,
+                        avg_logprob=item.avg_logprob, no_speech_prob=item.no_speech_prob,
+                    )  # fmt: skip
+                    yield self._event(catalogue.SEGMENT, segment, job.job_id, f"{run_id}:{sequence}")
+                    sequence += 1
+                elif isinstance(item, float):
+                    yield self._progress(job, run_id, "transcribing", item)
+                else:
+                    transcript = item
+            timings["transcribe"] = time.perf_counter() - started
         done = TranscriptionTranscribed(
-            job_id=job.job_id,
-            run_id=run_id,
-            model=self.name,
-            language=transcript.language,
-            language_probability=transcript.language_probability,
-            segment_count=sequence,
-            audio_seconds=audio_seconds,
-            formats=job.formats,
-            timings=timings,
-        )
+            job_id=job.job_id, run_id=run_id, model=self.name, language=transcript.language,
+            language_probability=transcript.language_probability, segment_count=sequence,
+            audio_seconds=audio.seconds, formats=job.formats, timings=timings,
+            alignment=transcript.alignment,
+        )  # fmt: skip
         yield self._event(catalogue.TRANSCRIBED, done, job.job_id, f"{run_id}:transcribed")
 
     async def _transcribe(
-        self, audio: np.ndarray, language: str | None
+        self, audio: DecodedAudio, language: str | None
     ) -> AsyncIterator[Segment | float | Transcript]:
-        """Run the blocking model in a thread and hand its segments over as they come."""
+        """Run the blocking model in a thread, window by window, and hand its segments over to
+        the event loop as they come (times shifted to the whole file)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Segment | float | Transcript | BaseException] = asyncio.Queue()
 
@@ -234,7 +275,7 @@ class TranscriptionFunction:
 
         def work() -> None:
             try:
-                put(self.adapter.transcribe(audio, language, put, lambda f: put(float(f))))
+                put(self._transcribe_windows(audio, language, put))
             except BaseException as error:  # handed to the event loop, raised there
                 put(error)
 
@@ -243,11 +284,40 @@ class TranscriptionFunction:
             item = await queue.get()
             if isinstance(item, BaseException):
                 await worker
+                if isinstance(item, JobFailed):
+                    raise item
                 raise JobFailed("model_error", f"{self.name} failed: {item}") from item
             yield item
             if isinstance(item, Transcript):
                 await worker
                 return
+
+    def _transcribe_windows(
+        self, audio: DecodedAudio, language: str | None, put: Callable[[Segment | float], None]
+    ) -> Transcript:
+        whole = Transcript(language=language)
+        total = audio.samples
+        for index, (start, end) in enumerate(windows(audio, self.settings.audio_window_s)):
+            offset = start / SAMPLE_RATE
+
+            def shifted(segment: Segment, offset: float = offset) -> None:
+                segment.start += offset
+                segment.end += offset
+                for word in segment.words or []:
+                    word.start = None if word.start is None else word.start + offset
+                    word.end = None if word.end is None else word.end + offset
+                put(segment)
+
+            def progress(fraction: float, start: int = start, end: int = end) -> None:
+                put((start + fraction * (end - start)) / total)
+
+            part = self.adapter.transcribe(audio.window(start, end), whole.language, shifted, progress)
+            if index == 0:
+                # The first window's language holds for the rest: one file, one language.
+                whole.language = part.language
+                whole.language_probability = part.language_probability
+            whole.alignment = part.alignment
+        return whole
 
     def _fetch(self, job: TranscriptionDispatched, path: Path) -> None:
         try:

@@ -34,9 +34,16 @@ def health_app(host: JetStreamHost, app: FastAPI | None = None) -> FastAPI:
 
     @app.get("/health/readiness", include_in_schema=False)
     async def readiness() -> Response:
+        # A function may say why it is not ready (`problem`) and what it has done (`loads`).
+        details = {
+            name: getattr(host.function, name)
+            for name in ("problem", "loads", "load_seconds")
+            if getattr(host.function, name, None) is not None
+        }
         if host.ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "starting"}, status_code=503)
+            return JSONResponse({"status": "ready", **details})
+        status = "starting" if not host.started.is_set() else "not ready"
+        return JSONResponse({"status": status, **details}, status_code=503)
 
     return app
 

@@ -81,11 +81,15 @@ class JetStreamHost:
         runtime = self.runtime or await self.connect()
         await self.function.start(runtime)
         self.started.set()
-        log.info("ready", extra={"function": self.function.name})
+        taking_work = self.consume and self.function.ready()
+        if self.function.ready():
+            log.info("ready", extra={"function": self.function.name})
+        else:  # e.g. a missing model: take no work, keep answering the probes
+            log.error("not ready, taking no work: %s", getattr(self.function, "problem", None))
         consumers = [
             asyncio.create_task(self._consume(subscription))
             for subscription in self.function.subscriptions
-            if self.consume
+            if taking_work
         ]
         try:
             await self._stopping.wait()
