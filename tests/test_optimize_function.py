@@ -12,6 +12,7 @@ import json
 import math
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import httpx
 import jiwer
@@ -132,6 +133,8 @@ async def test_only_the_runs_own_segments_are_assembled(
     document = json.loads(fetch(stack, completed.results["json"].bucket, completed.results["json"].key))
     assert [cue["text"] for cue in document["cues"]] == ["First.", "second."]
     assert completed.stats["segments"] == 2
+    assert (document["model"], document["language"], document["stats"]["segments"]) == ("whisperx", "en", 2)
+    assert set(completed.results) == {"json", "srt", "vtt", "txt"}
 
 
 async def test_a_missing_segment_fails_the_job_with_a_clear_code(
@@ -149,6 +152,48 @@ async def test_a_missing_segment_fails_the_job_with_a_clear_code(
     failed = binding.parse_data(replies[0], TranscriptionFailed)
     assert failed.code == "segments_incomplete"
     assert "missing sequence numbers [1]" in failed.message
+
+
+class _WatchedJetStream:
+    """The stream context with one addition: an event set once a subscription is open."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self.subscribed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def subscribe(self, *args: Any, **kwargs: Any) -> Any:
+        subscription = await self._js.subscribe(*args, **kwargs)
+        self.subscribed.set()
+        return subscription
+
+
+async def test_a_segment_missing_when_the_run_ends_is_waited_for(
+    stack: EmbeddedStack, nc: NATS, js: JetStreamContext
+) -> None:
+    """A gap is retried, not failed at once: a segment the stream holds only after optimize
+    started reading (a publisher retrying it) still completes the job."""
+    settings = stack.settings.model_copy(update={"optimize_segment_wait_s": 30.0})
+    watched = _WatchedJetStream(js)
+    function = Optimize(settings)
+    await function.start(Runtime(settings, nc, cast(JetStreamContext, watched), Publisher(js, settings)))
+    job = new_job()
+    publisher = Publisher(js, stack.settings)
+    await publish_segments(publisher, [segment(0, 0, 2, "Early.", job_id=job)])
+
+    handling = asyncio.create_task(handle(function, transcribed(job, "r1", 2, 4.0)))
+    await asyncio.wait_for(watched.subscribed.wait(), timeout=30)
+    assert not handling.done()
+    await publish_segments(publisher, [segment(1, 2, 4, "Late.", job_id=job)])
+    replies = await asyncio.wait_for(handling, timeout=30)
+    await function.stop()
+
+    assert [reply.get_type() for reply in replies] == [catalogue.COMPLETED.type]
+    completed = binding.parse_data(replies[0], TranscriptionCompleted)
+    document = json.loads(fetch(stack, completed.results["json"].bucket, completed.results["json"].key))
+    assert [cue["text"] for cue in document["cues"]] == ["Early.", "Late."]
 
 
 async def test_the_requested_formats_are_the_ones_written(
@@ -261,6 +306,8 @@ async def test_real_english_clips_become_subtitles_that_meet_the_rules(
         assert rules.text_fits(text), text
         assert rules.duration_fits(start / 1000, end / 1000), (start, end, text)
     assert document["stats"]["rules"]["duration_and_length"] == 1.0
+    assert (document["model"], document["language"]) == ("whisperx", "en")
+    assert all(cue.get("words") for cue in document["cues"])  # the model's word timestamps
     error = jiwer.wer(
         reference(clip.rsplit(".", 1)[0]).lower(),
         " ".join(files["txt"].split()).lower(),

@@ -93,13 +93,14 @@ def test_whatever_the_segments_cues_are_ordered_inside_the_audio_and_nothing_is_
 @st.composite
 def readable_segments(draw: st.DrawFn) -> tuple[list[SegmentTranscribed], float]:
     """Segments a careful speaker could produce: in order, apart, at 5 to 15 characters per
-    second, words shorter than a line."""
+    second and no faster than the reading speed limits, words shorter than a line."""
     segments = []
     clock = draw(st.floats(min_value=0, max_value=5))
     for index in range(draw(st.integers(min_value=0, max_value=10))):
         text = " ".join(draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=60)))
         chars = visible_length(text)
-        duration = draw(st.floats(min_value=max(1.0, chars / 15), max_value=max(1.0, chars / 5)))
+        fastest = max(1.0, chars / 15, RULES.reading_seconds(text))
+        duration = draw(st.floats(min_value=fastest, max_value=max(fastest, chars / 5)))
         segments.append(segment(index, clock, clock + duration, text))
         clock += duration + draw(st.one_of(st.just(0.0), st.floats(min_value=0, max_value=5)))
     return segments, clock
@@ -119,4 +120,6 @@ def test_every_cue_meets_the_rules_when_the_input_allows_it(
     for cue in result.cues:
         assert RULES.text_fits(cue.text), cue
         assert RULES.duration_fits(cue.start, cue.end), cue
+        assert RULES.reading_fits(cue.text, cue.start, cue.end), cue
     assert result.stats["rules"]["duration_and_length"] in (None, 1.0)
+    assert result.stats["rules"]["reading_speed"] in (None, 1.0)

@@ -112,6 +112,7 @@ class Optimizer:
                 index,
                 self.rules.max_line_chars,
                 self.rules.max_line_chars_cjk,
+                self.rules.max_cps / self.rules.max_cps_cjk,
             )
         ]
         tokens = remove_loops(tokens, self.loops, removed)

@@ -3,7 +3,10 @@
 A token is a word in spaced scripts or one character in Chinese/Japanese, with the punctuation
 around it attached, so no line starts with a comma and no cut falls inside a word. Times come
 from the model's word timestamps where it gave them; between those (or without any) time runs
-in proportion to characters, which is the best guess a segment alone allows.
+in proportion to characters, which is the best guess a segment alone allows: to visible ones,
+a Chinese/Japanese character weighing as much as it takes to read (`wide_weight` Latin
+letters), so a mixed-script segment read at a pace the rules allow gives every piece of it a
+pace they allow too.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ def timed_tokens(
     segment: int,
     max_chars: int,
     max_chars_cjk: int,
+    wide_weight: float = 1.0,
 ) -> list[Token]:
     """The tokens of one segment spanning [start, end], each with its time and its words."""
     pieces = spans(text, max_chars, max_chars_cjk)
@@ -111,11 +115,12 @@ def timed_tokens(
         return []
     anchors, placed = _anchors(text, start, end, words or [])
     offsets, times = zip(*anchors, strict=True)
+    position = _positions(text, wide_weight)
     tokens = [
         Token(
             text=text[a:b],
-            start=_interpolate(offsets, times, a, starting=True),
-            end=_interpolate(offsets, times, b, starting=False),
+            start=_interpolate(offsets, times, position, a, starting=True),
+            end=_interpolate(offsets, times, position, b, starting=False),
             space_before=spaced,
             segment=segment,
         )
@@ -162,7 +167,19 @@ def _anchors(
     return monotonic, placed
 
 
-def _interpolate(offsets: tuple[int, ...], times: tuple[float, ...], offset: int, starting: bool) -> float:
+def _positions(text: str, wide_weight: float) -> list[float]:
+    """Where each character offset falls in the time a segment takes to say: spaces take
+    none, a Chinese/Japanese character `wide_weight`, any other character one."""
+    position = [0.0]
+    for char in text:
+        weight = 0.0 if char.isspace() else wide_weight if is_wide(char) else 1.0
+        position.append(position[-1] + weight)
+    return position
+
+
+def _interpolate(
+    offsets: tuple[int, ...], times: tuple[float, ...], position: list[float], offset: int, starting: bool
+) -> float:
     """Time at a character offset. Where several anchors share the offset (a word starting
     where the segment starts), a token starts at the latest of them and ends at the earliest."""
     if starting:
@@ -179,5 +196,6 @@ def _interpolate(offsets: tuple[int, ...], times: tuple[float, ...], offset: int
     if right >= len(offsets):
         return times[-1]
     left = right - 1
-    share = (offset - offsets[left]) / (offsets[right] - offsets[left])
+    weight = position[offsets[right]] - position[offsets[left]]
+    share = (position[offset] - position[offsets[left]]) / weight if weight > 0 else 0.0
     return times[left] + share * (times[right] - times[left])

@@ -23,6 +23,7 @@ from events.models import SegmentTranscribed, Word
 from events.settings import Settings
 from functions.optimize import outputs
 from functions.optimize.cues import Optimized, Optimizer
+from functions.optimize.rules import compliance
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -191,6 +192,8 @@ def main() -> None:
 
     if args.no_real:
         return
+    every_cue: list[tuple[float, float, str]] = []
+    too_short: list[str] = []
     for name, (clip_segments, duration, language) in real_segments().items():
         started = time.perf_counter()
         optimized = optimizer.run(clip_segments, duration, language)
@@ -202,6 +205,16 @@ def main() -> None:
         )
         for cue in optimized.cues:
             print(f"    {cue.start:6.2f}-{cue.end:6.2f} {cue.text!r}")
+        every_cue.extend((cue.start, cue.end, cue.text) for cue in optimized.cues)
+        if duration < optimizer.rules.min_cue_s:
+            too_short.append(name)
+    together = compliance(every_cue, optimizer.rules)
+    print(
+        f"real clips together: {together['cues']} cues, duration+length {together['duration_and_length']}, "
+        f"reading speed {together['reading_speed']}"
+    )
+    for name in too_short:
+        print(f"  ({name} is shorter than the {optimizer.rules.min_cue_s} s minimum: no cue meets it)")
 
 
 if __name__ == "__main__":
