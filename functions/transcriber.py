@@ -175,6 +175,7 @@ class TranscriptionFunction:
         self._loaded = False
         self.load_seconds: float | None = None
         self.loads = 0
+        self.jobs = 0  # handled on this replica: with `loads`, shows a warm worker loads nothing per job
         # Why the function is not ready, for the readiness probe (None when it is).
         self.problem: str | None = "loading the model"
 
@@ -208,6 +209,7 @@ class TranscriptionFunction:
     async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
         job = binding.parse_data(event, TranscriptionDispatched)
         run_id = uuid.uuid4().hex  # one per attempt: optimize keeps only the finished run
+        self.jobs += 1
         try:
             async for out in self._run(job, run_id):
                 yield out
@@ -275,7 +277,7 @@ class TranscriptionFunction:
 
         def work() -> None:
             try:
-                put(self._transcribe_windows(audio, language, put))
+                put(self.transcribe_audio(audio, language, put))
             except BaseException as error:  # handed to the event loop, raised there
                 put(error)
 
@@ -292,20 +294,28 @@ class TranscriptionFunction:
                 await worker
                 return
 
-    def _transcribe_windows(
+    def transcribe_audio(
         self, audio: DecodedAudio, language: str | None, put: Callable[[Segment | float], None]
     ) -> Transcript:
+        """The whole decoded file through the model, window by window (blocking): segments and
+        progress fractions go to `put` as they come, times relative to the whole file."""
         whole = Transcript(language=language)
         total = audio.samples
         for index, (start, end) in enumerate(windows(audio, self.settings.audio_window_s)):
             offset = start / SAMPLE_RATE
 
-            def shifted(segment: Segment, offset: float = offset) -> None:
-                segment.start += offset
-                segment.end += offset
+            def shifted(
+                segment: Segment, offset: float = offset, length: float = (end - start) / SAMPLE_RATE
+            ) -> None:
+                # A model's times may overshoot its window by a VAD frame: every time is kept
+                # inside the window, then moved to the whole file (to the millisecond).
+                def place(time: float) -> float:
+                    return round(offset + min(max(time, 0.0), length), 3)
+
+                segment.start, segment.end = place(segment.start), place(segment.end)
                 for word in segment.words or []:
-                    word.start = None if word.start is None else word.start + offset
-                    word.end = None if word.end is None else word.end + offset
+                    word.start = None if word.start is None else place(word.start)
+                    word.end = None if word.end is None else place(word.end)
                 put(segment)
 
             def progress(fraction: float, start: int = start, end: int = end) -> None:

@@ -10,7 +10,7 @@ its batch comes out of the model.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,12 @@ import numpy as np
 
 from events.models import Word
 from events.settings import Settings
-from functions.transcriber import SAMPLE_RATE, Segment, Transcript
+from functions.transcriber import SAMPLE_RATE, JobFailed, Segment, Transcript
 
 NAME = "whisperx"
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
 CHUNK_S = 30  # Whisper's window: VAD regions are merged up to this length
+HOP_SAMPLES = 160  # one mel frame: the unit of the decoder's word alignment
 
 
 class ModelUnavailable(RuntimeError):
@@ -58,6 +59,9 @@ class WhisperX:
             threads=self.settings.cpu_threads,
             local_files_only=True,
         )
+        # Configured aligners load now: a wrong path fails readiness, not the first job in that language.
+        for language in self.settings.alignment_models:
+            self._aligner(language)
 
     # -- transcription ------------------------------------------------------------------------
 
@@ -68,9 +72,11 @@ class WhisperX:
         on_segment: Callable[[Segment], None],
         on_progress: Callable[[float], None],
     ) -> Transcript:
-        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
         from whisperx.vads import Pyannote
 
+        if language is not None and language not in _LANGUAGE_CODES:
+            raise JobFailed("language_unsupported", f"whisperx cannot transcribe language {language!r}")
         pipeline = self.pipeline
         transcript = Transcript(language=language)
         if language is None:
@@ -89,38 +95,91 @@ class WhisperX:
             on_progress(1.0)
             transcript.alignment = "skipped: no speech"
             return transcript
-        pipeline.tokenizer = Tokenizer(
-            pipeline.model.hf_tokenizer,
-            pipeline.model.model.is_multilingual,
-            task="transcribe",
-            language=language,
-        )
+        model = pipeline.model
+        multilingual = model.model.is_multilingual
+        tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language)
         aligner = self._aligner(language)
-        transcript.alignment = "wav2vec2" if aligner else f"skipped: no alignment model for {language!r}"
-
-        def inputs() -> Any:
-            for chunk in chunks:
-                yield {"inputs": audio[int(chunk["start"] * SAMPLE_RATE) : int(chunk["end"] * SAMPLE_RATE)]}
-
-        batch_size = self.settings.batch_size
-        outputs = pipeline(inputs(), batch_size=batch_size, num_workers=0)
-        for index, output in enumerate(outputs):
-            text, logprob = output["text"], output["avg_logprob"]
-            if batch_size in (0, 1, None):
-                text, logprob = text[0], logprob[0]
-            chunk = chunks[index]
-            segment = Segment(
-                start=round(chunk["start"], 3),
-                end=round(chunk["end"], 3),
-                text=text.strip(),
-                avg_logprob=logprob,
-                language=language,
-            )
+        skipped = f"skipped: no alignment model for {language!r}; word times from the decoder"
+        transcript.alignment = "wav2vec2" if aligner else skipped
+        done = 0
+        for segment in self._decode(audio, chunks, tokenizer, with_words=aligner is None):
             for part in self._align(segment, audio, aligner) if aligner else [segment]:
                 transcript.segments.append(part)
                 on_segment(part)
-            on_progress((index + 1) / len(chunks))
+            done += 1
+            on_progress(done / len(chunks))
         return transcript
+
+    def _decode(
+        self, audio: np.ndarray, chunks: list[dict[str, Any]], tokenizer: Any, *, with_words: bool
+    ) -> Iterator[Segment]:
+        """WhisperX's batched decoding (`WhisperModel.generate_segment_batched`), done here so the
+        encoder output stays at hand: without a wav2vec2 aligner, word times come from the
+        decoder's cross-attention on it (faster-whisper's `find_alignment`), at the cost of one
+        extra decoder pass per batch instead of a second encoder pass."""
+        from faster_whisper.transcribe import merge_punctuations
+        from whisperx.audio import N_SAMPLES, log_mel_spectrogram
+
+        model, options = self.pipeline.model, self.pipeline.options
+        n_mels = model.feat_kwargs.get("feature_size") or 80
+        previous = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        prompt = model.get_prompt(
+            tokenizer, previous, without_timestamps=True, prefix=options.prefix, hotwords=options.hotwords
+        )
+        size = max(self.settings.batch_size, 1)
+        for first in range(0, len(chunks), size):
+            batch = chunks[first : first + size]
+            pieces = [audio[int(c["start"] * SAMPLE_RATE) : int(c["end"] * SAMPLE_RATE)] for c in batch]
+            features = np.stack(
+                [
+                    np.asarray(log_mel_spectrogram(piece, n_mels=n_mels, padding=N_SAMPLES - len(piece)))
+                    for piece in pieces
+                ]
+            )
+            encoded = model.encode(features)
+            results = model.model.generate(
+                encoded,
+                [prompt] * len(batch),
+                beam_size=options.beam_size,
+                patience=options.patience,
+                length_penalty=options.length_penalty,
+                max_length=model.max_length,
+                suppress_blank=options.suppress_blank,
+                suppress_tokens=options.suppress_tokens,
+                no_repeat_ngram_size=options.no_repeat_ngram_size,
+                repetition_penalty=options.repetition_penalty,
+                return_scores=True,
+            )
+            tokens = [[t for t in result.sequences_ids[0] if t < tokenizer.eot] for result in results]
+            texts = tokenizer.tokenizer.decode_batch(tokens)
+            timings: list[list[dict[str, Any]]] = [[] for _ in batch]
+            if with_words:
+                frames = [len(piece) // HOP_SAMPLES for piece in pieces]
+                timings = model.find_alignment(tokenizer, tokens, encoded, frames)
+                for alignment in timings:
+                    merge_punctuations(alignment, options.prepend_punctuations, options.append_punctuations)
+            for chunk, result, text, timing in zip(batch, results, texts, timings, strict=True):
+                length = len(result.sequences_ids[0])
+                logprob = result.scores[0] * (length**options.length_penalty) / (length + 1)
+                offset = chunk["start"]
+                words = [
+                    Word(
+                        word=w["word"].strip(),
+                        start=round(offset + w["start"], 3),
+                        end=round(offset + w["end"], 3),
+                        score=round(float(w["probability"]), 4),
+                    )
+                    for w in timing
+                    if w["word"].strip()
+                ]
+                yield Segment(
+                    start=round(chunk["start"], 3),
+                    end=round(chunk["end"], 3),
+                    text=text.strip(),
+                    words=words or None,
+                    avg_logprob=float(logprob),
+                    language=tokenizer.language_code,
+                )
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         """Language and its probability from the first 30 s (whisperx logs but drops it)."""
@@ -139,15 +198,21 @@ class WhisperX:
 
     def _aligner(self, language: str | None) -> tuple[Any, dict[str, Any]] | None:
         path = self.settings.alignment_models.get(language or "")
-        if path is None:
+        if path is None or language is None:
             return None
         if language not in self._aligners:
             import whisperx
 
-            self._aligners[language or ""] = whisperx.load_align_model(
-                language, self.device, model_name=str(path), model_cache_only=True
-            )
-        return self._aligners[language or ""]
+            try:
+                self._aligners[language] = whisperx.load_align_model(
+                    language, self.device, model_name=str(path), model_cache_only=True
+                )
+            except Exception as error:
+                raise ModelUnavailable(
+                    f"the {language!r} alignment model at {path} could not be loaded ({error}); "
+                    "fix or remove it in ALIGNMENT_MODELS"
+                ) from error
+        return self._aligners[language]
 
     def _align(
         self, segment: Segment, audio: np.ndarray, aligner: tuple[Any, dict[str, Any]]
