@@ -175,7 +175,8 @@ class TranscriptionFunction:
         self._loaded = False
         self.load_seconds: float | None = None
         self.loads = 0
-        self.jobs = 0  # handled on this replica: with `loads`, shows a warm worker loads nothing per job
+        # Jobs handled by this replica: beside `loads`, shows that a warm worker loads nothing per job.
+        self.jobs_handled = 0
         # Why the function is not ready, for the readiness probe (None when it is).
         self.problem: str | None = "loading the model"
 
@@ -209,7 +210,7 @@ class TranscriptionFunction:
     async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
         job = binding.parse_data(event, TranscriptionDispatched)
         run_id = uuid.uuid4().hex  # one per attempt: optimize keeps only the finished run
-        self.jobs += 1
+        self.jobs_handled += 1
         try:
             async for out in self._run(job, run_id):
                 yield out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue
 from events.settings import Settings
+from functions.ingest.jobs import JobRecord
 from infra.embedded.stack import EmbeddedStack, Ports
 from infra.models import assemble_whisper_base
 
@@ -44,7 +46,8 @@ def model_cache() -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[EmbeddedStack]:
     """The whole platform on free ports, started once for the session."""
-    settings = Settings(model_cache_dir=model_cache, enabled_models=["whisperx"])
+    # A short ack_wait: a killed worker's job comes back in 10 s, not 30 (heartbeats every 3.3 s).
+    settings = Settings(model_cache_dir=model_cache, enabled_models=["whisperx"], ack_wait_s=10.0)
     embedded = EmbeddedStack(tmp_path_factory.mktemp("stack"), ports=Ports.free(), settings=settings)
     embedded.start()
     yield embedded
@@ -116,3 +119,26 @@ async def wait_for_state(js: JetStreamContext, job_id: str, states: set[str], ti
                     return record
     finally:
         await watcher.stop()
+
+
+async def finished_job(
+    api: httpx.AsyncClient, js: JetStreamContext, job_id: str, timeout: float = 180
+) -> dict[str, Any]:
+    """The job record once ingest has recorded its end: watched in the jobs KV, not polled."""
+    await wait_for_job_end(js, job_id, timeout)
+    watcher = await (await js.key_value(catalogue.JOBS_KV_BUCKET)).watch(job_id)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                entry = await watcher.updates(timeout=timeout)
+                if entry is not None and entry.value and JobRecord.model_validate_json(entry.value).finished:
+                    break
+    finally:
+        await watcher.stop()
+    job: dict[str, Any] = (await api.get(f"/v1/jobs/{job_id}")).json()
+    return job
+
+
+def ffmpeg(*args: str) -> None:
+    """Make test media (nothing is committed but the public clips in ../shared/audio)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)

@@ -34,10 +34,10 @@ def health_app(host: JetStreamHost, app: FastAPI | None = None) -> FastAPI:
 
     @app.get("/health/readiness", include_in_schema=False)
     async def readiness() -> Response:
-        # A function may say why it is not ready (`problem`) and what it has done (`loads`, `jobs`).
+        # A function may say why it is not ready (`problem`) and what it has done (`loads`...).
         details = {
             name: getattr(host.function, name)
-            for name in ("problem", "loads", "load_seconds", "jobs")
+            for name in ("problem", "loads", "load_seconds", "jobs_handled")
             if getattr(host.function, name, None) is not None
         }
         if host.ready():
