@@ -143,11 +143,20 @@ async def test_silence_completes_with_an_empty_transcript(
     assert (await belle2_api.get(f"/v1/jobs/{job_id}/transcript.txt")).text.strip() == ""
 
 
-async def test_worker_still_serves_after_bad_media(
-    belle2_api: httpx.AsyncClient, belle2_js: JetStreamContext, belle2_stack: EmbeddedStack
+async def test_worker_still_serves_a_video_after_bad_media(
+    belle2_api: httpx.AsyncClient, belle2_js: JetStreamContext, belle2_stack: EmbeddedStack, tmp_path: Path
 ) -> None:
-    # Runs after the failures above: the same belle2 process takes the next job.
-    job_id = await submit(belle2_api, AUDIO / "sr-chinese.flac", model="belle2")
+    # Runs after the failures above: the same belle2 process takes the next job, a video whose
+    # Mandarin audio track the skeleton decodes (the transformers pipeline cannot read video).
+    video = tmp_path / "mandarin.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=4.3:size=64x64:rate=10",
+           "-i", str(AUDIO / "aishell-BAC009S0724W0121.wav"), "-c:v", "mpeg4", "-c:a", "aac", "-shortest",
+           str(video))  # fmt: skip
+    job_id = await submit(belle2_api, video, model="belle2")
     job = await finished_job(belle2_api, belle2_js, job_id)
     assert job["state"] == "completed", job
+    assert job["model"] == "belle2"
+    cues = list(srt.parse((await belle2_api.get(f"/v1/jobs/{job_id}/transcript.srt")).text))
+    assert cues and all(0 <= cue.start.total_seconds() < cue.end.total_seconds() <= 4.4 for cue in cues)
+    assert sum("\u4e00" <= ch <= "\u9fff" for cue in cues for ch in cue.content) >= 8, cues
     assert belle2_stack.failed_children() == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 import resource
 import tempfile
+from itertools import pairwise
 from pathlib import Path
 
 import jiwer
@@ -16,6 +17,7 @@ import pytest
 from events.settings import Settings
 from functions.belle2.function import create
 from functions.belle2.model import Belle2, ModelUnavailable, check_model_dir
+from functions.belle2.vad import WINDOW, VadOptions, plan_regions
 from functions.transcriber import JobFailed, Segment, Transcript
 from functions.transcriber import decode_audio as decode_media
 from infra.models import assemble_whisper_base, derive_whisper_base_hf
@@ -121,6 +123,34 @@ def test_long_input_is_decoded_region_by_region_with_bounded_memory(belle2: Bell
     # A batch's features and decoder state, not the ten minutes: the allocator's slack aside,
     # memory stays where one batch puts it.
     assert max(samples) - before < 300, (before, samples)
+
+
+def speech_probabilities(*spans: tuple[float, float], seconds: float) -> np.ndarray:
+    """Silero-like window probabilities: 0.9 inside the spans (in seconds), 0.05 outside."""
+    probs = np.full(int(seconds * RATE / WINDOW), 0.05, np.float32)
+    for start, end in spans:
+        probs[int(start * RATE / WINDOW) : int(end * RATE / WINDOW)] = 0.9
+    return probs
+
+
+def test_unbroken_speech_is_cut_into_regions_of_at_most_30_s() -> None:
+    # 100 s without a pause: Whisper's window bounds every region, and the pieces tile the speech.
+    regions = plan_regions(speech_probabilities((0, 100), seconds=100), 100 * RATE, VadOptions())
+    assert len(regions) == 4
+    assert all(0 < region.seconds <= 30.0 for region in regions), regions
+    assert regions[0].start == 0 and regions[-1].end == 100 * RATE
+    assert all(a.end == b.start for a, b in pairwise(regions)), "gap or overlap"
+
+
+def test_long_speech_is_cut_in_its_last_short_pause() -> None:
+    # 40 s of speech with a 0.3 s breath at 20 s (too short to end a region): the cut falls in
+    # the breath, not in a word, and the two regions meet there without overlapping.
+    probs = speech_probabilities((1, 20), (20.3, 41), seconds=45)
+    first, second = plan_regions(probs, 45 * RATE, VadOptions())
+    assert 20.0 <= first.end / RATE == second.start / RATE <= 20.3
+    assert first.start / RATE == pytest.approx(0.8, abs=0.05)  # 0.2 s of padding before the speech
+    assert second.end / RATE == pytest.approx(41.2, abs=0.05)
+    assert first.seconds <= 30 and second.seconds <= 30
 
 
 def test_silence_only_gives_an_empty_transcript(belle2: Belle2) -> None:

@@ -101,7 +101,7 @@ def plan_regions(probs: np.ndarray, samples: int, options: VadOptions) -> list[R
     spans: list[tuple[int, int]] = []  # in windows
     start: int | None = None
     quiet_from: int | None = None  # where the current pause began, if in one
-    best_cut: int | None = None  # the latest pause seen in the current span: where to cut at the limit
+    best_cut: int | None = None  # the middle of the span's latest pause: where to cut at the limit
     for i, p in enumerate(probs):
         if start is None:
             if p >= o.threshold:
@@ -109,7 +109,7 @@ def plan_regions(probs: np.ndarray, samples: int, options: VadOptions) -> list[R
             continue
         if p >= o.threshold:
             if quiet_from is not None:
-                best_cut = quiet_from
+                best_cut = (quiet_from + i) // 2
             quiet_from = None
         elif p < o.neg_threshold and quiet_from is None:
             quiet_from = i
@@ -132,6 +132,12 @@ def plan_regions(probs: np.ndarray, samples: int, options: VadOptions) -> list[R
     merged: list[Region] = []
     max_samples = int(o.max_region_s * SAMPLE_RATE)
     for region in regions:
+        if merged and region.start < merged[-1].end:
+            # Two halves of a span cut at the limit: their padding overlaps. Meet at the cut, so
+            # no stretch of audio is decoded twice and the segment times do not overlap.
+            middle = (merged[-1].end + region.start) // 2
+            merged[-1] = Region(merged[-1].start, middle)
+            region = Region(middle, region.end)
         if merged:
             last = merged[-1]
             span = region.end - last.start
