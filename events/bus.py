@@ -81,7 +81,13 @@ async def provision(js: JetStreamContext, settings: Settings, models: list[str])
             await js.update_stream(config)
         except NotFoundError:
             await js.add_stream(config)
-    consumers = [catalogue.INGEST_ROUTER, catalogue.INGEST_PROJECTOR, catalogue.OPTIMIZE]
+    consumers = [
+        catalogue.INGEST_ROUTER,
+        catalogue.INGEST_PROJECTOR,
+        catalogue.INGEST_WEBHOOKS,
+        catalogue.INGEST_UPLOADS,
+        catalogue.OPTIMIZE,
+    ]
     consumers += [catalogue.model_consumer(model) for model in models]
     for consumer in consumers:
         await js.add_consumer(consumer.stream.name, consumer_config(consumer, settings))
@@ -92,9 +98,12 @@ async def provision(js: JetStreamContext, settings: Settings, models: list[str])
 
 
 def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
+    # One filter, or several (`filter_subjects`, NATS 2.10+) when a consumer reads more than one.
+    filters = [consumer.filter_subject, *consumer.extra_filters]
     return ConsumerConfig(
         durable_name=consumer.durable,
-        filter_subject=consumer.filter_subject,
+        filter_subject=filters[0] if len(filters) == 1 else None,
+        filter_subjects=filters if len(filters) > 1 else None,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=settings.ack_wait_s,

@@ -13,6 +13,7 @@ id as their last token so one job's events can be filtered (`transcription.*.<jo
 | io.klipnote.transcription.transcribed.v1       | transcription.transcribed.<job>  | JOBS       |
 | io.klipnote.transcription.completed.v1         | transcription.completed.<job>    | JOBS       |
 | io.klipnote.transcription.failed.v1            | transcription.failed.<job>       | JOBS       |
+| io.klipnote.webhook.attempted.v1               | transcription.webhook.<job>      | JOBS       |
 | io.klipnote.deadletter.v1                      | dlq.<consumer>                   | DLQ        |
 | (MinIO S3 event records, not CloudEvents)      | storage.uploads                  | STORAGE    |
 """
@@ -68,9 +69,12 @@ COMPLETED = EventKind(
     "transcription.completed",
 )
 FAILED = EventKind("io.klipnote.transcription.failed.v1", models.TranscriptionFailed, "transcription.failed")
+WEBHOOK = EventKind("io.klipnote.webhook.attempted.v1", models.WebhookAttempted, "transcription.webhook")
 DEAD_LETTER = EventKind("io.klipnote.deadletter.v1", models.DeadLetter, "dlq", "consumer")
 
-KINDS = [REQUESTED, DISPATCHED, QUEUED, SEGMENT, PROGRESS, TRANSCRIBED, COMPLETED, FAILED, DEAD_LETTER]
+KINDS = [
+    REQUESTED, DISPATCHED, QUEUED, SEGMENT, PROGRESS, TRANSCRIBED, COMPLETED, FAILED, WEBHOOK, DEAD_LETTER,
+]  # fmt: skip
 KINDS_BY_TYPE: dict[str, EventKind] = {kind.type: kind for kind in KINDS}
 
 # MinIO's NATS target publishes raw S3 event records (not CloudEvents) on this subject.
@@ -114,6 +118,12 @@ def model_consumer(model: str) -> Consumer:
 INGEST_ROUTER = Consumer("ingest-router", JOBS, f"{REQUESTED.subject_prefix}.>")
 INGEST_PROJECTOR = Consumer("ingest-projector", JOBS, "transcription.>", batch=64)
 OPTIMIZE = Consumer("optimize", JOBS, f"{TRANSCRIBED.subject_prefix}.>")
+# A job's end (completed or failed) calls its webhook; retries ride on JetStream redelivery.
+INGEST_WEBHOOKS = Consumer(
+    "ingest-webhooks", JOBS, f"{COMPLETED.subject_prefix}.>", extra_filters=[f"{FAILED.subject_prefix}.>"]
+)
+# MinIO's bucket notifications (S3 event records, not CloudEvents).
+INGEST_UPLOADS = Consumer("ingest-uploads", STORAGE, STORAGE_UPLOADS_SUBJECT, batch=16)
 
 JOBS_KV_BUCKET = "jobs"
 

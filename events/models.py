@@ -34,6 +34,17 @@ class ObjectRef(EventData):
     content_type: str | None = None
 
 
+class WebhookTarget(EventData):
+    """Where a job's end is announced (Standard Webhooks: signed, retried on a schedule)."""
+
+    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://", description="http(s) URL.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static headers sent with every delivery, e.g. an Authorization header the "
+        "receiver checks. Their values are never logged nor shown in job records.",
+    )
+
+
 class TranscriptionRequested(EventData):
     """Someone wants a file transcribed. Every way in (API, bucket, other systems) makes one."""
 
@@ -46,6 +57,7 @@ class TranscriptionRequested(EventData):
     formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
     metadata: dict[str, str] = Field(default_factory=dict, description="Echoed back on completion.")
     filename: str | None = None
+    webhook: WebhookTarget | None = Field(None, description="Called when the job completes or fails.")
 
 
 class TranscriptionDispatched(EventData):
@@ -127,6 +139,18 @@ class TranscriptionFailed(EventData):
     message: str = Field(description="What a person needs to know.")
     function: str
     run_id: str | None = None
+
+
+class WebhookAttempted(EventData):
+    """One delivery attempt of a job's webhook, for the job record (never the headers)."""
+
+    job_id: str
+    webhook_id: str = Field(description="The `webhook-id` header: the same on every retry.")
+    attempt: int = Field(ge=1)
+    outcome: Literal["delivered", "retrying", "gave_up", "refused"]
+    status_code: int | None = None
+    error: str | None = None
+    next_attempt_in_s: float | None = None
 
 
 class DeadLetter(EventData):

@@ -54,12 +54,43 @@ class Settings(BaseSettings):
     enabled_models: Annotated[list[str], NoDecode] = Field(
         default=["whisperx"], description="Models that may receive jobs (comma separated)."
     )
+    language_models: dict[str, str] = Field(
+        default_factory=lambda: {"zh": "belle2"},
+        description="The language rules: which model a language goes to when no model is asked for "
+        '(JSON, e.g. {"zh": "belle2"}); a rule naming a disabled model falls back to the default.',
+    )
 
     # -- ingest API -------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the ingest HTTP API binds to.")
     api_port: int = Field(8080, description="Port of the ingest HTTP API.")
     api_key: str | None = Field(None, description="Bearer token required by the API when set.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest accepted upload.")
+    result_link_expiry_s: int = Field(
+        3600, description="Lifetime of the presigned result links in job records and webhooks."
+    )
+    uploads_reconcile_interval_s: float = Field(
+        60.0,
+        description="How often ingest lists the uploads bucket for objects no notification announced "
+        "(0 turns it off).",
+    )
+
+    # -- webhooks (Standard Webhooks) -------------------------------------------------------
+    webhook_secret: str | None = Field(
+        None,
+        description="Signing secret for webhook deliveries (Standard Webhooks, `whsec_` + base64); "
+        "without one, requests that ask for a webhook are refused.",
+    )
+    webhook_schedule_s: Annotated[list[float], NoDecode] = Field(
+        default=[0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+        description="Delay before each delivery attempt, seconds (Standard Webhooks' schedule; comma "
+        "separated). Its length is the number of attempts.",
+    )
+    webhook_timeout_s: float = Field(15.0, description="How long one delivery may take.")
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts, addresses or networks (CIDR) webhooks may reach although private, "
+        "loopback or link-local (comma separated); every other such address is refused (SSRF).",
+    )
 
     # -- function processes -----------------------------------------------------------------
     health_host: str = Field("127.0.0.1", description="Address of a function's health endpoints.")
@@ -84,7 +115,7 @@ class Settings(BaseSettings):
     compute_type: str | None = Field(
         None, description="CTranslate2 compute type (default int8 on CPU, float16 on CUDA)."
     )
-    batch_size: int = Field(4, description="Batched inference size for whisperx.")
+    batch_size: int = Field(4, description="Batched inference size of the model functions.")
     alignment_models: dict[str, Path] = Field(
         default_factory=dict,
         description="Local wav2vec2 checkpoints for forced alignment, by language "
@@ -166,7 +197,9 @@ class Settings(BaseSettings):
         description="Embedded stack state (NATS and SeaweedFS data).",
     )
 
-    @field_validator("enabled_models", "retry_backoff_s", mode="before")
+    @field_validator(
+        "enabled_models", "retry_backoff_s", "webhook_schedule_s", "webhook_allowed_hosts", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         # ENABLED_MODELS=whisperx,belle2 reads better in a manifest than a JSON list.

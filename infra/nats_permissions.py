@@ -83,15 +83,22 @@ def _kv(bucket: str) -> list[str]:
 
 
 def users() -> list[User]:
-    ingest_consumers = [catalogue.INGEST_ROUTER, catalogue.INGEST_PROJECTOR]
+    ingest_consumers = [
+        catalogue.INGEST_ROUTER,
+        catalogue.INGEST_PROJECTOR,
+        catalogue.INGEST_WEBHOOKS,
+        catalogue.INGEST_UPLOADS,
+    ]
     result = [
         User(
             "ingest",
-            "routes requests to model queues, keeps job records, follows a job's events for the API",
+            "routes requests to model queues, keeps job records, follows a job's events for the API, "
+            "takes bucket notifications, calls webhooks",
             [
                 _every(catalogue.REQUESTED),
                 _every(catalogue.QUEUED),
                 _every(catalogue.FAILED),
+                _every(catalogue.WEBHOOK),
                 f"{catalogue.DISPATCHED.subject_prefix}.*",
                 *(catalogue.dead_letter_subject(c.durable) for c in ingest_consumers),
                 *(s for c in ingest_consumers for s in _pull(c)),

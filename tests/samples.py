@@ -12,7 +12,11 @@ def sample(kind: EventKind) -> models.EventData:
     job = "0f8fad5bd9cb469fa16570867728950e"
     samples: dict[str, models.EventData] = {
         catalogue.REQUESTED.type: models.TranscriptionRequested(
-            job_id=job, media=MEDIA, language="de", metadata={"ticket": "42"}
+            job_id=job,
+            media=MEDIA,
+            language="de",
+            metadata={"ticket": "42"},
+            webhook=models.WebhookTarget(url="https://hooks.example.com/klipnote", headers={"X-Token": "t"}),
         ),
         catalogue.DISPATCHED.type: models.TranscriptionDispatched(job_id=job, media=MEDIA, model="whisperx"),
         catalogue.QUEUED.type: models.TranscriptionQueued(job_id=job, model="whisperx"),
@@ -36,6 +40,9 @@ def sample(kind: EventKind) -> models.EventData:
         ),
         catalogue.FAILED.type: models.TranscriptionFailed(
             job_id=job, code="media_unreadable", message="could not decode", function="whisperx"
+        ),
+        catalogue.WEBHOOK.type: models.WebhookAttempted(
+            job_id=job, webhook_id="msg_2b8a", attempt=2, outcome="retrying", status_code=503, next_attempt_in_s=300
         ),
         catalogue.DEAD_LETTER.type: models.DeadLetter(
             consumer="optimize", subject="transcription.transcribed.x", reason="bad", deliveries=1, body="{"

@@ -4,6 +4,7 @@ hooks. A handler knows nothing about the host (JetStream or HTTP) that runs it."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -11,6 +12,7 @@ from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from events import binding
 from events.bus import Publisher
 from events.catalogue import Consumer
 from events.settings import Settings
@@ -31,10 +33,30 @@ class TransientError(Exception):
     """Worth another try later (a store that is down, segments not all there yet)."""
 
 
+class RetryLater(TransientError):
+    """Try again after `delay_s` exactly (a handler with its own schedule, e.g. webhook delivery
+    honouring Retry-After), rather than after the host's backoff; the host's delivery limit does
+    not apply: the handler decides when to give up (PermanentError)."""
+
+    def __init__(self, message: str, delay_s: float) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+# Which delivery of its message the running handler is on (1 for the first): a handler with its
+# own retry schedule reads it, the host sets it.
+DELIVERY_ATTEMPT: ContextVar[int] = ContextVar("delivery_attempt", default=1)
+
+Decoder = Callable[[dict[str, str] | None, bytes], CloudEvent]
+
+
 @dataclass
 class Subscription:
     consumer: Consumer
     handle: Handler
+    # How a message becomes an event: the CloudEvents NATS binding, unless the subject carries
+    # another format (MinIO's S3 records), which its decoder wraps in a CloudEvent.
+    decode: Decoder = binding.decode
 
 
 @dataclass

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from events import binding, bus
-from events.runtime.function import PermanentError, Subscription
+from events.runtime.function import PermanentError, RetryLater, Subscription
 from events.runtime.jetstream import JetStreamHost
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,10 @@ def receiver_app(host: JetStreamHost) -> FastAPI:
             return _problem(400, error.code, error.message)
         except ValueError as error:
             return _problem(400, "malformed_event", str(error))
+        except RetryLater as error:  # the handler's own schedule: the sender waits that long
+            response = _problem(503, "retry_later", str(error))
+            response.headers["Retry-After"] = str(max(int(error.delay_s), 0))
+            return response
         except Exception as error:  # transient: Knative retries 5xx
             log.warning("handler failed, will be retried: %s", error)
             return _problem(503, "transient_error", f"{type(error).__name__}: {error}")

@@ -26,7 +26,14 @@ from events import binding, tracing
 from events.bus import Publisher, connect
 from events.catalogue import DEAD_LETTER, Consumer
 from events.models import DeadLetter
-from events.runtime.function import Function, PermanentError, Runtime, Subscription
+from events.runtime.function import (
+    DELIVERY_ATTEMPT,
+    Function,
+    PermanentError,
+    RetryLater,
+    Runtime,
+    Subscription,
+)
 from events.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,11 +137,12 @@ class JetStreamHost:
 
     async def _process(self, consumer: Consumer, subscription: Subscription, msg: Msg) -> None:
         try:
-            event = binding.decode(msg.headers, msg.data)
+            event = subscription.decode(msg.headers, msg.data)
         except binding.MalformedEvent as error:
             await self._dead_letter(consumer, msg, str(error))
             return
         deliveries = msg.metadata.num_delivered or 1
+        DELIVERY_ATTEMPT.set(deliveries)  # copied into the handler's task below
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         handling = asyncio.create_task(self.handle_once(subscription, event))
         try:
@@ -144,6 +152,9 @@ class JetStreamHost:
             await self._dead_letter(consumer, msg, str(error))
         except PermanentError as error:
             await self._dead_letter(consumer, msg, f"{error.code}: {error.message}")
+        except RetryLater as error:
+            log.info("retrying in %.1fs: %s", error.delay_s, error, extra=_event_fields(event))
+            await msg.nak(delay=max(error.delay_s, 0.001))  # a delay of 0 would be ignored
         except asyncio.CancelledError:
             # Stopping mid-message: give it back at once rather than after ack_wait.
             with contextlib.suppress(Exception):

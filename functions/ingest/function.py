@@ -24,6 +24,8 @@ from events.settings import Settings
 from functions.ingest import routing
 from functions.ingest.api import create_app
 from functions.ingest.jobs import JobRecord, JobStore, job_id_for
+from functions.ingest.uploads import BucketDrop, decode_notification
+from functions.ingest.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 NAME = "ingest"
@@ -38,6 +40,9 @@ class Ingest:
         self._jobs: JobStore | None = None
         self.store: Minio = storage.client(settings)
         self._tracer = tracing.tracer("klipnote.ingest")
+        self.webhooks = WebhookDeliverer(self)
+        self.uploads = BucketDrop(self)
+        self._reconcile: asyncio.Task[None] | None = None
         self._app = create_app(self)
 
     @property
@@ -45,6 +50,8 @@ class Ingest:
         return [
             Subscription(catalogue.INGEST_ROUTER, self.route),
             Subscription(catalogue.INGEST_PROJECTOR, self.project),
+            Subscription(catalogue.INGEST_WEBHOOKS, self.webhooks.deliver),
+            Subscription(catalogue.INGEST_UPLOADS, self.uploads.handle, decode=decode_notification),
         ]
 
     @property
@@ -62,9 +69,13 @@ class Ingest:
                 "bind it only to loopback (API_HOST=%s)",
                 self.settings.api_host,
             )
+        if self.settings.uploads_reconcile_interval_s > 0:
+            self._reconcile = asyncio.create_task(self.uploads.reconcile_forever())
 
     async def stop(self) -> None:
-        return None
+        if self._reconcile is not None:
+            self._reconcile.cancel()
+            await asyncio.gather(self._reconcile, return_exceptions=True)
 
     def ready(self) -> bool:
         return self._jobs is not None

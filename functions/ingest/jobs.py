@@ -6,14 +6,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
+import nats.js.errors
 from cloudevents.core.v1.event import CloudEvent
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
 from events import binding, catalogue, models
-from events.models import ObjectRef, OutputFormat, utcnow
+from events.models import ObjectRef, OutputFormat, WebhookTarget, utcnow
 
 _JOB_NAMESPACE = uuid.UUID("5f1c2a9e-3a47-4c1f-9b7e-6c0d7f9e1a21")
 
@@ -43,6 +46,27 @@ class JobError(BaseModel):
     function: str
 
 
+class WebhookStatus(BaseModel):
+    """How a job's webhook delivery stands (projected from `webhook.attempted` events)."""
+
+    url: str = Field(description="The receiver, shown without query string or credentials.")
+    state: Literal["pending", "delivered", "retrying", "failed"] = "pending"
+    attempts: int = 0
+    status_code: int | None = None
+    error: str | None = None
+    next_attempt_in_s: float | None = None
+
+
+def shown_url(url: str) -> str:
+    """A URL as records and logs may show it: no user:password, query or fragment (tokens live there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 class JobRecord(BaseModel):
     id: str
     state: JobState
@@ -62,12 +86,47 @@ class JobRecord(BaseModel):
     results: dict[OutputFormat, ObjectRef] = Field(default_factory=dict)
     stats: dict[str, object] = Field(default_factory=dict)
     error: JobError | None = None
+    webhook: WebhookStatus | None = None
+    # Kept in the record for the webhook deliverer; never part of an API answer (headers are secrets).
+    webhook_target: WebhookTarget | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property
     def finished(self) -> bool:
         return self.state in (JobState.COMPLETED, JobState.FAILED)
+
+    def public(self) -> JobView:
+        return JobView.model_validate(self.model_dump(exclude={"webhook_target"}))
+
+
+class JobView(BaseModel):
+    """A job as the API shows it: the record without secrets, with links to its results."""
+
+    id: str
+    state: JobState
+    media: ObjectRef
+    filename: str | None = None
+    requested_model: str | None = None
+    model: str | None = None
+    language: str | None = None
+    detected_language: str | None = None
+    formats: list[OutputFormat] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    run_id: str | None = None
+    stage: str | None = None
+    progress: float = 0.0
+    audio_seconds: float | None = None
+    segment_count: int | None = None
+    results: dict[OutputFormat, ObjectRef] = Field(default_factory=dict)
+    links: dict[OutputFormat, str] = Field(
+        default_factory=dict, description="Presigned download links of the results (they expire)."
+    )
+    stats: dict[str, object] = Field(default_factory=dict)
+    error: JobError | None = None
+    webhook: WebhookStatus | None = None
+    created_at: datetime
+    updated_at: datetime
 
 
 def new_job_id() -> str:
@@ -97,6 +156,8 @@ def apply(record: JobRecord | None, event: CloudEvent) -> JobRecord | None:
             language=request.language,
             formats=request.formats,
             metadata=request.metadata,
+            webhook=WebhookStatus(url=shown_url(request.webhook.url)) if request.webhook else None,
+            webhook_target=request.webhook,
         )
     if record is None:
         # A lifecycle event of a job this ingest never saw requested (another entry point's
@@ -108,7 +169,12 @@ def apply(record: JobRecord | None, event: CloudEvent) -> JobRecord | None:
     return updated
 
 
+_WEBHOOK_STATES = {"delivered": "delivered", "retrying": "retrying", "gave_up": "failed", "refused": "failed"}
+
+
 def _advance(record: JobRecord, event: CloudEvent, kind: catalogue.EventKind) -> JobRecord | None:
+    if kind is catalogue.WEBHOOK:  # deliveries come after the job's end
+        return _webhook_attempted(record, binding.parse_data(event, models.WebhookAttempted))
     if record.finished:
         return None
     job = record.model_copy(deep=True)
@@ -145,6 +211,23 @@ def _advance(record: JobRecord, event: CloudEvent, kind: catalogue.EventKind) ->
     return job
 
 
+def _webhook_attempted(record: JobRecord, attempt: models.WebhookAttempted) -> JobRecord | None:
+    status = record.webhook
+    if status is None or status.state == "delivered" or attempt.attempt < status.attempts:
+        return None  # no webhook, already done, or a stale repeat
+    job = record.model_copy(deep=True)
+    job.webhook = status.model_copy(
+        update={
+            "state": _WEBHOOK_STATES[attempt.outcome],
+            "attempts": attempt.attempt,
+            "status_code": attempt.status_code,
+            "error": attempt.error,
+            "next_attempt_in_s": attempt.next_attempt_in_s,
+        }
+    )
+    return job
+
+
 def _moves(job: JobRecord, to: JobState, allow_same: bool = False) -> bool:
     current, target = _RANK[job.state], _RANK[to]
     return target > current or (allow_same and target == current)
@@ -162,6 +245,18 @@ class JobStore:
         except KeyNotFoundError:
             return None
         return JobRecord.model_validate_json(entry.value) if entry.value else None
+
+    async def list(self, state: JobState | None = None) -> list[JobRecord]:
+        """Every record, newest first (a scan of the bucket: fine for thousands of jobs; an index
+        is the next step beyond that)."""
+        try:
+            keys = await self.kv.keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        records = [record for key in keys if (record := await self.get(key)) is not None]
+        if state is not None:
+            records = [record for record in records if record.state == state]
+        return sorted(records, key=lambda record: record.created_at, reverse=True)
 
     async def project(self, event: CloudEvent, job_id: str) -> JobRecord | None:
         """Apply one lifecycle event; safe under concurrent projectors (compare-and-set)."""

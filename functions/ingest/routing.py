@@ -15,9 +15,6 @@ MODELS: dict[str, str] = {
     "belle2": "BELLE-2 (Whisper large-v3 fine-tune): Mandarin",
 }
 
-# Mandarin goes to BELLE-2 (the decision record's rule).
-LANGUAGE_RULES: dict[str, str] = {"zh": "belle2"}
-
 
 class RoutingError(ValueError):
     def __init__(self, code: str, message: str) -> None:
@@ -36,7 +33,8 @@ def choose_model(requested: str | None, language: str | None, settings: Settings
             )
         return requested
     if language:
-        ruled = LANGUAGE_RULES.get(language.lower().split("-")[0])
+        # The rule table is configuration (LANGUAGE_MODELS); Mandarin -> BELLE-2 by default.
+        ruled = settings.language_models.get(language.lower().split("-")[0])
         if ruled in enabled:
             return ruled
     if settings.default_transcription_model not in enabled:
