@@ -42,7 +42,12 @@ def sample(kind: EventKind) -> models.EventData:
             job_id=job, code="media_unreadable", message="could not decode", function="whisperx"
         ),
         catalogue.WEBHOOK.type: models.WebhookAttempted(
-            job_id=job, webhook_id="msg_2b8a", attempt=2, outcome="retrying", status_code=503, next_attempt_in_s=300
+            job_id=job,
+            webhook_id="msg_2b8a",
+            attempt=2,
+            outcome="retrying",
+            status_code=503,
+            next_attempt_in_s=300,
         ),
         catalogue.DEAD_LETTER.type: models.DeadLetter(
             consumer="optimize", subject="transcription.transcribed.x", reason="bad", deliveries=1, body="{"

@@ -1,21 +1,43 @@
-"""The HTTP API of ingest (`/v1/jobs`). A job is the same whichever way it came in: the API only
-stores the upload and publishes `transcription.requested`; routing and state follow from events.
+"""The HTTP API of ingest (`/v1`). A job is the same whichever way it came in: the API only
+stores the upload (or checks the referenced object) and publishes `transcription.requested`;
+routing and state follow from events.
 """
 
 import asyncio
+import json
 import re
 import secrets
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Form, HTTPException, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from minio.error import S3Error
+from nats.js.api import DeliverPolicy
+from pydantic import BaseModel, ValidationError
 
-from events.models import DEFAULT_FORMATS, ObjectRef, OutputFormat, TranscriptionRequested
+from events import binding, catalogue
+from events.models import (
+    DEFAULT_FORMATS,
+    ObjectRef,
+    OutputFormat,
+    TranscriptionRequested,
+    WebhookTarget,
+)
 from functions.ingest import routing
-from functions.ingest.jobs import JobRecord, JobState, new_job_id
+from functions.ingest.jobs import (
+    JobRecord,
+    JobState,
+    JobView,
+    job_id_for,
+    keyed_job_id,
+    new_job_id,
+    object_job_id,
+)
+from functions.ingest.webhooks import WebhookRefused
 
 if TYPE_CHECKING:
     from functions.ingest.function import Ingest
@@ -27,6 +49,11 @@ _MEDIA_TYPES = {
     "txt": "text/plain; charset=utf-8",
 }
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
+# The API's own uploads live under this prefix; bucket notifications and the reconcile leave it
+# alone (the API has announced those objects itself).
+API_PREFIX = "api/"
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
+_MAX_METADATA_BYTES = 4096
 
 
 def safe_filename(name: str | None) -> str:
@@ -36,12 +63,43 @@ def safe_filename(name: str | None) -> str:
     return cleaned[:200] or "media"
 
 
+class Problem(BaseModel):
+    code: str
+    message: str
+
+
+class ProblemResponse(BaseModel):
+    detail: Problem
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    total: int
+    offset: int
+    limit: int
+
+
+def problem(status: int, code: str, message: str) -> HTTPException:
+    return HTTPException(status, {"code": code, "message": message})
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ProblemResponse} for status in (401, 404, 409, 413, 422)
+}
+
+
 def create_app(ingest: "Ingest") -> FastAPI:
     settings = ingest.settings
     app = FastAPI(
         title="KlipNote",
         version="1",
         summary="Self-hosted speech-to-text: submit media, follow the job, fetch transcripts.",
+        description=(
+            "Jobs come from `POST /v1/jobs` (an upload or an object already in storage), from files "
+            "dropped into the uploads bucket, and from `io.klipnote.transcription.requested.v1` "
+            "CloudEvents (on NATS, or `POST /v1/events`), whose data follows the JSON Schema at "
+            "`/v1/schemas/transcription-requested.json`. Errors answer `{detail: {code, message}}`."
+        ),
     )
     bearer = HTTPBearer(auto_error=False)
 
@@ -55,85 +113,249 @@ def create_app(ingest: "Ingest") -> FastAPI:
         ):
             raise HTTPException(401, "a valid API key is required (Authorization: Bearer ...)")
 
-    @app.post("/v1/jobs", status_code=202, dependencies=[Depends(authorize)])
-    async def submit_job(
-        file: UploadFile,
-        model: Annotated[str | None, Form()] = None,
-        language: Annotated[str | None, Form()] = None,
-    ) -> JobRecord:
-        """Upload media (multipart field `file`) and start a job; answers with the job's `id`."""
-        model, language = model or None, language or None
+    def checked_options(
+        model: str | None,
+        language: str | None,
+        formats: str | None,
+        metadata: str | None,
+        webhook_url: str | None,
+        webhook_header: str | None,
+    ) -> tuple[list[OutputFormat], dict[str, str], WebhookTarget | None]:
         try:
             routing.choose_model(model, language, settings)
         except routing.RoutingError as error:
-            raise HTTPException(422, {"code": error.code, "message": error.message}) from error
-        size = _size_of(file)
-        if size == 0:
-            raise HTTPException(422, {"code": "media_empty", "message": "the uploaded file is empty"})
-        if size > settings.max_upload_bytes:
-            raise HTTPException(
-                413,
-                {
-                    "code": "media_too_large",
-                    "message": f"uploads are limited to {settings.max_upload_bytes} bytes",
-                },
-            )
-        job_id = new_job_id()
-        filename = safe_filename(file.filename)
-        key = f"api/{job_id}/{filename}"
-        content_type = file.content_type or "application/octet-stream"
-        # UploadFile spools to disk past 1 MiB; put_object streams it in parts.
-        result = await asyncio.to_thread(
-            ingest.store.put_object,
-            settings.uploads_bucket,
-            key,
-            file.file,
-            size,
-            content_type=content_type,
+            raise problem(422, error.code, error.message) from error
+        if language is not None and not _LANGUAGE.match(language):
+            raise problem(422, "language_invalid", f"{language!r} is not an ISO 639-1 language code")
+        chosen: list[OutputFormat] = list(DEFAULT_FORMATS)
+        if formats:
+            names = [name.strip().lower() for name in formats.split(",") if name.strip()]
+            unknown = [name for name in names if name not in _MEDIA_TYPES]
+            if unknown or not names:
+                raise problem(422, "formats_invalid", f"formats are among {', '.join(_MEDIA_TYPES)}")
+            chosen = list(dict.fromkeys(names))  # type: ignore[arg-type]
+        echoed: dict[str, str] = {}
+        if metadata:
+            try:
+                echoed = json.loads(metadata)
+            except json.JSONDecodeError as error:
+                raise problem(422, "metadata_invalid", f"metadata is not JSON: {error}") from error
+            if not isinstance(echoed, dict) or not all(
+                isinstance(key, str) and isinstance(value, str) for key, value in echoed.items()
+            ):
+                raise problem(422, "metadata_invalid", "metadata is a JSON object of strings")
+            if len(metadata.encode()) > _MAX_METADATA_BYTES:
+                raise problem(422, "metadata_invalid", f"metadata is limited to {_MAX_METADATA_BYTES} bytes")
+        webhook = None
+        if webhook_url:
+            headers = {}
+            if webhook_header:
+                name, sep, value = webhook_header.partition(":")
+                if not sep or not name.strip() or not value.strip():
+                    raise problem(422, "webhook_invalid", "webhook_header is `Name: value`")
+                headers[name.strip()] = value.strip()
+            try:
+                webhook = WebhookTarget(url=webhook_url, headers=headers)
+                ingest.webhooks.check(webhook)
+            except ValidationError as error:
+                raise problem(422, "webhook_invalid", "webhook_url must be an http(s) URL") from error
+            except WebhookRefused as error:
+                raise problem(422, error.code, error.message) from error
+        return chosen, echoed, webhook
+
+    @app.post("/v1/jobs", status_code=202, dependencies=[Depends(authorize)], responses=_ERRORS)
+    async def submit_job(
+        file: Annotated[UploadFile | None, File(description="The media (any audio or video).")] = None,
+        media: Annotated[
+            str | None, Form(description="Or an object already in storage: s3://bucket/key.")
+        ] = None,
+        model: Annotated[str | None, Form(description="A model; otherwise routing decides.")] = None,
+        language: Annotated[str | None, Form(description="ISO 639-1; otherwise detected.")] = None,
+        formats: Annotated[str | None, Form(description="Comma separated: json,srt,vtt,txt.")] = None,
+        metadata: Annotated[str | None, Form(description="JSON object of strings, echoed back.")] = None,
+        webhook_url: Annotated[str | None, Form(description="Called (signed) when the job ends.")] = None,
+        webhook_header: Annotated[
+            str | None, Form(description="A static `Name: value` header sent with each call.")
+        ] = None,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> JobView:
+        """Start a job: upload media in the multipart field `file`, or name an object already in
+        storage in `media`. Answers 202 with the job (its `id`). A repeated `Idempotency-Key`,
+        or the same stored object named again, answers with the same job."""
+        model, language = model or None, language or None
+        chosen, echoed, webhook = checked_options(
+            model, language, formats, metadata, webhook_url, webhook_header
         )
+        if (file is None) == (media is None):
+            raise problem(422, "media_missing", "send the media as `file`, or name it in `media`")
+        if file is not None:
+            job_id = keyed_job_id(idempotency_key) if idempotency_key else new_job_id()
+            existing = await ingest.jobs.get(job_id)
+            if existing is not None:
+                return existing.public()
+            ref, filename = await _store_upload(ingest, file, job_id)
+        else:
+            ref = await _stat_reference(ingest, media or "")
+            filename = safe_filename(ref.key)
+            job_id = object_job_id(ref.bucket, ref.key, ref.etag)
         request = TranscriptionRequested(
             job_id=job_id,
-            media=ObjectRef(
-                bucket=settings.uploads_bucket,
-                key=key,
-                etag=result.etag,
-                size=size,
-                content_type=content_type,
-            ),
+            media=ref,
             model=model,
             language=language,
-            formats=list(DEFAULT_FORMATS),
+            formats=chosen,
+            metadata=echoed,
             filename=filename,
+            webhook=webhook,
         )
-        record = await ingest.request(request)
-        return record
+        return _view(ingest, await ingest.request(request))
 
-    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorize)])
-    async def get_job(job_id: str) -> JobRecord:
-        record = await ingest.jobs.get(job_id)
-        if record is None:
-            raise HTTPException(404, {"code": "job_not_found", "message": f"no job {job_id}"})
-        return record
+    @app.get("/v1/jobs", dependencies=[Depends(authorize)])
+    async def list_jobs(
+        state: JobState | None = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> JobPage:
+        """Jobs, newest first, optionally only those in one state."""
+        records = await ingest.jobs.list(state)
+        page = [record.public() for record in records[offset : offset + limit]]
+        return JobPage(jobs=page, total=len(records), offset=offset, limit=limit)
 
-    @app.get("/v1/jobs/{job_id}/transcript.{fmt}", dependencies=[Depends(authorize)])
+    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorize)], responses=_ERRORS)
+    async def get_job(job_id: str) -> JobView:
+        """The job; once completed, `links` holds presigned download links of its results."""
+        return _view(ingest, await _record(ingest, job_id))
+
+    @app.get("/v1/jobs/{job_id}/events", dependencies=[Depends(authorize)], responses=_ERRORS)
+    async def job_events(job_id: str) -> StreamingResponse:
+        """The job's lifecycle events as they happen (server-sent events, each `data:` a
+        CloudEvent in JSON), from its request to its end (`completed` or `failed`)."""
+        await _record(ingest, job_id)
+        return StreamingResponse(_event_stream(ingest, job_id), media_type="text/event-stream")
+
+    @app.get("/v1/jobs/{job_id}/transcript.{fmt}", dependencies=[Depends(authorize)], responses=_ERRORS)
     async def get_transcript(job_id: str, fmt: OutputFormat) -> StreamingResponse:
-        record = await ingest.jobs.get(job_id)
-        if record is None:
-            raise HTTPException(404, {"code": "job_not_found", "message": f"no job {job_id}"})
+        record = await _record(ingest, job_id)
         if record.state != JobState.COMPLETED:
-            raise HTTPException(409, {"code": "job_not_completed", "message": f"job is {record.state.value}"})
+            raise problem(409, "job_not_completed", f"job is {record.state.value}")
         ref = record.results.get(fmt)
         if ref is None:
-            raise HTTPException(
-                404, {"code": "format_not_produced", "message": f"{fmt} was not requested for this job"}
-            )
+            raise problem(404, "format_not_produced", f"{fmt} was not requested for this job")
         try:
             response = await asyncio.to_thread(ingest.store.get_object, ref.bucket, ref.key)
         except S3Error as error:
-            raise HTTPException(404, {"code": "result_missing", "message": str(error)}) from error
+            raise problem(404, "result_missing", str(error)) from error
         return StreamingResponse(_chunks(response), media_type=_MEDIA_TYPES[fmt])
 
+    @app.post("/v1/events", status_code=202, dependencies=[Depends(authorize)], responses=_ERRORS)
+    async def receive_event(request: Request) -> JobView:
+        """A `io.klipnote.transcription.requested.v1` CloudEvent from another system, in binary or
+        structured mode. The event's source and id name the job: a repeat is the same job."""
+        try:
+            event = binding.decode(dict(request.headers), await request.body())
+            if binding.kind_of(event) is not catalogue.REQUESTED:
+                raise binding.MalformedEvent(f"only {catalogue.REQUESTED.type} is accepted here")
+            wanted = binding.parse_data(event, TranscriptionRequested)
+        except binding.MalformedEvent as error:
+            raise problem(400, "malformed_event", str(error)) from error
+        try:
+            routing.choose_model(wanted.model, wanted.language, settings)
+            if wanted.webhook is not None:
+                ingest.webhooks.check(wanted.webhook)
+        except routing.RoutingError as error:
+            raise problem(422, error.code, error.message) from error
+        except WebhookRefused as error:
+            raise problem(422, error.code, error.message) from error
+        job_id = job_id_for(event, wanted)
+        existing = await ingest.jobs.get(job_id)
+        if existing is not None:
+            return _view(ingest, existing)
+        request_data = wanted.model_copy(update={"job_id": job_id})
+        return _view(ingest, await ingest.request(request_data, binding.traceparent_of(event)))
+
+    @app.get("/v1/schemas/transcription-requested.json")
+    async def requested_schema() -> JSONResponse:
+        """The JSON Schema of a `transcription.requested` event's data, for other systems."""
+        return JSONResponse(TranscriptionRequested.model_json_schema())
+
     return app
+
+
+async def _record(ingest: "Ingest", job_id: str) -> JobRecord:
+    record = await ingest.jobs.get(job_id)
+    if record is None:
+        raise problem(404, "job_not_found", f"no job {job_id}")
+    return record
+
+
+def _view(ingest: "Ingest", record: JobRecord) -> JobView:
+    view = record.public()
+    if record.state == JobState.COMPLETED:
+        expiry = timedelta(seconds=ingest.settings.result_link_expiry_s)
+        view.links = {
+            fmt: ingest.store.presigned_get_object(ref.bucket, ref.key, expires=expiry)
+            for fmt, ref in record.results.items()
+        }
+    return view
+
+
+async def _store_upload(ingest: "Ingest", file: UploadFile, job_id: str) -> tuple[ObjectRef, str]:
+    settings = ingest.settings
+    size = _size_of(file)
+    if size == 0:
+        raise problem(422, "media_empty", "the uploaded file is empty")
+    if size > settings.max_upload_bytes:
+        raise problem(413, "media_too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
+    filename = safe_filename(file.filename)
+    key = f"{API_PREFIX}{job_id}/{filename}"
+    content_type = file.content_type or "application/octet-stream"
+    # UploadFile spools to disk past 1 MiB; put_object streams it in parts.
+    result = await asyncio.to_thread(
+        ingest.store.put_object, settings.uploads_bucket, key, file.file, size, content_type=content_type
+    )
+    ref = ObjectRef(
+        bucket=settings.uploads_bucket, key=key, etag=result.etag, size=size, content_type=content_type
+    )
+    return ref, filename
+
+
+async def _stat_reference(ingest: "Ingest", media: str) -> ObjectRef:
+    """`s3://bucket/key` of an object that exists now (its eTag names the job)."""
+    bucket, _, key = media.removeprefix("s3://").partition("/")
+    if not media.startswith("s3://") or len(bucket) < 3 or not key:
+        raise problem(422, "media_invalid", "media is s3://bucket/key")
+    try:
+        stat = await asyncio.to_thread(ingest.store.stat_object, bucket, key)
+    except S3Error as error:
+        if error.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+            raise problem(422, "media_missing", f"{media} does not exist") from error
+        raise problem(422, "media_unreachable", f"{media}: {error.code}") from error
+    if not stat.size:
+        raise problem(422, "media_empty", f"{media} is empty")
+    etag = (stat.etag or "").strip('"') or None
+    return ObjectRef(bucket=bucket, key=key, etag=etag, size=stat.size, content_type=stat.content_type)
+
+
+async def _event_stream(ingest: "Ingest", job_id: str) -> AsyncIterator[bytes]:
+    assert ingest.runtime is not None
+    ends = {catalogue.COMPLETED.type, catalogue.FAILED.type}
+    sub = await ingest.runtime.js.subscribe(
+        catalogue.job_events_subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=15)
+            except TimeoutError:
+                yield b": keep-alive\n\n"  # proxies close idle streams
+                continue
+            event = binding.decode(msg.headers, msg.data)
+            _, body = binding.encode(event, "structured")
+            yield f"id: {event.get_id()}\nevent: {event.get_type()}\n".encode() + b"data: " + body + b"\n\n"
+            if event.get_type() in ends:
+                return
+    finally:
+        await sub.unsubscribe()
 
 
 def _size_of(file: UploadFile) -> int:

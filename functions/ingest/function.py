@@ -10,7 +10,6 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
-from opentelemetry.context import Context
 
 from events import binding, catalogue, storage, tracing
 from events.models import (
@@ -25,7 +24,7 @@ from functions.ingest import routing
 from functions.ingest.api import create_app
 from functions.ingest.jobs import JobRecord, JobStore, job_id_for
 from functions.ingest.uploads import BucketDrop, decode_notification
-from functions.ingest.webhooks import WebhookDeliverer
+from functions.ingest.webhooks import WebhookDeliverer, WebhookRefused
 
 log = logging.getLogger(__name__)
 NAME = "ingest"
@@ -53,6 +52,10 @@ class Ingest:
             Subscription(catalogue.INGEST_WEBHOOKS, self.webhooks.deliver),
             Subscription(catalogue.INGEST_UPLOADS, self.uploads.handle, decode=decode_notification),
         ]
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self._runtime
 
     @property
     def jobs(self) -> JobStore:
@@ -85,11 +88,14 @@ class Ingest:
 
     # -- entry point shared by every way in -------------------------------------------------
 
-    async def request(self, request: TranscriptionRequested) -> JobRecord:
-        """Publish a job request and project it at once, so the job exists when we answer."""
+    async def request(self, request: TranscriptionRequested, traceparent: str | None = None) -> JobRecord:
+        """Publish a job request and project it at once, so the job exists when we answer. A
+        repeat (same job id) is a JetStream duplicate and answers with the existing job."""
         assert self._runtime is not None
-        # The job's trace starts here; every later hop continues it through the events.
-        with self._tracer.start_as_current_span("transcription requested", context=Context()):
+        # The job's trace starts here (or continues the caller's); every later hop continues it.
+        with self._tracer.start_as_current_span(
+            "transcription requested", context=tracing.context_from(traceparent)
+        ):
             event = binding.new_event(
                 catalogue.REQUESTED,
                 request,
@@ -110,7 +116,9 @@ class Ingest:
         job_id = job_id_for(event, request)
         try:
             model = routing.choose_model(request.model, request.language, self.settings)
-        except routing.RoutingError as error:
+            if request.webhook is not None:  # requests from other systems pass the same guard
+                self.webhooks.check(request.webhook)
+        except (routing.RoutingError, WebhookRefused) as error:
             failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
             yield binding.new_event(
                 catalogue.FAILED, failed, function=NAME, subject=job_id, event_id=f"{job_id}:failed:routing"

@@ -133,6 +133,17 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def object_job_id(bucket: str, key: str, etag: str | None) -> str:
+    """The job of one stored object (bucket, key, eTag): however it is announced (a bucket
+    notification, the reconcile, a request by reference), it makes this one job."""
+    return uuid.uuid5(_JOB_NAMESPACE, f"object\n{bucket}\n{key}\n{(etag or '').strip(chr(34))}").hex
+
+
+def keyed_job_id(idempotency_key: str) -> str:
+    """The job of an API request carrying an `Idempotency-Key`: a retried request is the same job."""
+    return uuid.uuid5(_JOB_NAMESPACE, f"request\n{idempotency_key}").hex
+
+
 def job_id_for(event: CloudEvent, request: models.TranscriptionRequested) -> str:
     """A request from another system has no job id: derive one, so its repeats make one job."""
     if request.job_id:
