@@ -4,12 +4,9 @@ media reported as `failed` with a clear code while the worker keeps serving."""
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
 import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import nats
@@ -17,12 +14,10 @@ import pytest
 import srt
 from nats.js import JetStreamContext
 
-from events import catalogue
 from events.settings import Settings
-from functions.ingest.jobs import JobRecord
 from infra.embedded.stack import EmbeddedStack, Ports
 from infra.models import assemble_whisper_base, derive_whisper_base_hf
-from tests.conftest import AUDIO, reference, submit, wait_for_job_end
+from tests.conftest import AUDIO, ffmpeg, finished_job, reference, submit
 from tests.test_end_to_end import wer
 
 
@@ -50,28 +45,6 @@ async def belle2_js(belle2_stack: EmbeddedStack) -> AsyncIterator[JetStreamConte
 async def belle2_api(belle2_stack: EmbeddedStack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=belle2_stack.api_url, timeout=60) as client:
         yield client
-
-
-async def finished_job(
-    api: httpx.AsyncClient, js: JetStreamContext, job_id: str, timeout: float = 180
-) -> dict[str, Any]:
-    """The job record once ingest has recorded its end: watched in the jobs KV, not polled."""
-    await wait_for_job_end(js, job_id, timeout)
-    watcher = await (await js.key_value(catalogue.JOBS_KV_BUCKET)).watch(job_id)
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                entry = await watcher.updates(timeout=timeout)
-                if entry is not None and entry.value and JobRecord.model_validate_json(entry.value).finished:
-                    break
-    finally:
-        await watcher.stop()
-    job: dict[str, Any] = (await api.get(f"/v1/jobs/{job_id}")).json()
-    return job
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
 
 async def failure_code(api: httpx.AsyncClient, js: JetStreamContext, path: Path) -> str:
