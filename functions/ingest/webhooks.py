@@ -353,8 +353,9 @@ class WebhookDeliverer:
             return
         if record.finished and record.state != state:
             return  # the job's record ended the other way: that end is the one announced
-        if status.state in ("delivered", "failed") or (status.state != "pending" and delivery == 1):
-            # Done, given up, or another announcement of this job's end already owns the delivery.
+        if status.state in ("delivered", "failed"):
+            # Done or given up (a repeated announcement of the job's end calls nobody). While a
+            # delivery is retrying, a repeat joins it: same webhook-id, the next attempt number.
             log.info("webhook of job %s already %s: not calling again", job_id, status.state)
             return
         # The attempt number is the record's count plus one rather than the message's delivery
