@@ -5,6 +5,7 @@ connection to it. Tests wait on events, never on sleeps."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -32,6 +33,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# A Standard Webhooks signing secret for test stacks (whsec_ + base64 of 24 bytes).
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"klipnote-tests-signing-k").decode()
+
+
 def reference(name: str) -> str:
     return (AUDIO / f"{name}.txt").read_text(encoding="utf-8").strip()
 
@@ -49,7 +54,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterat
     # A short ack_wait: a killed worker's job comes back in 10 s, not 30 (heartbeats every 3.3 s);
     # a small upload limit, so exceeding it costs little.
     settings = Settings(
-        model_cache_dir=model_cache, enabled_models=["whisperx"], ack_wait_s=10.0, max_upload_bytes=8 * 2**20
+        model_cache_dir=model_cache,
+        enabled_models=["whisperx"],
+        ack_wait_s=10.0,
+        max_upload_bytes=8 * 2**20,
+        webhook_secret=WEBHOOK_SECRET,
     )
     embedded = EmbeddedStack(tmp_path_factory.mktemp("stack"), ports=Ports.free(), settings=settings)
     embedded.start()

@@ -113,7 +113,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
         ):
             raise HTTPException(401, "a valid API key is required (Authorization: Bearer ...)")
 
-    def checked_options(
+    async def checked_options(
         model: str | None,
         language: str | None,
         formats: str | None,
@@ -156,7 +156,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
                 headers[name.strip()] = value.strip()
             try:
                 webhook = WebhookTarget(url=webhook_url, headers=headers)
-                ingest.webhooks.check(webhook)
+                await ingest.webhooks.check_async(webhook)
             except ValidationError as error:
                 raise problem(422, "webhook_invalid", "webhook_url must be an http(s) URL") from error
             except WebhookRefused as error:
@@ -183,7 +183,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
         storage in `media`. Answers 202 with the job (its `id`). A repeated `Idempotency-Key`,
         or the same stored object named again, answers with the same job."""
         model, language = model or None, language or None
-        chosen, echoed, webhook = checked_options(
+        chosen, echoed, webhook = await checked_options(
             model, language, formats, metadata, webhook_url, webhook_header
         )
         if (file is None) == (media is None):
@@ -261,7 +261,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
         try:
             routing.choose_model(wanted.model, wanted.language, settings)
             if wanted.webhook is not None:
-                ingest.webhooks.check(wanted.webhook)
+                await ingest.webhooks.check_async(wanted.webhook)
         except routing.RoutingError as error:
             raise problem(422, error.code, error.message) from error
         except WebhookRefused as error:

@@ -117,7 +117,7 @@ class Ingest:
         try:
             model = routing.choose_model(request.model, request.language, self.settings)
             if request.webhook is not None:  # requests from other systems pass the same guard
-                self.webhooks.check(request.webhook)
+                await self.webhooks.check_async(request.webhook)
         except (routing.RoutingError, WebhookRefused) as error:
             failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
             yield binding.new_event(
