@@ -341,6 +341,10 @@ class TranscriptionFunction:
             raise TransientError(f"storage error: {error}") from error
         except (OSError, Urllib3Error) as error:  # refused, reset: the store may come back
             raise TransientError(f"storage unreachable: {error}") from error
+        except ValueError as error:  # the client refuses the name itself (a `..` segment)
+            raise JobFailed(
+                "media_key_invalid", f"{job.media.key!r} is not a usable object key: {error}"
+            ) from error
 
     def _progress(self, job: TranscriptionDispatched, run_id: str, stage: str, fraction: float) -> CloudEvent:
         progress = TranscriptionProgress(

@@ -52,13 +52,16 @@ def model_cache() -> Path:
 def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[EmbeddedStack]:
     """The whole platform on free ports, started once for the session."""
     # A short ack_wait: a killed worker's job comes back in 10 s, not 30 (heartbeats every 3.3 s);
-    # a small upload limit, so exceeding it costs little.
+    # a small upload limit, so exceeding it costs little; webhooks signed.
     settings = Settings(
         model_cache_dir=model_cache,
         enabled_models=["whisperx"],
         ack_wait_s=10.0,
         max_upload_bytes=8 * 2**20,
         webhook_secret=WEBHOOK_SECRET,
+        # Tests here put objects into the uploads bucket for jobs of their own: no reconcile
+        # (test_uploads.py runs it on a stack of its own).
+        uploads_reconcile_interval_s=0,
     )
     embedded = EmbeddedStack(tmp_path_factory.mktemp("stack"), ports=Ports.free(), settings=settings)
     embedded.start()

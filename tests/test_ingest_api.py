@@ -74,7 +74,7 @@ async def test_options_are_kept_and_metadata_is_echoed(api: httpx.AsyncClient, j
 
     assert job["state"] == "completed", job
     assert job["filename"] == "passwd jfk.flac"  # the last component, nothing of the path
-    assert job["media"]["key"].startswith("api/")
+    assert job["media"]["key"].startswith("klipnote-api/")
     assert job["metadata"] == {"ticket": "KN-7"}
     assert set(job["results"]) == {"json", "vtt"}
     links = job["links"]

@@ -236,7 +236,7 @@ async def test_deletes_other_buckets_api_uploads_and_folder_markers_make_no_job(
     ignored = [
         delete,
         minio_notification("in.wav", "e", bucket="results"),
-        minio_notification("api/0123/talk.wav", "e"),
+        minio_notification("klipnote-api/0123/talk.wav", "e"),
         minio_notification("folder/", "e", size=0),
     ]
     assert await handled(StandInIngest(), *ignored) == []
@@ -290,7 +290,7 @@ class FlakyStore:
         self.objects = [
             StandInObject("old.flac", "e1", age_s=60),
             StandInObject("just-now.flac", "e2", age_s=0),  # left to its notification this round
-            StandInObject("api/j/x.flac", "e3", age_s=60),
+            StandInObject("klipnote-api/j/x.flac", "e3", age_s=60),
             StandInObject("dir/", "e4", age_s=60),
             StandInObject("a/../b.flac", "e5", age_s=60),  # the client would refuse to stat it
         ]
@@ -539,7 +539,7 @@ async def test_a_malformed_notification_is_dead_lettered_and_the_next_one_is_han
 async def test_api_jobs_are_not_made_second_jobs_by_the_reconcile(
     store: Minio, drop_js: JetStreamContext, drop_api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    """An upload (stored under api/) and a request by reference to an object in the bucket."""
+    """An upload (stored under klipnote-api/) and a request by reference to an object in the bucket."""
     clip = tmp_path / "api clip.flac"
     shutil.copy(AUDIO / "jfk.flac", clip)
     with open(clip, "rb") as body:

@@ -113,6 +113,14 @@ async def test_media_that_vanished_from_storage_fails_as_missing(
     assert "deleted-before-its-turn.wav" in failed.get_data()["message"]
 
 
+async def test_a_key_the_store_client_refuses_fails_as_invalid(js: JetStreamContext, stack: EmbeddedStack) -> None:
+    """Another system may name any key; one with a `..` segment cannot be fetched at all."""
+    failed = await wait_for_job_end(js, await dispatch(js, stack, "tests/../escape.wav"), timeout=60)
+
+    assert failed.get_type() == catalogue.FAILED.type
+    assert failed.get_data()["code"] == "media_key_invalid"
+
+
 async def test_after_bad_media_the_worker_is_up_and_nothing_is_redelivered(
     api: httpx.AsyncClient, js: JetStreamContext, stack: EmbeddedStack
 ) -> None:

@@ -50,8 +50,8 @@ _MEDIA_TYPES = {
 }
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 # The API's own uploads live under this prefix; bucket notifications and the reconcile leave it
-# alone (the API has announced those objects itself).
-API_PREFIX = "api/"
+# alone (the API has announced those objects itself). Unlikely to be a folder of the users' own.
+API_PREFIX = "klipnote-api/"
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
 _MAX_METADATA_BYTES = 4096
 

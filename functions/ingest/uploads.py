@@ -12,7 +12,7 @@ uploads bucket, each turning an object into exactly one job.
   for each object that has none, so a lost notification never loses a file and a store without
   notifications (SeaweedFS in the embedded stack) still turns a dropped file into a transcript.
 
-Objects under `api/` are the API's own uploads (it announces them itself) and folder markers
+Objects under `klipnote-api/` are the API's own uploads (it announces them itself) and folder markers
 (keys ending in `/`) are not media: both are skipped. A created record whose key has a whole `.`
 or `..` segment goes to the DLQ with that reason (no S3 client here can fetch such a key). A
 0-byte object is not skipped: it gets a job, which the model function fails with the code
