@@ -113,7 +113,9 @@ async def test_media_that_vanished_from_storage_fails_as_missing(
     assert "deleted-before-its-turn.wav" in failed.get_data()["message"]
 
 
-async def test_a_key_the_store_client_refuses_fails_as_invalid(js: JetStreamContext, stack: EmbeddedStack) -> None:
+async def test_a_key_the_store_client_refuses_fails_as_invalid(
+    js: JetStreamContext, stack: EmbeddedStack
+) -> None:
     """Another system may name any key; one with a `..` segment cannot be fetched at all."""
     failed = await wait_for_job_end(js, await dispatch(js, stack, "tests/../escape.wav"), timeout=60)
 
