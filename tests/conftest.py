@@ -33,6 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# The session stack's API wants a key, as production does (the `api` client sends it).
+API_KEY = "klipnote-test-api-key"
 # A Standard Webhooks signing secret for test stacks (whsec_ + base64 of 24 bytes).
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"klipnote-tests-signing-k").decode()
 
@@ -59,6 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterat
         ack_wait_s=10.0,
         max_upload_bytes=8 * 2**20,
         webhook_secret=WEBHOOK_SECRET,
+        api_key=API_KEY,
         # Tests here put objects into the uploads bucket for jobs of their own: no reconcile
         # (test_uploads.py runs it on a stack of its own).
         uploads_reconcile_interval_s=0,
@@ -83,7 +86,8 @@ async def js(nc: NATS) -> JetStreamContext:
 
 @pytest.fixture
 async def api(stack: EmbeddedStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as client:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=headers) as client:
         yield client
 
 

@@ -179,6 +179,24 @@ async def test_the_requested_schema_is_published_with_the_api_docs(api: httpx.As
 # -- bad input: a clear error, nothing lost, ingest keeps serving ------------------------------
 
 
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-key", "Basic a2xpcG5vdGU6eA=="])
+async def test_without_the_api_key_every_route_is_refused(
+    stack: EmbeddedStack, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers) as stranger:
+        answers = [
+            await stranger.get("/v1/jobs"),
+            await stranger.get("/v1/jobs/anything"),
+            await stranger.post("/v1/jobs", data={"media": "s3://uploads/x.wav"}),
+            await stranger.post("/v1/events", content=b"{}"),
+        ]
+        probe = await stranger.get("/health/readiness")  # the kubelet's probe needs no key
+
+    assert [answer.status_code for answer in answers] == [401] * 4
+    assert probe.status_code == 200
+
+
 async def jfk_post(api: httpx.AsyncClient, **form: str) -> httpx.Response:
     with open(AUDIO / "jfk.flac", "rb") as body:
         return await api.post("/v1/jobs", files={"file": ("jfk.flac", body)}, data=form)

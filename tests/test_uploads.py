@@ -41,8 +41,17 @@ from functions.ingest.uploads import (
     upload_job_id,
 )
 from infra.embedded.stack import EmbeddedStack, Ports
-from tests.conftest import AUDIO, ROOT, finished_job, reference, wait_for_job_end, wait_for_state
+from tests.conftest import (
+    AUDIO,
+    ROOT,
+    WEBHOOK_SECRET,
+    finished_job,
+    reference,
+    wait_for_job_end,
+    wait_for_state,
+)
 from tests.test_end_to_end import wer
+from tests.webhook_receiver import serving
 
 MINIO_PUT = ROOT.parent / "shared" / "reference" / "minio-nats-put-event.json"
 ALL_STATES = {"requested", "queued", "transcribing", "transcribed", "completed", "failed"}
@@ -360,6 +369,8 @@ def drop_stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> I
         enabled_models=["whisperx"],
         ack_wait_s=10.0,
         uploads_reconcile_interval_s=1.0,
+        webhook_secret=WEBHOOK_SECRET,
+        webhook_allowed_hosts=["127.0.0.1"],
     )
     embedded = EmbeddedStack(tmp_path_factory.mktemp("drop-stack"), ports=Ports.free(), settings=settings)
     embedded.start()
@@ -470,6 +481,28 @@ async def test_a_file_dropped_without_notification_is_transcribed_by_the_reconci
     assert sorted(job["results"]) == ["srt", "txt"]  # the option from the object's metadata
     transcript = (await drop_api.get(f"/v1/jobs/{job_id}/transcript.txt")).text
     assert wer(reference("jfk"), transcript) <= 0.10, transcript
+
+
+async def test_a_file_dropped_into_the_bucket_ends_as_a_completed_job_and_a_verified_webhook(
+    store: Minio, drop_js: JetStreamContext, drop_api: httpx.AsyncClient
+) -> None:
+    """No HTTP call starts it: a file and its metadata in the bucket, a signed call at the end."""
+    async with serving(WEBHOOK_SECRET) as receiver:
+        key = f"dropbox/{uuid.uuid4().hex}/interview.wav"
+        metadata = {"X-Amz-Meta-Webhook": f"{receiver.url}/hook/dropped", "X-Amz-Meta-Language": "en"}
+        etag = await put(store, key, AUDIO / "librispeech-1995-1837-0001.wav", metadata)
+        job_id = upload_job_id("uploads", key, etag)
+
+        job = await finished_job(drop_api, drop_js, job_id)
+        [hit] = await receiver.wait_hits("dropped", 1, timeout=60)
+
+    assert job["state"] == "completed", job
+    assert hit.payload is not None, "the signature did not verify"
+    assert hit.payload["type"] == "transcription.completed"
+    assert hit.payload["data"]["id"] == job_id and hit.payload["data"]["state"] == "completed"
+    async with httpx.AsyncClient() as plain:
+        text = (await plain.get(hit.payload["data"]["links"]["txt"])).text
+    assert wer(reference("librispeech-1995-1837-0001"), text) <= 0.10, text
 
 
 async def test_a_late_notification_after_the_reconcile_made_the_job_adds_nothing(
