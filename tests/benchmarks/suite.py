@@ -1,0 +1,95 @@
+"""The bench suite: every benchmark, one after another, each in a process of its own, with its
+output written verbatim to docs/benchmarks.md (the README links to it). Every figure there is a
+ratio or a percentile measured in that one run; nothing here passes or fails.
+
+    .venv/bin/python -m tests.benchmarks.suite [--only e2e-60s,ingest] [--output docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# name, arguments after `python -m`, what it answers
+BENCHMARKS: list[tuple[str, list[str], str]] = [
+    ("e2e-60s", ["tests.benchmarks.e2e_bench", "--seconds", "60", "--jobs", "2"],
+     "pipeline overhead: end to end through the stack / bare whisperx, a 60 s input"),
+    ("e2e-10min", ["tests.benchmarks.e2e_bench", "--seconds", "600", "--jobs", "1"],
+     "pipeline overhead: end to end through the stack / bare whisperx, a 10 min input"),
+    ("whisperx", ["tests.benchmarks.whisperx_bench"],
+     "the whisperx function vs bare whisperx; cold start (import + load); peak RSS"),
+    ("belle2", ["tests.benchmarks.belle2_bench"],
+     "the belle2 adapter vs the transformers pipeline; import + load; peak RSS"),
+    ("optimize", ["tests.benchmarks.optimize_bench"], "optimizer segments/s and rule compliance"),
+    ("ingest", ["tests.benchmarks.ingest_bench"], "ingest jobs/s accepted and routed; per-hop latency"),
+    ("replicas", ["tests.benchmarks.replicas_bench"],
+     "one vs two model replicas on one queue; warm per-job overhead"),
+]  # fmt: skip
+
+
+def machine() -> str:
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total_kb = int(meminfo.read_text().split()[1])
+        memory = f", {total_kb / 2**20:.0f} GiB"
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    return f"{os.cpu_count()} cores ({cpu}){memory}, {platform.system()} {platform.release()}, no GPU"
+
+
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", help="comma separated names: " + ", ".join(n for n, _, _ in BENCHMARKS))
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    wanted = set(args.only.split(",")) if args.only else {name for name, _, _ in BENCHMARKS}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    sections = []
+    for name, command, question in BENCHMARKS:
+        if name not in wanted:
+            continue
+        print(f"== {name}: {question}", flush=True)
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", *command], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        took = time.perf_counter() - started
+        output = result.stdout.strip() or "(no output)"
+        if result.returncode != 0:
+            output += f"\n(exited {result.returncode})\n" + result.stderr.strip()[-2000:]
+        print(output, flush=True)
+        shown = " ".join(command[1:])
+        sections.append(
+            f"## {name}\n\n{question}.\n\n`.venv/bin/python -m {command[0]}{' ' + shown if shown else ''}`"
+            f" ({took:.0f} s)\n\n```\n{output}\n```\n"
+        )
+    header = (
+        "# Benchmarks\n\n"
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {commit()} on {machine()}, by\n"
+        "`.venv/bin/python -m tests.benchmarks.suite` (each benchmark in a process of its own, one after\n"
+        "another). Every figure is a ratio or a percentile from this one run: the machine is shared and\n"
+        "noisy, so compare figures within a run, not across runs.\n\n"
+    )
+    args.output.write_text(header + "\n".join(sections))
+    print(f"written: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
