@@ -3,6 +3,10 @@
 klipnote setup                 assemble the bundled model (once)
 klipnote up                    run the embedded stack in the foreground until Ctrl-C
 klipnote transcribe [FILE]     transcribe a file (or a clip it speaks itself) end to end
+klipnote submit FILE|s3://...  start a job on a running API (--wait: follow it to its end)
+klipnote jobs                  list the jobs, newest first
+klipnote watch [JOB]           follow a job's events live until it ends
+klipnote results [JOB]         download a job's transcripts (next to the input when known)
 klipnote serve NAME            run one function (what the stack and the images run)
 klipnote provision             create/update streams, consumers, KV and buckets
 klipnote schemas [DIR]         write the JSON Schemas of every event's data
@@ -13,13 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where the SRT/JSON are saved (default: ./klipnote-output)",
     )
     transcribe.add_argument("--api", help="use a running API instead of starting a stack")
+    _add_client_commands(commands)
     serve = commands.add_parser("serve", help="run one function")
     serve.add_argument("name")
     serve.add_argument("--transport", choices=["jetstream", "http"], default="jetstream")
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
         serve_main(args.name, args.transport)
         return 0
+    if args.command in CLIENT_COMMANDS:
+        return _client_command(args, Settings())
     if args.command == "provision":
         return _provision(Settings())
     if args.command == "schemas":
@@ -186,48 +194,390 @@ def _speak_demo_clip(directory: Path) -> Path:
 
 
 def _submit_and_follow(api: str, media: Path, args: argparse.Namespace, settings: Settings) -> int:
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    with httpx.Client(base_url=api, headers=headers, timeout=60) as client:
-        form = {k: v for k, v in (("model", args.model), ("language", args.language)) if v}
-        with open(media, "rb") as body:
-            response = client.post("/v1/jobs", files={"file": (media.name, body)}, data=form)
-        if response.status_code != 202:
-            print(f"rejected ({response.status_code}): {response.text}", file=sys.stderr)
-            return 1
-        job_id = response.json()["id"]
-        print(f"job {job_id} submitted ({media.name})", flush=True)
-        job = _follow(client, job_id)
-        if job["state"] != "completed":
-            error = job.get("error") or {}
-            print(f"job failed: {error.get('code')}: {error.get('message')}", file=sys.stderr)
-            return 1
-        output = args.output / job_id
-        output.mkdir(parents=True, exist_ok=True)
-        for fmt, ref in job["results"].items():
-            target = output / f"{media.stem}.{fmt}"
-            target.write_bytes(client.get(f"/v1/jobs/{job_id}/transcript.{fmt}").content)
-            print(f"  {fmt:4} {target}   (s3://{ref['bucket']}/{ref['key']})")
-        srt = output / f"{media.stem}.srt"
-        if srt.exists():
-            print("\n" + srt.read_text(encoding="utf-8"))
+    from infra.client import COMPLETED, ClientError, KlipNote
+
+    try:
+        with KlipNote(api, settings.api_key) as client:
+            job_id = client.submit(media, model=args.model, language=args.language)["id"]
+            print(f"job {job_id} submitted ({media.name})", flush=True)
+            with Display(sys.stdout) as display:
+                end = _follow(client, job_id, display)
+            if end.get("type") != COMPLETED:
+                data = end.get("data") or {}
+                print(f"job failed: {data.get('code')}: {data.get('message')}", file=sys.stderr)
+                return 1
+            job = client.wait_finished(job_id)
+            output = args.output / job_id
+            output.mkdir(parents=True, exist_ok=True)
+            for fmt, ref in job["results"].items():
+                target = client.download(job_id, fmt, output / f"{media.stem}.{fmt}")
+                print(f"  {fmt:4} {target}   (s3://{ref['bucket']}/{ref['key']})")
+    except ClientError as error:
+        print(f"klipnote: {error.message}", file=sys.stderr)
+        return error.exit_code
+    srt = output / f"{media.stem}.srt"
+    if srt.exists():
+        print("\n" + srt.read_text(encoding="utf-8"))
     return 0
 
 
-def _follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    """Poll the job until it ends, printing each change of state or stage and the progress."""
-    last = None
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        state, stage, progress = job["state"], job.get("stage"), float(job.get("progress") or 0)
-        shown = (state, stage, round(progress, 1))
-        if shown != last:
-            detail = f" {stage} {progress:4.0%}" if stage else ""
-            model = f" [{job['model']}]" if job.get("model") else ""
-            print(f"  {state}{model}{detail}", flush=True)
-            last = shown
-        if state in ("completed", "failed"):
-            return dict(job)
-        time.sleep(0.25)
+# -- the client commands: submit, jobs, watch, results (HTTP to a running API only) -------------
+
+CLIENT_COMMANDS = ("submit", "jobs", "watch", "results")
+STATES = ("requested", "queued", "transcribing", "transcribed", "completed", "failed")
+
+
+def _add_client_commands(commands: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api",
+        help="the KlipNote API (default: $KLIPNOTE_API, else http://API_HOST:API_PORT of the settings)",
+    )
+    common.add_argument("--api-key", help="bearer API key (default: $API_KEY)")
+    submit = commands.add_parser(
+        "submit", parents=[common], help="start a job on a running API; prints its id"
+    )
+    submit.add_argument(
+        "source", metavar="FILE|s3://bucket/key", help="a local file (uploaded) or a stored object"
+    )
+    submit.add_argument("--model", help="a model (default: routing decides)")
+    submit.add_argument("--language", help="ISO 639-1 code (default: detected)")
+    submit.add_argument("--formats", type=_formats, help="results to make, e.g. srt,vtt (default: all)")
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the job with a progress bar until it ends"
+    )
+    jobs = commands.add_parser("jobs", parents=[common], help="list jobs, newest first")
+    jobs.add_argument("--state", choices=STATES, help="only jobs in this state")
+    jobs.add_argument("--limit", type=int, default=20, help="at most this many (default: 20, max 500)")
+    watch = commands.add_parser("watch", parents=[common], help="follow a job's events until it ends")
+    watch.add_argument("job", nargs="?", help="job id (default: the last one submitted from here)")
+    results = commands.add_parser("results", parents=[common], help="download a completed job's transcripts")
+    results.add_argument("job", nargs="?", help="job id (default: the last one submitted from here)")
+    results.add_argument("--formats", type=_formats, help="e.g. srt,vtt,json (default: all it produced)")
+    results.add_argument(
+        "--to", type=Path, help="directory (default: next to the input if known, else the current one)"
+    )
+
+
+def _formats(value: str) -> list[str]:
+    from infra.client import FORMATS
+
+    names = list(dict.fromkeys(name.strip().lower() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"formats are among {','.join(FORMATS)}")
+    return names
+
+
+def _client_command(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.client import ClientError, KlipNote
+
+    api = args.api or os.environ.get("KLIPNOTE_API") or _default_api(settings)
+    job_id = getattr(args, "job", None)
+    try:
+        with KlipNote(api, args.api_key or settings.api_key) as client:
+            if args.command == "submit":
+                return _submit(args, client)
+            if args.command == "jobs":
+                return _jobs(args, client)
+            job_id = job_id or _last_job()
+            if args.command == "watch":
+                return _watch(client, job_id)
+            return _results(args, client, job_id)
+    except ClientError as error:
+        print(f"klipnote: {error.message}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        job_id = getattr(args, "job", None) or job_id
+        if job_id:
+            print(f"\nstopped following; the job goes on: klipnote watch {job_id}", file=sys.stderr)
+        return 130
+
+
+def _default_api(settings: Settings) -> str:
+    host = settings.api_host
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"  # a wildcard bind is reached on loopback
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
+
+
+def _last_job() -> str:
+    from infra.client import EXIT_USAGE, ClientError, last_submitted
+
+    job_id = last_submitted()
+    if job_id is None:
+        raise ClientError(
+            "name a job (no job was submitted from here yet; `klipnote jobs` lists them)", EXIT_USAGE
+        )
+    return job_id
+
+
+def _submit(args: argparse.Namespace, client: Any) -> int:
+    from infra.client import EXIT_USAGE, remember
+
+    args.job = None
+    local: Path | None = None
+    if not args.source.startswith("s3://"):
+        local = Path(args.source).expanduser()
+        if not local.is_file():
+            print(f"klipnote: no such file: {local}", file=sys.stderr)
+            return EXIT_USAGE
+    job = client.submit(local or args.source, model=args.model, language=args.language, formats=args.formats)
+    job_id = job["id"]
+    if local is not None:
+        remember(job_id, local, client.api)
+    print(job_id, flush=True)
+    if not args.wait:
+        return 0
+    args.job = job_id
+    with Display(sys.stderr) as display:
+        end = _follow(client, job_id, display)
+    return _outcome(client, job_id, end)
+
+
+def _watch(client: Any, job_id: str) -> int:
+    job = client.job(job_id)
+    with Display(sys.stdout) as display:
+        end = _follow(client, job_id, display, job)
+    return _outcome(client, job_id, end)
+
+
+def _follow(client: Any, job_id: str, display: Display, job: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Show the job's events until its end; the end event. A job that ended longer ago than its
+    events are kept (the stream only keeps alive) ends with what its record says."""
+    from infra.client import COMPLETED, ENDS, FAILED, FINISHED_STATES
+
+    finished = job is not None and job["state"] in FINISHED_STATES
+    for event in client.events(job_id):
+        if event is None:
+            if finished and job is not None:
+                error = job.get("error") or {}
+                kind = COMPLETED if job["state"] == "completed" else FAILED
+                end = {"type": kind, "data": {"results": job.get("results") or {}, **error}}
+                display.event(end)
+                return end
+            continue
+        display.event(event)
+        if event.get("type") in ENDS:
+            return dict(event)
+    return {}
+
+
+def _outcome(client: Any, job_id: str, end: dict[str, Any]) -> int:
+    from infra.client import COMPLETED, EXIT_FAILED
+
+    data = end.get("data") or {}
+    if end.get("type") != COMPLETED:
+        print(f"klipnote: job {job_id} failed: {data.get('code')}: {data.get('message')}", file=sys.stderr)
+        return EXIT_FAILED
+    client.wait_finished(job_id)  # the record follows the event: `results` can run right after
+    print(f"job {job_id} completed; its transcripts: klipnote results {job_id}", file=sys.stderr)
+    return 0
+
+
+def _jobs(args: argparse.Namespace, client: Any) -> int:
+    page = client.jobs(args.state, max(1, min(args.limit, 500)))
+    header = ("id", "state", "model", "language", "progress", "created", "file")
+    rows = [
+        (
+            job["id"],
+            job["state"],
+            job.get("model") or job.get("requested_model") or "-",
+            job.get("language") or job.get("detected_language") or "-",
+            _progress_text(job),
+            _local_time(job.get("created_at")),
+            job.get("filename") or "",
+        )
+        for job in page["jobs"]
+    ]
+    if not rows:
+        print("no jobs" + (f" in state {args.state}" if args.state else ""), file=sys.stderr)
+        return 0
+    console = _console(sys.stdout)
+    if console.is_terminal:
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold")
+        for name in header:  # ids whole, never cut: they are what the other commands take
+            table.add_column(name, no_wrap=name in ("id", "created"), min_width=32 if name == "id" else None)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        if page["total"] > len(rows):
+            console.print(f"{len(rows)} of {page['total']} jobs (--limit for more)", style="dim")
+        return 0
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _progress_text(job: dict[str, Any]) -> str:
+    if job["state"] == "completed":
+        return "100%"
+    if job["state"] == "failed":
+        return str((job.get("error") or {}).get("code") or "-")
+    percent = f"{float(job.get('progress') or 0):.0%}"
+    return f"{job['stage']} {percent}" if job.get("stage") else percent
+
+
+def _local_time(stamp: str | None) -> str:
+    from datetime import datetime
+
+    if not stamp:
+        return "-"
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return stamp
+
+
+def _results(args: argparse.Namespace, client: Any, job_id: str) -> int:
+    from infra.client import EXIT_FAILED, EXIT_NOT_COMPLETED, EXIT_NOT_FOUND, ClientError, recall
+
+    job = client.job(job_id)
+    if job["state"] == "failed":
+        error = job.get("error") or {}
+        raise ClientError(
+            f"job {job_id} failed ({error.get('code')}: {error.get('message')}); it has no results",
+            EXIT_FAILED,
+        )
+    if job["state"] != "completed":
+        raise ClientError(
+            f"job {job_id} has not completed yet ({_progress_text(job)} {job['state']}); "
+            f"follow it with `klipnote watch {job_id}`",
+            EXIT_NOT_COMPLETED,
+        )
+    produced = list(job.get("results") or {})
+    wanted = args.formats or produced
+    missing = [fmt for fmt in wanted if fmt not in produced]
+    if missing:
+        raise ClientError(
+            f"job {job_id} made no {','.join(missing)} (it made {','.join(produced)})", EXIT_NOT_FOUND
+        )
+    source = recall(job_id)
+    stem = source.stem if source else Path(job.get("filename") or job_id).stem or job_id
+    if args.to is not None:
+        directory = args.to
+        directory.mkdir(parents=True, exist_ok=True)
+    elif source is not None and source.parent.is_dir():
+        directory = source.parent
+    else:
+        directory = Path.cwd()
+    for fmt in wanted:
+        target = directory / f"{stem}.{fmt}"
+        if source is not None and target.resolve() == source.resolve():
+            target = directory / f"{stem}.transcript.{fmt}"  # never over the input itself
+        print(client.download(job_id, fmt, target), flush=True)
+    return 0
+
+
+def _console(stream: TextIO) -> Any:
+    from rich.console import Console
+
+    return Console(file=stream, highlight=False)
+
+
+class Display:
+    """A job's events as people like to see them: a live progress bar (stage and percent) on a
+    terminal; plain lines, one per change, anywhere else (CI logs, pipes, files)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.console = _console(stream)
+        self.live = bool(self.console.is_terminal)
+        self._bar: Any = None
+        self._task: Any = None
+        self._shown: tuple[str, int] | None = None
+
+    def __enter__(self) -> Display:
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description:<13}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("submitted", total=100)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def line(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def event(self, event: dict[str, Any]) -> None:
+        from infra.client import COMPLETED, PROGRESS, QUEUED, TRANSCRIBED
+
+        kind, data = event.get("type"), event.get("data") or {}
+        if kind == PROGRESS:
+            stage, percent = str(data.get("stage")), round(100 * float(data.get("fraction") or 0))
+            if self._bar is not None:
+                self._bar.update(self._task, description=stage, completed=percent)
+                self._shown = (stage, percent)
+            elif (
+                self._shown is None
+                or self._shown[0] != stage
+                or percent >= self._shown[1] + 10
+                or (percent == 100 and self._shown[1] != 100)
+            ):
+                self.line(f"{stage:<12} {percent:3d}%")
+                self._shown = (stage, percent)
+            return
+        text = _describe(event)
+        if text:
+            self.line(text)
+        # Events of different functions may arrive in any order: the bar only moves forward.
+        if self._bar is not None and kind == QUEUED and self._shown is None:
+            self._bar.update(self._task, description="queued", completed=0)
+        if self._bar is not None and kind in (TRANSCRIBED, COMPLETED):
+            self._bar.update(self._task, description=str(text).split()[0], completed=100)
+
+
+def _describe(event: dict[str, Any]) -> str | None:
+    from infra import client
+
+    kind, data = event.get("type"), event.get("data") or {}
+    if kind == client.REQUESTED:
+        media = data.get("media") or {}
+        name = data.get("filename") or f"s3://{media.get('bucket')}/{media.get('key')}"
+        return f"requested    {name}"
+    if kind == client.QUEUED:
+        return f"queued       for {data.get('model')}"
+    if kind == client.TRANSCRIBED:
+        language = data.get("language") or "?"
+        count = data.get("segment_count")
+        return (
+            f"transcribed  {count} segment{'' if count == 1 else 's'}, "
+            f"{float(data.get('audio_seconds') or 0):.1f} s of audio, language {language}"
+        )
+    if kind == client.COMPLETED:
+        return f"completed    {', '.join(sorted(data.get('results') or {}))}"
+    if kind == client.FAILED:
+        return f"failed       {data.get('code')}: {data.get('message')}"
+    if kind == client.WEBHOOK:
+        status = f", HTTP {data['status_code']}" if data.get("status_code") else ""
+        return f"webhook      {data.get('outcome')} (attempt {data.get('attempt')}{status})"
+    return None
 
 
 if __name__ == "__main__":

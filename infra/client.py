@@ -1,0 +1,305 @@
+"""The HTTP client the `klipnote` commands use: it talks only to the ingest API (`/v1`), never to
+NATS or storage, so it works against any deployment it can reach.
+
+Every failure a person can meet (API unreachable, a refused key, an unknown job, a job not done
+yet, a rejected request) is a `ClientError` with a message that says what to do and an exit code.
+
+Where a local file was submitted from is kept in a small local record (`submitted.jsonl` in
+`$XDG_CACHE_HOME/klipnote`, default `~/.cache/klipnote`): the API only knows the file's name, and
+`klipnote results JOB` writes the transcripts next to the input when it knows where that is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FORMATS = ("json", "srt", "vtt", "txt")
+REQUESTED = "io.klipnote.transcription.requested.v1"
+QUEUED = "io.klipnote.transcription.queued.v1"
+PROGRESS = "io.klipnote.transcription.progress.v1"
+TRANSCRIBED = "io.klipnote.transcription.transcribed.v1"
+COMPLETED = "io.klipnote.transcription.completed.v1"
+FAILED = "io.klipnote.transcription.failed.v1"
+WEBHOOK = "io.klipnote.webhook.attempted.v1"
+ENDS = (COMPLETED, FAILED)
+FINISHED_STATES = ("completed", "failed")
+
+# Exit codes of the commands (0: done).
+EXIT_FAILED = 1  # the job failed, or the API rejected the request
+EXIT_USAGE = 2  # bad arguments (argparse uses 2 too)
+EXIT_UNREACHABLE = 3
+EXIT_UNAUTHORIZED = 4
+EXIT_NOT_FOUND = 5
+EXIT_NOT_COMPLETED = 6
+
+_HISTORY_LIMIT = 1000  # entries kept in the local record of submitted files
+_RECONNECTS = 3  # a dropped event stream is resumed this often (events are replayed, deduplicated)
+
+
+class ClientError(Exception):
+    """What went wrong, in words for a person, and the command's exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class KlipNote:
+    """The ingest API over HTTP, with an optional bearer API key."""
+
+    def __init__(
+        self,
+        api: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api = api.rstrip("/")
+        self.has_key = bool(api_key)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.api, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> KlipNote:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def submit(
+        self,
+        source: str | Path,
+        *,
+        model: str | None = None,
+        language: str | None = None,
+        formats: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Start a job from a local file (uploaded) or an `s3://bucket/key` already in storage."""
+        form = {"model": model, "language": language, "formats": ",".join(formats or [])}
+        data = {name: value for name, value in form.items() if value}
+        if isinstance(source, str) and source.startswith("s3://"):
+            response = self._send("POST", "/v1/jobs", data={**data, "media": source})
+        else:
+            path = Path(source)
+            with open(path, "rb") as body:
+                response = self._send("POST", "/v1/jobs", files={"file": (path.name, body)}, data=data)
+        return self._json(response)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._json(self._send("GET", f"/v1/jobs/{job_id}"), job_id)
+
+    def jobs(self, state: str | None = None, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        params: dict[str, str | int] = {"limit": limit, "offset": offset}
+        if state:
+            params["state"] = state
+        return self._json(self._send("GET", "/v1/jobs", params=params))
+
+    def wait_finished(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The job record once it shows the job's end. The end event comes first; the record
+        follows a moment later (ingest projects it from the events)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            job = self.job(job_id)
+            if job["state"] in FINISHED_STATES or time.monotonic() > deadline:
+                return job
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def download(self, job_id: str, fmt: str, target: Path) -> Path:
+        """Write one result to `target` (through a temporary file: never a half-written one)."""
+        partial = target.with_name(f".{target.name}.part")
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/transcript.{fmt}") as response:
+                if response.status_code != 200:
+                    response.read()
+                    self._raise_for(response, job_id)
+                with open(partial, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as error:
+            partial.unlink(missing_ok=True)
+            raise self._unreachable(error) from error
+        partial.replace(target)
+        return target
+
+    def events(self, job_id: str) -> Iterator[dict[str, Any] | None]:
+        """The job's CloudEvents as they happen, from its request to its end; `None` for each
+        keep-alive (the stream's way of saying nothing happened for a while). A dropped stream
+        is resumed: the API replays the job's events, those already seen are skipped."""
+        seen: set[str] = set()
+        drops = 0
+        while True:
+            try:
+                for event in self._event_stream(job_id):
+                    if event is None:
+                        yield None
+                        continue
+                    if event.get("id") in seen:
+                        continue
+                    seen.add(str(event.get("id")))
+                    yield event
+                    if event.get("type") in ENDS:
+                        return
+                raise httpx.RemoteProtocolError("the event stream ended before the job did")
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as error:
+                drops += 1
+                if drops > _RECONNECTS:
+                    raise ClientError(
+                        f"lost the job's event stream from {self.api} ({error}); "
+                        f"follow it again with `klipnote watch {job_id}`"
+                    ) from error
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _event_stream(self, job_id: str) -> Iterator[dict[str, Any] | None]:
+        # Keep-alives come every 15 s: a read that waits longer than that means a dead stream.
+        timeout = httpx.Timeout(30, read=45)
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as response:
+                if response.status_code != 200:
+                    response.read()
+                    self._raise_for(response, job_id)
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith(":"):
+                        yield None
+                    elif line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                    elif not line and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+        except httpx.ConnectError as error:
+            raise self._unreachable(error) from error
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise self._unreachable(error) from error
+
+    def _json(self, response: httpx.Response, job_id: str | None = None) -> dict[str, Any]:
+        if not 200 <= response.status_code < 300:
+            self._raise_for(response, job_id)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def _unreachable(self, error: Exception) -> ClientError:
+        return ClientError(
+            f"cannot reach the KlipNote API at {self.api} ({error or type(error).__name__}). "
+            "Is the stack running (`klipnote up`)? Otherwise point --api (or KLIPNOTE_API) at it.",
+            EXIT_UNREACHABLE,
+        )
+
+    def _raise_for(self, response: httpx.Response, job_id: str | None) -> None:
+        status = response.status_code
+        code, message = _problem(response)
+        if status == 401:
+            if self.has_key:
+                raise ClientError(
+                    f"the API at {self.api} refused the API key (401 Unauthorized): "
+                    "check --api-key or API_KEY",
+                    EXIT_UNAUTHORIZED,
+                )
+            raise ClientError(
+                f"the API at {self.api} requires an API key (401 Unauthorized): "
+                "pass --api-key or set API_KEY",
+                EXIT_UNAUTHORIZED,
+            )
+        if status == 404 and code == "job_not_found":
+            raise ClientError(f"no job {job_id} at {self.api} (404)", EXIT_NOT_FOUND)
+        if status == 409:
+            raise ClientError(
+                f"job {job_id} has not completed yet ({message}); follow it with `klipnote watch {job_id}`",
+                EXIT_NOT_COMPLETED,
+            )
+        if status == 404:
+            raise ClientError(f"not found (404): {code}: {message}", EXIT_NOT_FOUND)
+        raise ClientError(f"the API answered {status}: {code}: {message}")
+
+
+def _problem(response: httpx.Response) -> tuple[str, str]:
+    """`(code, message)` of an error answer: `{detail: {code, message}}`, or FastAPI's own."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return "error", response.text[:300] or response.reason_phrase
+    if isinstance(detail, dict):
+        return str(detail.get("code", "error")), str(detail.get("message", detail))
+    if isinstance(detail, list):  # request validation: [{loc, msg, ...}]
+        parts = [f"{'.'.join(map(str, item.get('loc', [])))}: {item.get('msg')}" for item in detail]
+        return "invalid_request", "; ".join(parts)
+    return "error", str(detail)
+
+
+# -- the local record of submitted files -------------------------------------------------------
+
+
+def history_path() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "klipnote" / "submitted.jsonl"
+
+
+def remember(job_id: str, source: Path, api: str) -> None:
+    """Note where a submitted local file is, so its results can be written next to it."""
+    path = history_path()
+    entry = {
+        "id": job_id,
+        "path": str(source.resolve()),
+        "api": api,
+        "submitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    with contextlib.suppress(OSError):  # a read-only home only costs the convenience
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as record:
+            record.write(json.dumps(entry) + "\n")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) > _HISTORY_LIMIT:
+            trimmed = path.with_name(f"{path.name}.{os.getpid()}")
+            trimmed.write_text("\n".join(lines[-_HISTORY_LIMIT:]) + "\n", encoding="utf-8")
+            trimmed.replace(path)
+
+
+def recall(job_id: str) -> Path | None:
+    """The local file a job was submitted from on this machine, if known."""
+    try:
+        lines = history_path().read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("id") == job_id and entry.get("path"):
+            return Path(entry["path"])
+    return None
+
+
+def last_submitted() -> str | None:
+    """The id of the job last submitted from this machine."""
+    try:
+        lines = history_path().read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return str(json.loads(line)["id"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return None
