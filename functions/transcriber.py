@@ -8,6 +8,8 @@ model adds an adapter, not a pipeline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -26,7 +28,7 @@ from minio import Minio
 from minio.error import S3Error
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from events import binding, catalogue, storage
+from events import binding, catalogue, storage, tracing
 from events.models import (
     SegmentTranscribed,
     TranscriptionDispatched,
@@ -227,36 +229,60 @@ class TranscriptionFunction:
 
     async def _run(self, job: TranscriptionDispatched, run_id: str) -> AsyncIterator[CloudEvent]:
         timings: dict[str, float] = {}
+        ids = {tracing.JOB_ID: job.job_id, tracing.RUN_ID: run_id, tracing.MODEL: self.name}
         with tempfile.TemporaryDirectory(prefix="klipnote-") as workdir:
             yield self._progress(job, run_id, "fetching", 0.0)
             started = time.perf_counter()
             media = Path(workdir) / "media"
-            await asyncio.to_thread(self._fetch, job, media)
+            with tracing.stage("download", ids) as span:
+                await asyncio.to_thread(self._fetch, job, media)
+                span.set_attribute("klipnote.media_bytes", media.stat().st_size)
             timings["fetch"] = time.perf_counter() - started
 
             yield self._progress(job, run_id, "decoding", 0.0)
             started = time.perf_counter()
-            audio = await asyncio.to_thread(decode_audio, media, Path(workdir) / "audio.s16le")
+            with tracing.stage("decode", ids) as span:
+                audio = await asyncio.to_thread(decode_audio, media, Path(workdir) / "audio.s16le")
+                span.set_attribute(tracing.AUDIO_SECONDS, audio.seconds)
             media.unlink()  # the decoded copy is all the model needs
             timings["decode"] = time.perf_counter() - started
 
             started = time.perf_counter()
             sequence = 0
             transcript = Transcript(language=job.language)
-            async for item in self._transcribe(audio, job.language):
-                if isinstance(item, Segment):
-                    segment = SegmentTranscribed(
-                        job_id=job.job_id, run_id=run_id, sequence=sequence, start=item.start,
-                        end=item.end, text=item.text, words=item.words, language=item.language,
-                        avg_logprob=item.avg_logprob, no_speech_prob=item.no_speech_prob,
-                    )  # fmt: skip
-                    yield self._event(catalogue.SEGMENT, segment, job.job_id, f"{run_id}:{sequence}")
-                    sequence += 1
-                elif isinstance(item, float):
-                    yield self._progress(job, run_id, "transcribing", item)
-                else:
-                    transcript = item
-            timings["transcribe"] = time.perf_counter() - started
+            # `segments` spans the publishing of the segments, from the first to the last.
+            with contextlib.ExitStack() as publishing:
+                with tracing.stage("model", {**ids, tracing.AUDIO_SECONDS: audio.seconds}) as model:
+                    async for item in self._transcribe(audio, job.language):
+                        if isinstance(item, Segment):
+                            if sequence == 0:
+                                segments = publishing.enter_context(tracing.stage("segments", ids))
+                            segment = SegmentTranscribed(
+                                job_id=job.job_id, run_id=run_id, sequence=sequence, start=item.start,
+                                end=item.end, text=item.text, words=item.words, language=item.language,
+                                avg_logprob=item.avg_logprob, no_speech_prob=item.no_speech_prob,
+                            )  # fmt: skip
+                            yield self._event(catalogue.SEGMENT, segment, job.job_id, f"{run_id}:{sequence}")
+                            sequence += 1
+                        elif isinstance(item, float):
+                            yield self._progress(job, run_id, "transcribing", item)
+                        else:
+                            transcript = item
+                    timings["transcribe"] = time.perf_counter() - started
+                    rtf = timings["transcribe"] / audio.seconds
+                    model.set_attributes({tracing.RTF: rtf, "klipnote.segment_count": sequence})
+                    if transcript.language:
+                        model.set_attribute("klipnote.language", transcript.language)
+                if sequence:
+                    segments.set_attribute("klipnote.segment_count", sequence)
+            log.info(
+                "transcribed %d segments of %.1fs of audio in %.2fs (RTF %.3f)",
+                sequence,
+                audio.seconds,
+                timings["transcribe"],
+                rtf,
+                extra={"model": self.name, "run_id": run_id},
+            )
         done = TranscriptionTranscribed(
             job_id=job.job_id, run_id=run_id, model=self.name, language=transcript.language,
             language_probability=transcript.language_probability, segment_count=sequence,
@@ -282,7 +308,8 @@ class TranscriptionFunction:
             except BaseException as error:  # handed to the event loop, raised there
                 put(error)
 
-        worker = loop.run_in_executor(None, work)
+        # The model's thread logs in this job's context (job id, trace id).
+        worker = loop.run_in_executor(None, contextvars.copy_context().run, work)
         while True:
             item = await queue.get()
             if isinstance(item, BaseException):

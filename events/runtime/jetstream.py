@@ -7,7 +7,11 @@
   an exhausted retry budget goes to the DLQ with its reason and is terminated, and the consumer
   keeps going;
 - on stop (SIGTERM) no new message is fetched; the message in hand gets a grace period to finish,
-  then is nak'ed so another replica takes it at once.
+  then is nak'ed so another replica takes it at once; batched spans and metrics are flushed.
+
+Telemetry is middleware here, not in the functions: each event is handled in a CONSUMER span
+continuing the event's trace, with the job id in the log context; `events.metrics` sees every
+event handled and published, and the lag of this host's queues.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 
 import nats.errors
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.msg import Msg
 from opentelemetry import trace
 
-from events import binding, tracing
+from events import binding, logs, metrics, tracing
 from events.bus import Publisher, connect
 from events.catalogue import DEAD_LETTER, Consumer
 from events.models import DeadLetter
@@ -98,6 +103,9 @@ class JetStreamHost:
             for subscription in self.function.subscriptions
             if taking_work
         ]
+        if taking_work:
+            queues = [subscription.consumer for subscription in self.function.subscriptions]
+            consumers.append(asyncio.create_task(metrics.watch_queues(runtime.js, queues, self._stopping)))
         try:
             await self._stopping.wait()
         finally:
@@ -112,6 +120,9 @@ class JetStreamHost:
             # flushes. (drain() waits on the pull subscriptions' inboxes until it times out.)
             with contextlib.suppress(Exception):
                 await runtime.nc.close()
+            # Batched spans and metrics leave before the process does (SIGTERM loses none).
+            await asyncio.to_thread(tracing.flush)
+            await asyncio.to_thread(metrics.flush)
             log.info("stopped", extra={"function": self.function.name})
 
     # -- consuming ------------------------------------------------------------------------------
@@ -196,11 +207,39 @@ class JetStreamHost:
         """Run one event through its handler in a span of the job's trace; publish what it emits."""
         assert self.runtime is not None
         parent = tracing.context_from(binding.traceparent_of(event))
-        with self._tracer.start_as_current_span(
-            f"{self.function.name} {event.get_type()}", context=parent, kind=trace.SpanKind.CONSUMER
-        ):
-            async for outgoing in subscription.handle(event):
-                await self.runtime.publisher.publish(continue_trace(outgoing))
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.consumer.group.name": subscription.consumer.durable,
+            "cloudevents.event_id": event.get_id(),
+            "cloudevents.event_type": event.get_type(),
+        }
+        job_id = _job_id(event)
+        if job_id:
+            attributes[tracing.JOB_ID] = job_id
+        started, ok = time.perf_counter(), False
+        try:
+            with (
+                logs.job(job_id),
+                self._tracer.start_as_current_span(
+                    f"{self.function.name} {event.get_type()}",
+                    context=parent,
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes=attributes,
+                ),
+            ):
+                async for outgoing in subscription.handle(event):
+                    await self.runtime.publisher.publish(continue_trace(outgoing))
+                    metrics.published(outgoing)
+            ok = True
+        finally:
+            await metrics.handled(
+                self.runtime.js,
+                self.function.name,
+                subscription.consumer,
+                event,
+                time.perf_counter() - started,
+                ok,
+            )
         log.info("handled %s", event.get_type(), extra=_event_fields(event))
 
     async def _heartbeat(self, msg: Msg) -> None:
@@ -238,9 +277,19 @@ class JetStreamHost:
         log.error("dead-lettered: %s", reason, extra={"consumer": consumer.durable})
 
 
+def _job_id(event: CloudEvent) -> str | None:
+    """The job an event is about: its data's `job_id`, else its subject (the catalogue's events
+    name the job there too)."""
+    data = event.get_data()
+    if isinstance(data, dict) and isinstance(data.get("job_id"), str):
+        return str(data["job_id"])
+    subject = event.get_subject()
+    return subject if isinstance(subject, str) else None
+
+
 def _event_fields(event: CloudEvent) -> dict[str, str | None]:
     return {
         "event_id": event.get_id(),
-        "job_id": event.get_subject(),
+        "job_id": _job_id(event),
         "trace_id": tracing.trace_id(binding.traceparent_of(event)),
     }

@@ -15,7 +15,7 @@ from typing import Literal
 
 import uvicorn
 
-from events import logs
+from events import logs, metrics, tracing
 from events.runtime.function import Function
 from events.runtime.http import health_app, receiver_app
 from events.runtime.jetstream import JetStreamHost
@@ -60,4 +60,7 @@ async def serve(name: str, settings: Settings, transport: Transport = "jetstream
 
 def main(name: str, transport: Transport = "jetstream") -> None:
     logs.configure(name)
+    # Telemetry before the function is built: its tracers and meters come from these providers.
+    tracing.configure(name)
+    metrics.configure(name)
     asyncio.run(serve(name, Settings(), transport))

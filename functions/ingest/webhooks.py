@@ -14,7 +14,8 @@
   the address or its network. Checked when a request names a webhook and again at every attempt
   after DNS resolution; the connection then goes to the address that was checked (no DNS rebinding
   between the check and the call).
-- Header values and the URL's query string never reach logs, events or job records.
+- Header values and the URL's query string never reach logs, events, job records or spans (a
+  `webhook` span per attempt carries the job, the attempt number and the status code).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from urllib.parse import urlsplit
 
 import httpx
 from cloudevents.core.v1.event import CloudEvent
+from opentelemetry.trace import StatusCode
 from standardwebhooks import Webhook
 
-from events import binding, catalogue
+from events import binding, catalogue, tracing
 from events.models import TranscriptionCompleted, TranscriptionFailed, WebhookAttempted, WebhookTarget
 from events.runtime.function import DELIVERY_ATTEMPT, PermanentError, RetryLater
 from events.settings import Settings
@@ -382,18 +384,23 @@ class WebhookDeliverer:
             yield await self._record(attempted("refused", _Answer(error=ended.message)))
             return
 
-        try:
-            signer = self._signer()
-            pinned = await self._pin(target)
-        except WebhookRefused as refused:
-            yield await self._record(attempted("refused", _Answer(error=refused.message)))
-            log.error("webhook of job %s to %s refused: %s", job_id, status.url, refused.message)
-            raise PermanentError(refused.code, refused.message) from None
-        except OSError as error:  # DNS did not answer: an attempt that failed
-            answer = _Answer(error=f"could not resolve the host ({type(error).__name__})")
-        else:
-            body = await self._body(state, ended, record, event)
-            answer = await self._post(signer, hook_id, body, target, pinned)
+        with tracing.stage("webhook", {tracing.JOB_ID: job_id, "klipnote.webhook.attempt": attempt}) as span:
+            try:
+                signer = self._signer()
+                pinned = await self._pin(target)
+            except WebhookRefused as refused:
+                yield await self._record(attempted("refused", _Answer(error=refused.message)))
+                log.error("webhook of job %s to %s refused: %s", job_id, status.url, refused.message)
+                raise PermanentError(refused.code, refused.message) from None
+            except OSError as error:  # DNS did not answer: an attempt that failed
+                answer = _Answer(error=f"could not resolve the host ({type(error).__name__})")
+            else:
+                body = await self._body(state, ended, record, event)
+                answer = await self._post(signer, hook_id, body, target, pinned)
+            if answer.status_code is not None:
+                span.set_attribute("http.response.status_code", answer.status_code)
+            if answer.status_code is None or not 200 <= answer.status_code < 300:
+                span.set_status(StatusCode.ERROR, answer.describe())
 
         if answer.status_code is not None and 200 <= answer.status_code < 300:
             log.info("webhook of job %s delivered to %s (attempt %d)", job_id, status.url, attempt)

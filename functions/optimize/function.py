@@ -15,7 +15,7 @@ from minio import Minio
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from events import binding, catalogue, storage
+from events import binding, catalogue, storage, tracing
 from events.models import (
     ObjectRef,
     OutputFormat,
@@ -80,7 +80,14 @@ class Optimize:
                 catalogue.FAILED, failed, function=NAME, subject=done.job_id, event_id=f"{done.job_id}:failed"
             )
             return
-        optimized = await asyncio.to_thread(self.optimizer.run, segments, done.audio_seconds, done.language)
+        ids = {tracing.JOB_ID: done.job_id, tracing.RUN_ID: done.run_id, tracing.MODEL: done.model}
+        with tracing.stage("optimize", {**ids, tracing.AUDIO_SECONDS: done.audio_seconds}) as span:
+            optimized = await asyncio.to_thread(
+                self.optimizer.run, segments, done.audio_seconds, done.language
+            )
+            span.set_attributes(
+                {"klipnote.segment_count": len(segments), "klipnote.cue_count": len(optimized.cues)}
+            )
         cues, stats = optimized.cues, optimized.stats
         header = {
             "job_id": done.job_id,
@@ -91,9 +98,16 @@ class Optimize:
             "stats": stats,
         }
         results: dict[OutputFormat, ObjectRef] = {}
-        for fmt in dict.fromkeys(done.formats):
-            results[fmt] = await asyncio.to_thread(
-                self._write, done.job_id, fmt, outputs.render(fmt, cues, header)
+        with tracing.stage("upload", ids) as span:
+            for fmt in dict.fromkeys(done.formats):
+                results[fmt] = await asyncio.to_thread(
+                    self._write, done.job_id, fmt, outputs.render(fmt, cues, header)
+                )
+            span.set_attributes(
+                {
+                    "klipnote.formats": list(results),
+                    "klipnote.result_bytes": sum(ref.size or 0 for ref in results.values()),
+                }
             )
         stats["optimize_seconds"] = round(time.perf_counter() - started, 4)
         completed = TranscriptionCompleted(

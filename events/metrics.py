@@ -1,0 +1,202 @@
+"""Metrics, as middleware of the hosts: every figure is read off the events a hop consumes and
+publishes, or off JetStream itself, so no function records a metric of its own.
+
+- klipnote.job.duration (histogram, s; model, outcome): a job's request to its end;
+- klipnote.transcription.rtf (histogram, 1; model): model seconds per second of audio;
+- klipnote.hop.duration (histogram, s; function, event type, outcome): one event, one handler;
+- klipnote.webhook.attempts / klipnote.webhook.failures (counters, {attempt}; outcome);
+- klipnote.queue.lag (observable gauge, {message}; consumer, model): JetStream num_pending.
+
+Exported by the same OTEL_* configuration as traces (OTEL_METRICS_EXPORTER, the OTLP endpoint,
+OTEL_METRIC_EXPORT_INTERVAL); with none, instruments are no-ops and no queue is polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from cloudevents.core.v1.event import CloudEvent
+from nats.js import JetStreamContext
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+
+from events import binding, catalogue, tracing
+from events.catalogue import Consumer
+
+log = logging.getLogger(__name__)
+
+_meter = metrics.get_meter("klipnote")
+_provider: MeterProvider | None = None
+
+MODEL, OUTCOME, FUNCTION = "klipnote.model", "klipnote.outcome", "klipnote.function"
+CONSUMER, EVENT_TYPE = "klipnote.consumer", "cloudevents.event_type"
+
+_SECONDS_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+_RTF_BUCKETS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5]
+
+job_duration = _meter.create_histogram(
+    "klipnote.job.duration",
+    unit="s",
+    description="From a job's request to its completed or failed event.",
+    explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+)
+real_time_factor = _meter.create_histogram(
+    "klipnote.transcription.rtf",
+    unit="1",
+    description="Model seconds per second of audio (below 1 is faster than real time).",
+    explicit_bucket_boundaries_advisory=_RTF_BUCKETS,
+)
+hop_duration = _meter.create_histogram(
+    "klipnote.hop.duration",
+    unit="s",
+    description="One event through one function's handler, publishing included.",
+    explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+)
+webhook_attempts = _meter.create_counter(
+    "klipnote.webhook.attempts", unit="{attempt}", description="Webhook delivery attempts, by outcome."
+)
+webhook_failures = _meter.create_counter(
+    "klipnote.webhook.failures",
+    unit="{attempt}",
+    description="Webhook attempts that did not deliver (retrying, gave_up, refused).",
+)
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def configure(function: str) -> None:
+    """The process's meter provider, exporting every OTEL_METRIC_EXPORT_INTERVAL."""
+    global _provider
+    readers: list[MetricReader] = [
+        PeriodicExportingMetricReader(exporter) for exporter in tracing.exporters("metrics")
+    ]
+    if not readers:
+        return
+    _provider = MeterProvider(metric_readers=readers, resource=tracing.resource(function))
+    metrics.set_meter_provider(_provider)
+
+
+def enabled() -> bool:
+    return _provider is not None
+
+
+def flush(timeout_s: float = 5.0) -> None:
+    if _provider is not None:
+        _provider.force_flush(int(timeout_s * 1000))
+
+
+def _interval_s() -> float:
+    try:
+        return max(float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000, 0.5)
+    except ValueError:
+        return 60.0
+
+
+# -- hooks the hosts call -----------------------------------------------------------------------
+
+
+def published(event: CloudEvent) -> None:
+    """An event a hop published: the real-time factor of a transcription, a webhook attempt."""
+    kind = catalogue.KINDS_BY_TYPE.get(event.get_type())
+    data = event.get_data()
+    if not isinstance(data, dict):
+        return
+    if kind is catalogue.TRANSCRIBED:
+        audio, model_s = data.get("audio_seconds"), (data.get("timings") or {}).get("transcribe")
+        if isinstance(audio, int | float) and isinstance(model_s, int | float) and audio > 0:
+            real_time_factor.record(model_s / audio, {MODEL: str(data.get("model"))})
+    elif kind is catalogue.WEBHOOK:
+        outcome = {OUTCOME: str(data.get("outcome"))}
+        webhook_attempts.add(1, outcome)
+        if data.get("outcome") != "delivered":
+            webhook_failures.add(1, outcome)
+
+
+async def handled(
+    js: JetStreamContext | None,
+    function: str,
+    consumer: Consumer | None,
+    event: CloudEvent,
+    seconds: float,
+    ok: bool,
+) -> None:
+    """An event a hop handled (or failed to): its duration; and, when ingest's projector takes
+    a job's end, the job's duration from its request (read back from the JOBS stream)."""
+    hop_duration.record(
+        seconds, {FUNCTION: function, EVENT_TYPE: event.get_type(), OUTCOME: "ok" if ok else "error"}
+    )
+    kind = catalogue.KINDS_BY_TYPE.get(event.get_type())
+    if not ok or js is None or consumer != catalogue.INGEST_PROJECTOR:
+        return
+    if kind not in (catalogue.COMPLETED, catalogue.FAILED) or not enabled():
+        return
+    data = event.get_data()
+    job_id = data.get("job_id") if isinstance(data, dict) else None
+    if not isinstance(job_id, str):
+        return
+    requested_at = await _requested_at(js, job_id)
+    if requested_at is None:
+        return
+    ended_at = event.get_time() or datetime.now(UTC)
+    attributes = {OUTCOME: "completed" if kind is catalogue.COMPLETED else "failed"}
+    if isinstance(data, dict) and isinstance(data.get("model"), str):
+        attributes[MODEL] = data["model"]
+    job_duration.record(max((ended_at - requested_at).total_seconds(), 0.0), attributes)
+
+
+async def _requested_at(js: JetStreamContext, job_id: str) -> datetime | None:
+    try:
+        raw = await js.get_last_msg(catalogue.JOBS.name, catalogue.REQUESTED.subject(job_id))
+    except Exception:  # gone (max_age), or an id from elsewhere: no duration to tell
+        return None
+    with contextlib.suppress(binding.MalformedEvent, ValueError):
+        when = binding.decode(raw.headers, raw.data or b"").get_time()
+        if when is not None:
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
+
+
+# -- queue lag ----------------------------------------------------------------------------------
+
+_pending: dict[tuple[str, str | None], int] = {}
+
+
+def _observe_lag(options: CallbackOptions) -> Iterable[Observation]:
+    for (consumer, model), count in list(_pending.items()):
+        attributes = {CONSUMER: consumer} | ({MODEL: model} if model else {})
+        yield Observation(count, attributes)
+
+
+_meter.create_observable_gauge(
+    "klipnote.queue.lag",
+    callbacks=[_observe_lag],
+    unit="{message}",
+    description="Messages waiting for a consumer (JetStream num_pending), per model queue.",
+)
+
+
+async def watch_queues(js: JetStreamContext, consumers: Sequence[Consumer], stopping: asyncio.Event) -> None:
+    """Keep the lag of `consumers` (a host's own queues) fresh for the gauge, every export
+    interval, until `stopping`. A model function reports its own queue this way."""
+    if not enabled() or not consumers:
+        return
+    interval = _interval_s()
+    while not stopping.is_set():
+        for consumer in consumers:
+            model = consumer.durable if consumer.stream == catalogue.TRANSCRIBE else None
+            try:
+                info = await js.consumer_info(consumer.stream.name, consumer.durable, timeout=2.0)
+            except Exception as error:  # reconnecting: keep the last value
+                log.debug("no lag for %s: %s", consumer.durable, error)
+                continue
+            _pending[(consumer.durable, model)] = int(info.num_pending or 0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
