@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from minio.error import S3Error
@@ -36,6 +37,7 @@ from functions.ingest.jobs import (
     keyed_job_id,
     new_job_id,
     object_job_id,
+    valid_job_id,
 )
 from functions.ingest.webhooks import WebhookRefused
 
@@ -54,6 +56,36 @@ _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 API_PREFIX = "klipnote-api/"
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
 _MAX_METADATA_BYTES = 4096
+# A header a webhook call may carry: an RFC 9110 token for its name, no control characters in its
+# value (a CR/LF would smuggle a header of its own).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
+_HEADER_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]{1,4096}$")
+# Uploads whose declared type is clearly not audio or video are refused at the door (415). Anything
+# else, application/octet-stream and types we do not know included, goes to the decoder, which
+# fails what it cannot read with a clear code (`media_unreadable`, `media_no_audio`, ...).
+_NOT_MEDIA_TOPS = {"text", "image", "font", "model", "multipart", "message", "example", "chemical"}
+_NOT_MEDIA_APPLICATIONS = {
+    "pdf", "zip", "gzip", "x-gzip", "x-tar", "x-bzip2", "x-xz", "zstd", "x-7z-compressed",
+    "x-rar-compressed", "vnd.rar", "java-archive", "json", "ld+json", "xml", "xhtml+xml",
+    "javascript", "x-javascript", "ecmascript", "x-sh", "x-csh", "x-httpd-php", "x-python",
+    "x-msdownload", "x-executable", "x-elf", "x-mach-binary", "vnd.microsoft.portable-executable",
+    "x-sharedlib", "x-msi", "vnd.android.package-archive", "x-apple-diskimage", "x-iso9660-image",
+    "msword", "rtf", "epub+zip", "sql", "x-sqlite3", "vnd.sqlite3", "wasm", "postscript",
+    "x-shockwave-flash", "x-bittorrent", "pgp-signature", "pkcs7-mime", "x-x509-ca-cert",
+    "yaml", "x-yaml", "toml", "graphql", "x-www-form-urlencoded",
+}  # fmt: skip
+_NOT_MEDIA_VENDOR_PREFIXES = ("vnd.openxmlformats", "vnd.ms-", "vnd.oasis.opendocument", "vnd.apple.")
+
+
+def not_media(content_type: str | None) -> bool:
+    """Whether a declared content type is clearly no audio or video (then the upload is refused)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    top, _, sub = media_type.partition("/")
+    if top in _NOT_MEDIA_TOPS:
+        return True
+    if top != "application":
+        return False
+    return sub in _NOT_MEDIA_APPLICATIONS or sub.startswith(_NOT_MEDIA_VENDOR_PREFIXES)
 
 
 def safe_filename(name: str | None) -> str:
@@ -84,7 +116,7 @@ def problem(status: int, code: str, message: str) -> HTTPException:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProblemResponse} for status in (401, 404, 409, 413, 422)
+    status: {"model": ProblemResponse} for status in (400, 401, 404, 409, 413, 415, 422)
 }
 
 
@@ -103,6 +135,16 @@ def create_app(ingest: "Ingest") -> FastAPI:
     )
     bearer = HTTPBearer(auto_error=False)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own checks (a query parameter out of range, a header too long) answer as every
+        # other error does: {detail: {code, message}}.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'request'}: {e.get('msg', '')}"
+            for e in error.errors()
+        )
+        return JSONResponse({"detail": {"code": "request_invalid", "message": problems}}, status_code=422)
+
     def authorize(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
@@ -111,7 +153,11 @@ def create_app(ingest: "Ingest") -> FastAPI:
         if credentials is None or not secrets.compare_digest(
             credentials.credentials.encode(), settings.api_key.encode()
         ):
-            raise HTTPException(401, "a valid API key is required (Authorization: Bearer ...)")
+            raise HTTPException(
+                401,
+                {"code": "unauthorized", "message": "a valid API key is required (Authorization: Bearer)"},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     async def checked_options(
         model: str | None,
@@ -136,24 +182,29 @@ def create_app(ingest: "Ingest") -> FastAPI:
             chosen = list(dict.fromkeys(names))  # type: ignore[arg-type]
         echoed: dict[str, str] = {}
         if metadata:
+            if len(metadata.encode()) > _MAX_METADATA_BYTES:
+                raise problem(422, "metadata_invalid", f"metadata is limited to {_MAX_METADATA_BYTES} bytes")
             try:
                 echoed = json.loads(metadata)
             except json.JSONDecodeError as error:
                 raise problem(422, "metadata_invalid", f"metadata is not JSON: {error}") from error
+            except RecursionError as error:  # [[[[...]]]] nested deeper than the parser goes
+                raise problem(422, "metadata_invalid", "metadata is nested too deeply") from error
             if not isinstance(echoed, dict) or not all(
                 isinstance(key, str) and isinstance(value, str) for key, value in echoed.items()
             ):
                 raise problem(422, "metadata_invalid", "metadata is a JSON object of strings")
-            if len(metadata.encode()) > _MAX_METADATA_BYTES:
-                raise problem(422, "metadata_invalid", f"metadata is limited to {_MAX_METADATA_BYTES} bytes")
         webhook = None
         if webhook_url:
             headers = {}
             if webhook_header:
                 name, sep, value = webhook_header.partition(":")
-                if not sep or not name.strip() or not value.strip():
-                    raise problem(422, "webhook_invalid", "webhook_header is `Name: value`")
-                headers[name.strip()] = value.strip()
+                name, value = name.strip(), value.strip()
+                if not sep or not _HEADER_NAME.match(name) or not _HEADER_VALUE.match(value):
+                    raise problem(
+                        422, "webhook_invalid", "webhook_header is `Name: value`, with no control characters"
+                    )
+                headers[name] = value
             try:
                 webhook = WebhookTarget(url=webhook_url, headers=headers)
                 await ingest.webhooks.check_async(webhook)
@@ -161,6 +212,8 @@ def create_app(ingest: "Ingest") -> FastAPI:
                 raise problem(422, "webhook_invalid", "webhook_url must be an http(s) URL") from error
             except WebhookRefused as error:
                 raise problem(422, error.code, error.message) from error
+            except ValueError as error:  # a host name IDNA cannot encode (`a..b`, a 64+ label)
+                raise problem(422, "webhook_invalid", f"the webhook host is invalid: {error}") from error
         return chosen, echoed, webhook
 
     @app.post("/v1/jobs", status_code=202, dependencies=[Depends(authorize)], responses=_ERRORS)
@@ -210,7 +263,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
         )
         return _view(ingest, await ingest.request(request))
 
-    @app.get("/v1/jobs", dependencies=[Depends(authorize)])
+    @app.get("/v1/jobs", dependencies=[Depends(authorize)], responses=_ERRORS)
     async def list_jobs(
         state: JobState | None = None,
         offset: Annotated[int, Query(ge=0)] = 0,
@@ -258,6 +311,8 @@ def create_app(ingest: "Ingest") -> FastAPI:
             wanted = binding.parse_data(event, TranscriptionRequested)
         except binding.MalformedEvent as error:
             raise problem(400, "malformed_event", str(error)) from error
+        if wanted.job_id is not None and not valid_job_id(wanted.job_id):
+            raise problem(400, "malformed_event", "data.job_id is up to 128 of A-Z a-z 0-9 _ - (or left out)")
         try:
             routing.choose_model(wanted.model, wanted.language, settings)
             if wanted.webhook is not None:
@@ -266,6 +321,8 @@ def create_app(ingest: "Ingest") -> FastAPI:
             raise problem(422, error.code, error.message) from error
         except WebhookRefused as error:
             raise problem(422, error.code, error.message) from error
+        except ValueError as error:  # a host name IDNA cannot encode
+            raise problem(422, "webhook_invalid", f"the webhook URL's host is not valid: {error}") from error
         job_id = job_id_for(event, wanted)
         existing = await ingest.jobs.get(job_id)
         if existing is not None:
@@ -301,6 +358,10 @@ def _view(ingest: "Ingest", record: JobRecord) -> JobView:
 
 async def _store_upload(ingest: "Ingest", file: UploadFile, job_id: str) -> tuple[ObjectRef, str]:
     settings = ingest.settings
+    if not_media(file.content_type):
+        raise problem(
+            415, "media_type_unsupported", f"{file.content_type} is no audio or video (send the media itself)"
+        )
     size = _size_of(file)
     if size == 0:
         raise problem(422, "media_empty", "the uploaded file is empty")
@@ -326,6 +387,8 @@ async def _stat_reference(ingest: "Ingest", media: str) -> ObjectRef:
         raise problem(422, "media_invalid", "media is s3://bucket/key")
     try:
         stat = await asyncio.to_thread(ingest.store.stat_object, bucket, key)
+    except ValueError as error:  # a bucket name or key the store client refuses outright
+        raise problem(422, "media_invalid", f"{media}: {error}") from error
     except S3Error as error:
         if error.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
             raise problem(422, "media_missing", f"{media} does not exist") from error

@@ -22,7 +22,7 @@ from events.runtime.function import Runtime, Subscription
 from events.settings import Settings
 from functions.ingest import routing
 from functions.ingest.api import create_app
-from functions.ingest.jobs import JobRecord, JobStore, job_id_for
+from functions.ingest.jobs import JobRecord, JobStore, job_id_for, valid_job_id
 from functions.ingest.uploads import BucketDrop, decode_notification
 from functions.ingest.webhooks import WebhookDeliverer, WebhookRefused
 
@@ -90,8 +90,15 @@ class Ingest:
 
     async def request(self, request: TranscriptionRequested, traceparent: str | None = None) -> JobRecord:
         """Publish a job request and project it at once, so the job exists when we answer. A
-        repeat (same job id) is a JetStream duplicate and answers with the existing job."""
+        repeat (same job id) is a JetStream duplicate and answers with the existing job.
+
+        The values of the webhook's static headers (an Authorization token, say) never enter the
+        event, which every reader of the JOBS stream sees: it names the headers' target only, and
+        the full target goes straight into the job record, which only ingest reads."""
         assert self._runtime is not None
+        full_target = request.webhook
+        if full_target is not None and full_target.headers:
+            request = request.model_copy(update={"webhook": full_target.model_copy(update={"headers": {}})})
         # The job's trace starts here (or continues the caller's); every later hop continues it.
         with self._tracer.start_as_current_span(
             "transcription requested", context=tracing.context_from(traceparent)
@@ -105,7 +112,7 @@ class Ingest:
                 traceparent=tracing.current_traceparent(),
             )
             await self._runtime.publisher.publish(event)
-        record = await self.jobs.project(event, job_id_for(event, request))
+        record = await self.jobs.project(event, job_id_for(event, request), full_target)
         assert record is not None
         return record
 
@@ -113,13 +120,18 @@ class Ingest:
 
     async def route(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
         request = binding.parse_data(event, TranscriptionRequested)
-        job_id = job_id_for(event, request)
+        job_id = _checked_job_id(event, request)
         try:
             model = routing.choose_model(request.model, request.language, self.settings)
             if request.webhook is not None:  # requests from other systems pass the same guard
                 await self.webhooks.check_async(request.webhook)
-        except (routing.RoutingError, WebhookRefused) as error:
-            failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
+        except (routing.RoutingError, WebhookRefused, ValueError) as error:
+            code, message = (
+                (error.code, error.message)
+                if isinstance(error, (routing.RoutingError, WebhookRefused))
+                else ("webhook_invalid", f"the webhook URL's host is not valid: {error}")  # IDNA
+            )
+            failed = TranscriptionFailed(job_id=job_id, code=code, message=message, function=NAME)
             yield binding.new_event(
                 catalogue.FAILED, failed, function=NAME, subject=job_id, event_id=f"{job_id}:failed:routing"
             )
@@ -147,14 +159,27 @@ class Ingest:
         kind = binding.kind_of(event)
         data = event.get_data()
         if kind is catalogue.REQUESTED:
-            job_id = job_id_for(event, binding.parse_data(event, TranscriptionRequested))
+            job_id = _checked_job_id(event, binding.parse_data(event, TranscriptionRequested))
         elif isinstance(data, dict) and isinstance(data.get("job_id"), str):
             job_id = data["job_id"]
+            if not valid_job_id(job_id):
+                raise binding.MalformedEvent(f"{event.get_type()}: job_id {job_id!r} is no job's id")
         else:
             raise binding.MalformedEvent(f"{event.get_type()} carries no job_id")
         await self.jobs.project(event, job_id)
         return
         yield  # an async generator that emits nothing
+
+
+def _checked_job_id(event: CloudEvent, request: TranscriptionRequested) -> str:
+    """The request's job id; MalformedEvent (a dead letter with the reason) when another system
+    named one that cannot be a KV key or a subject token."""
+    job_id = job_id_for(event, request)
+    if not valid_job_id(job_id):
+        raise binding.MalformedEvent(
+            f"data.job_id {job_id!r} is not a job id (at most 128 of A-Z a-z 0-9 _ -); leave it out"
+        )
+    return job_id
 
 
 def create(settings: Settings) -> Ingest:

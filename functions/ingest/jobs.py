@@ -3,6 +3,7 @@ lifecycle events. Events may arrive twice or out of order; a record only moves f
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import nats.js.errors
 from cloudevents.core.v1.event import CloudEvent
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
@@ -19,6 +20,13 @@ from events import binding, catalogue, models
 from events.models import ObjectRef, OutputFormat, WebhookTarget, utcnow
 
 _JOB_NAMESPACE = uuid.UUID("5f1c2a9e-3a47-4c1f-9b7e-6c0d7f9e1a21")
+# A job id is a KV key and the last token of NATS subjects: no dots, wildcards or spaces.
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def valid_job_id(job_id: str) -> bool:
+    """Whether a job id (ours are hex; another system may name its own) fits KV keys and subjects."""
+    return bool(_JOB_ID.match(job_id))
 
 
 class JobState(StrEnum):
@@ -151,13 +159,19 @@ def job_id_for(event: CloudEvent, request: models.TranscriptionRequested) -> str
     return uuid.uuid5(_JOB_NAMESPACE, f"{event.get_source()}\n{event.get_id()}").hex
 
 
-def apply(record: JobRecord | None, event: CloudEvent) -> JobRecord | None:
-    """The record after `event`, or None when the event changes nothing (repeat, stale)."""
+def apply(
+    record: JobRecord | None, event: CloudEvent, webhook_target: WebhookTarget | None = None
+) -> JobRecord | None:
+    """The record after `event`, or None when the event changes nothing (repeat, stale).
+
+    `webhook_target` is the full target of a request whose event was published without the
+    values of its webhook's headers (secrets stay out of events): only the record holds them. The
+    projector may have written the record from the event first; then they are filled in here."""
     kind = binding.kind_of(event)
     if kind is catalogue.REQUESTED:
         request = binding.parse_data(event, models.TranscriptionRequested)
         if record is not None:
-            return None
+            return _with_header_values(record, request, webhook_target)
         return JobRecord(
             id=job_id_for(event, request),
             state=JobState.REQUESTED,
@@ -168,7 +182,7 @@ def apply(record: JobRecord | None, event: CloudEvent) -> JobRecord | None:
             formats=request.formats,
             metadata=request.metadata,
             webhook=WebhookStatus(url=shown_url(request.webhook.url)) if request.webhook else None,
-            webhook_target=request.webhook,
+            webhook_target=webhook_target if _same_target(webhook_target, request) else request.webhook,
         )
     if record is None:
         # A lifecycle event of a job this ingest never saw requested (another entry point's
@@ -178,6 +192,28 @@ def apply(record: JobRecord | None, event: CloudEvent) -> JobRecord | None:
     if updated is not None:
         updated.updated_at = utcnow()
     return updated
+
+
+def _same_target(full: WebhookTarget | None, request: models.TranscriptionRequested) -> bool:
+    """Whether `full` is the request's webhook with the header values its event left out."""
+    published = request.webhook
+    return (
+        full is not None
+        and published is not None
+        and full.url == published.url
+        and not published.headers
+        and bool(full.headers)
+    )
+
+
+def _with_header_values(
+    record: JobRecord, request: models.TranscriptionRequested, full: WebhookTarget | None
+) -> JobRecord | None:
+    # Only the record this very request made (its webhook as the event has it) and before the
+    # job has ended: a later request naming the same object never changes the job's webhook.
+    if not _same_target(full, request) or record.webhook_target != request.webhook or record.finished:
+        return None
+    return record.model_copy(update={"webhook_target": full})
 
 
 _WEBHOOK_STATES = {"delivered": "delivered", "retrying": "retrying", "gave_up": "failed", "refused": "failed"}
@@ -253,7 +289,7 @@ class JobStore:
     async def get(self, job_id: str) -> JobRecord | None:
         try:
             entry = await self.kv.get(job_id)
-        except KeyNotFoundError:
+        except (KeyNotFoundError, InvalidKeyError):  # no such job; a name no job can have
             return None
         return JobRecord.model_validate_json(entry.value) if entry.value else None
 
@@ -269,7 +305,9 @@ class JobStore:
             records = [record for record in records if record.state == state]
         return sorted(records, key=lambda record: record.created_at, reverse=True)
 
-    async def project(self, event: CloudEvent, job_id: str) -> JobRecord | None:
+    async def project(
+        self, event: CloudEvent, job_id: str, webhook_target: WebhookTarget | None = None
+    ) -> JobRecord | None:
         """Apply one lifecycle event; safe under concurrent projectors (compare-and-set)."""
         while True:
             try:
@@ -278,7 +316,7 @@ class JobStore:
                 revision: int | None = entry.revision
             except KeyNotFoundError:
                 record, revision = None, None
-            updated = apply(record, event)
+            updated = apply(record, event, webhook_target)
             if updated is None:
                 return record
             value = updated.model_dump_json().encode()
