@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from events import binding, catalogue
 from events.models import EventData, ObjectRef, TranscriptionRequested, WebhookTarget
@@ -254,7 +254,6 @@ OPTION_CODES = {
     "metadata_invalid",
     "webhook_invalid",
     "webhook_forbidden",
-    "webhook_url",
     "webhook_scheme",
     "request_invalid",
 }
@@ -284,7 +283,9 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 EXAMPLES = 50  # per operation (positive and negative cases mixed)
 MULTIPART_EXAMPLES = 10
 EXCLUDED_OPERATIONS = {"GET /v1/jobs/{job_id}/events"}
-EXCLUDED_CHECKS = [positive_data_acceptance]
+# negative_data_rejection: an unknown query parameter (`?=null`) is ignored, as HTTP APIs do, and
+# the Authorization header it strips to make a "negative" case is put back by `call_and_validate`.
+EXCLUDED_CHECKS = [positive_data_acceptance, negative_data_rejection]
 
 
 def test_the_api_holds_to_its_openapi_spec(stack: EmbeddedStack) -> None:

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from minio.error import S3Error
 from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ValidationError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from events import binding, catalogue
 from events.models import (
@@ -212,8 +213,6 @@ def create_app(ingest: "Ingest") -> FastAPI:
                 raise problem(422, "webhook_invalid", "webhook_url must be an http(s) URL") from error
             except WebhookRefused as error:
                 raise problem(422, error.code, error.message) from error
-            except ValueError as error:  # a host name IDNA cannot encode (`a..b`, a 64+ label)
-                raise problem(422, "webhook_invalid", f"the webhook host is invalid: {error}") from error
         return chosen, echoed, webhook
 
     @app.post("/v1/jobs", status_code=202, dependencies=[Depends(authorize)], responses=_ERRORS)
@@ -321,8 +320,6 @@ def create_app(ingest: "Ingest") -> FastAPI:
             raise problem(422, error.code, error.message) from error
         except WebhookRefused as error:
             raise problem(422, error.code, error.message) from error
-        except ValueError as error:  # a host name IDNA cannot encode
-            raise problem(422, "webhook_invalid", f"the webhook URL's host is not valid: {error}") from error
         job_id = job_id_for(event, wanted)
         existing = await ingest.jobs.get(job_id)
         if existing is not None:
@@ -393,6 +390,8 @@ async def _stat_reference(ingest: "Ingest", media: str) -> ObjectRef:
         if error.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
             raise problem(422, "media_missing", f"{media} does not exist") from error
         raise problem(422, "media_unreachable", f"{media}: {error.code}") from error
+    except (OSError, Urllib3Error) as error:  # the store is down: worth a retry, not the caller's fault
+        raise problem(503, "storage_unavailable", f"the object store cannot be reached: {error}") from error
     if not stat.size:
         raise problem(422, "media_empty", f"{media} is empty")
     etag = (stat.etag or "").strip('"') or None

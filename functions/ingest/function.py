@@ -125,13 +125,8 @@ class Ingest:
             model = routing.choose_model(request.model, request.language, self.settings)
             if request.webhook is not None:  # requests from other systems pass the same guard
                 await self.webhooks.check_async(request.webhook)
-        except (routing.RoutingError, WebhookRefused, ValueError) as error:
-            code, message = (
-                (error.code, error.message)
-                if isinstance(error, (routing.RoutingError, WebhookRefused))
-                else ("webhook_invalid", f"the webhook URL's host is not valid: {error}")  # IDNA
-            )
-            failed = TranscriptionFailed(job_id=job_id, code=code, message=message, function=NAME)
+        except (routing.RoutingError, WebhookRefused) as error:
+            failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
             yield binding.new_event(
                 catalogue.FAILED, failed, function=NAME, subject=job_id, event_id=f"{job_id}:failed:routing"
             )

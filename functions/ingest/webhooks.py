@@ -74,7 +74,7 @@ _METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_add
 
 
 # The codes of WebhookRefused.
-REFUSALS = frozenset({"webhook_unsigned", "webhook_scheme", "webhook_url", "webhook_forbidden"})
+REFUSALS = frozenset({"webhook_unsigned", "webhook_scheme", "webhook_invalid", "webhook_forbidden"})
 
 
 class WebhookRefused(ValueError):
@@ -158,14 +158,19 @@ def parse_endpoint(url: str) -> Endpoint:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise WebhookRefused("webhook_url", f"the webhook URL is not valid: {error}") from None
+        raise WebhookRefused("webhook_invalid", f"the webhook URL is not valid: {error}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise WebhookRefused(
             "webhook_scheme", f"webhook URLs must be http or https, not {scheme or 'schemeless'}"
         )
     if not parts.hostname:
-        raise WebhookRefused("webhook_url", "the webhook URL has no host")
+        raise WebhookRefused("webhook_invalid", "the webhook URL has no host")
+    if _literal(parts.hostname) is None:
+        try:  # what the resolver will be asked: a name IDNA cannot encode is no host at all
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            raise WebhookRefused("webhook_invalid", f"{parts.hostname!r} is not a valid host name") from None
     return Endpoint(scheme, parts.hostname, port or (443 if scheme == "https" else 80))
 
 

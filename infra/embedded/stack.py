@@ -253,6 +253,30 @@ class EmbeddedStack:
 
     # -- servers ----------------------------------------------------------------------------
 
+    def stop_server(self, name: str, *, kill: bool = False, timeout: float = 40.0) -> None:
+        """Stop nats-server ("nats") or SeaweedFS ("seaweedfs") in place, as an outage would
+        (SIGTERM, or SIGKILL with `kill`); its ports and data dir stay the stack's (fault tests)."""
+        child = self.child(_SERVERS[name])
+        if kill:
+            child.process.kill()
+        else:
+            child.process.send_signal(signal.SIGTERM)
+        try:
+            child.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        self.children.remove(child)
+
+    def start_server(self, name: str, timeout: float = 120.0) -> None:
+        """Start a stopped server again on the same ports and data dir; return once it answers."""
+        start = {"nats": self._start_nats, "seaweedfs": self._start_seaweedfs}[name]
+        start(time.monotonic() + timeout)
+
+    def restart_server(self, name: str, *, kill: bool = False, timeout: float = 120.0) -> None:
+        self.stop_server(name, kill=kill)
+        self.start_server(name, timeout)
+
     def _start_nats(self, deadline: float) -> None:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
@@ -375,6 +399,10 @@ class EmbeddedStack:
             if time.monotonic() > deadline:
                 raise StackError(f"{name} was not ready in time ({url}): {answer}")
             time.sleep(0.1)
+
+
+# The servers `stop_server` and `start_server` know, by the child each runs as.
+_SERVERS = {"nats": "nats-server", "seaweedfs": "seaweedfs"}
 
 
 def _binary(name: str) -> str:
