@@ -77,6 +77,10 @@ KINDS = [
 ]  # fmt: skip
 KINDS_BY_TYPE: dict[str, EventKind] = {kind.type: kind for kind in KINDS}
 
+# The events that move a job forward: a consumer giving up on one (dead letter) fails the job, so
+# no job is left waiting for a step that will never come.
+JOB_STEPS = (REQUESTED, DISPATCHED, TRANSCRIBED)
+
 # MinIO's NATS target publishes raw S3 event records (not CloudEvents) on this subject.
 STORAGE_UPLOADS_SUBJECT = "storage.uploads"
 

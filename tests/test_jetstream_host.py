@@ -20,12 +20,12 @@ from nats.js.api import DeliverPolicy, StreamConfig
 
 from events import binding, bus, catalogue
 from events.catalogue import Consumer, Stream
-from events.models import TranscriptionQueued
-from events.runtime.function import Runtime, Subscription
+from events.models import ObjectRef, TranscriptionDispatched, TranscriptionQueued
+from events.runtime.function import PermanentError, Runtime, Subscription
 from events.runtime.jetstream import JetStreamHost
 from events.settings import Settings
 from infra.embedded.stack import EmbeddedStack
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for_job_end
 
 
 class Recorder:
@@ -194,3 +194,35 @@ async def test_a_consumer_killed_mid_message_has_it_redelivered_to_the_next(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+class GivingUp(Recorder):
+    """A model function that cannot do this job: every dispatched job is a permanent error."""
+
+    async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        raise PermanentError("media_cursed", "no retry can read this")
+        yield
+
+
+async def test_a_job_step_given_up_on_fails_its_job_with_the_reason(
+    stack: EmbeddedStack, js: JetStreamContext
+) -> None:
+    """A dead letter alone would leave the job waiting for a step that never comes."""
+    consumer = await make_consumer(js, stack.settings)
+    host = JetStreamHost(GivingUp(consumer), stack.settings)
+    task = await running(host)
+    job_id = uuid.uuid4().hex
+    work = TranscriptionDispatched(
+        job_id=job_id, media=ObjectRef(bucket="uploads", key="cursed.wav"), model="whisperx"
+    )
+    headers, body = binding.encode(binding.new_event(catalogue.DISPATCHED, work, function="test"))
+    try:
+        await js.publish(consumer.stream.subjects[0].replace(">", "job"), body, headers=headers)
+        failed = await wait_for_job_end(js, job_id, timeout=30)
+    finally:
+        host.stop()
+        await task
+
+    assert failed.get_type() == catalogue.FAILED.type
+    assert failed.get_data()["code"] == "gave_up"
+    assert "media_cursed: no retry can read this" in failed.get_data()["message"]

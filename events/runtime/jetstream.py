@@ -29,8 +29,8 @@ from opentelemetry import trace
 
 from events import binding, logs, metrics, tracing
 from events.bus import Publisher, connect
-from events.catalogue import DEAD_LETTER, Consumer
-from events.models import DeadLetter
+from events.catalogue import DEAD_LETTER, FAILED, JOB_STEPS, Consumer
+from events.models import DeadLetter, TranscriptionFailed
 from events.runtime.function import (
     DELIVERY_ATTEMPT,
     Function,
@@ -144,7 +144,11 @@ class JetStreamHost:
                 await asyncio.sleep(0.5)
                 continue
             for message in messages:
-                await self._process(consumer, subscription, message)
+                try:
+                    await self._process(consumer, subscription, message)
+                except Exception as error:  # e.g. the dead-letter publish while NATS is away
+                    # The message was neither acked nor termed: it comes back after ack_wait.
+                    log.error("could not settle a message on %s: %s", consumer.durable, error)
 
     async def _process(self, consumer: Consumer, subscription: Subscription, msg: Msg) -> None:
         try:
@@ -160,9 +164,9 @@ class JetStreamHost:
             await self._wait_or_drain(handling)
             await msg.ack_sync()
         except binding.MalformedEvent as error:
-            await self._dead_letter(consumer, msg, str(error))
+            await self._dead_letter(consumer, msg, str(error), event)
         except PermanentError as error:
-            await self._dead_letter(consumer, msg, f"{error.code}: {error.message}")
+            await self._dead_letter(consumer, msg, f"{error.code}: {error.message}", event)
         except RetryLater as error:
             log.info("retrying in %.1fs: %s", error.delay_s, error, extra=_event_fields(event))
             await msg.nak(delay=max(error.delay_s, 0.001))  # a delay of 0 would be ignored
@@ -174,7 +178,7 @@ class JetStreamHost:
         except Exception as error:
             if deliveries >= self.settings.max_deliver:
                 reason = f"gave up after {deliveries} deliveries: {type(error).__name__}: {error}"
-                await self._dead_letter(consumer, msg, reason)
+                await self._dead_letter(consumer, msg, reason, event)
             else:
                 backoff = self.settings.retry_backoff_s
                 delay = backoff[min(deliveries - 1, len(backoff) - 1)] if backoff else 1.0
@@ -249,8 +253,11 @@ class JetStreamHost:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    async def _dead_letter(self, consumer: Consumer, msg: Msg, reason: str) -> None:
-        """Keep the message with its reason in the DLQ, then stop its redelivery."""
+    async def _dead_letter(
+        self, consumer: Consumer, msg: Msg, reason: str, event: CloudEvent | None = None
+    ) -> None:
+        """Keep the message with its reason in the DLQ, then stop its redelivery. A job's step
+        given up on fails its job, with the reason."""
         assert self.runtime is not None
         try:
             body, encoding = msg.data.decode("utf-8"), "utf-8"
@@ -266,6 +273,7 @@ class JetStreamHost:
             body_encoding=encoding,  # type: ignore[arg-type]
         )
         sequence = msg.metadata.sequence.stream if msg.metadata.sequence else 0
+        job_step = event if event is not None and event.get_type() in _JOB_STEP_TYPES else None
         event = binding.new_event(
             DEAD_LETTER,
             letter,
@@ -273,8 +281,23 @@ class JetStreamHost:
             event_id=f"dlq:{consumer.durable}:{sequence}",
         )
         await self.runtime.publisher.publish(event)
+        if job_step is not None and (job_id := _job_id(job_step)) is not None:
+            failed = TranscriptionFailed(
+                job_id=job_id,
+                code="gave_up",
+                message=f"{self.function.name} gave up on this job: {reason}",
+                function=self.function.name,
+            )
+            await self.runtime.publisher.publish(
+                binding.new_event(
+                    FAILED, failed, function=self.function.name, subject=job_id, event_id=f"{job_id}:failed"
+                )
+            )
         await msg.term()
         log.error("dead-lettered: %s", reason, extra={"consumer": consumer.durable})
+
+
+_JOB_STEP_TYPES = {kind.type for kind in JOB_STEPS}
 
 
 def _job_id(event: CloudEvent) -> str | None:

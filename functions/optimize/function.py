@@ -12,8 +12,10 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
+from minio.error import S3Error
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from events import binding, catalogue, storage, tracing
 from events.models import (
@@ -24,7 +26,7 @@ from events.models import (
     TranscriptionFailed,
     TranscriptionTranscribed,
 )
-from events.runtime.function import Runtime, Subscription, TransientError
+from events.runtime.function import PermanentError, Runtime, Subscription, TransientError
 from events.settings import Settings
 from functions.optimize import outputs
 from functions.optimize.cues import Optimizer
@@ -169,13 +171,22 @@ class Optimize:
 
     def _write(self, job_id: str, fmt: OutputFormat, body: bytes) -> ObjectRef:
         key = f"{job_id}/transcript.{fmt}"
-        result = self.store.put_object(
-            self.settings.results_bucket,
-            key,
-            io.BytesIO(body),
-            len(body),
-            content_type=outputs.CONTENT_TYPES[fmt],
-        )
+        try:
+            result = self.store.put_object(
+                self.settings.results_bucket,
+                key,
+                io.BytesIO(body),
+                len(body),
+                content_type=outputs.CONTENT_TYPES[fmt],
+            )
+        except S3Error as error:
+            if error.code in _STORE_REFUSES:  # no retry can help: the job fails with the reason
+                raise PermanentError(
+                    "results_unwritable", f"s3://{self.settings.results_bucket}: {error}"
+                ) from error
+            raise TransientError(f"storage error: {error}") from error
+        except (OSError, Urllib3Error) as error:  # refused, reset: the store may come back
+            raise TransientError(f"storage unreachable: {error}") from error
         return ObjectRef(
             bucket=self.settings.results_bucket,
             key=key,
@@ -183,6 +194,10 @@ class Optimize:
             size=len(body),
             content_type=outputs.CONTENT_TYPES[fmt],
         )
+
+
+# Answers of the store that retrying cannot change.
+_STORE_REFUSES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}
 
 
 def create(settings: Settings) -> Optimize:
