@@ -40,11 +40,10 @@ from minio import Minio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from nats.js.errors import KeyNotFoundError
 
 from events import binding, catalogue, storage
 from events.settings import Settings
-from functions.ingest.jobs import JobRecord, JobState
+from functions.ingest.jobs import JobRecord, JobState, JobStore
 from functions.ingest.uploads import upload_job_id
 from infra.embedded.stack import EmbeddedStack, Ports, free_port
 from tests.conftest import AUDIO, WEBHOOK_SECRET, submit, wait_for_job_end
@@ -532,22 +531,13 @@ async def test_a_storm_of_duplicate_notifications_makes_one_job_per_object(
 
 
 async def jobs_of(js: JetStreamContext, key: str) -> list[str]:
-    """The jobs whose record names `key` in the uploads bucket. The keys are read from the KV's
-    stream (nats-py's `kv.keys()` can end its listing before the first key under load)."""
-    kv = await js.key_value(catalogue.JOBS_KV_BUCKET)
-    prefix = f"$KV.{catalogue.JOBS_KV_BUCKET}."
-    info = await js.stream_info(f"KV_{catalogue.JOBS_KV_BUCKET}", subjects_filter=f"{prefix}>")
-    found = []
-    for subject in info.state.subjects or {}:
-        try:
-            entry = await kv.get(subject.removeprefix(prefix))
-        except KeyNotFoundError:  # deleted
-            continue
-        if entry.value:
-            record = JobRecord.model_validate_json(entry.value)
-            if record.media.bucket == "uploads" and record.media.key == key:
-                found.append(record.id)
-    return found
+    """The jobs whose record names `key` in the uploads bucket."""
+    store = JobStore(await js.key_value(catalogue.JOBS_KV_BUCKET), js)
+    return [
+        record.id
+        for record in await store.list()
+        if (record.media.bucket, record.media.key) == ("uploads", key)
+    ]
 
 
 # -- the figures -----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from events import binding, catalogue, storage
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested
 from events.settings import Settings
 from functions.ingest.api import safe_filename
-from functions.ingest.jobs import JobRecord, JobState, object_job_id
+from functions.ingest.jobs import JobRecord, JobState, JobStore, object_job_id
 from functions.ingest.uploads import (
     NOTIFICATION_TYPE,
     RECONCILE_GRACE_S,
@@ -419,15 +419,10 @@ async def notify(js: JetStreamContext, document: dict[str, Any], times: int = 1)
 
 
 async def jobs_of(js: JetStreamContext, key: str) -> list[JobRecord]:
-    kv = await js.key_value(catalogue.JOBS_KV_BUCKET)
-    records = []
-    for job_id in await kv.keys():
-        entry = await kv.get(job_id)
-        if entry.value:
-            record = JobRecord.model_validate_json(entry.value)
-            if record.media.bucket == "uploads" and record.media.key == key:
-                records.append(record)
-    return records
+    store = JobStore(await js.key_value(catalogue.JOBS_KV_BUCKET), js)
+    return [
+        record for record in await store.list() if (record.media.bucket, record.media.key) == ("uploads", key)
+    ]
 
 
 async def requests_published(js: JetStreamContext, job_id: str) -> int:

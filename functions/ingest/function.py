@@ -64,7 +64,7 @@ class Ingest:
 
     async def start(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._jobs = JobStore(await runtime.js.key_value(catalogue.JOBS_KV_BUCKET))
+        self._jobs = JobStore(await runtime.js.key_value(catalogue.JOBS_KV_BUCKET), runtime.js)
         await asyncio.to_thread(storage.ensure_buckets, self.store, self.settings)
         if self.settings.api_key is None:
             log.warning(

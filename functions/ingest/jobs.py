@@ -10,8 +10,8 @@ from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import nats.js.errors
 from cloudevents.core.v1.event import CloudEvent
+from nats.js import JetStreamContext
 from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
@@ -283,8 +283,16 @@ def _moves(job: JobRecord, to: JobState, allow_same: bool = False) -> bool:
 class JobStore:
     """Reads and compare-and-set writes of job records in the `jobs` KV bucket."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self.kv = kv
+        self.js = js
+
+    async def job_ids(self) -> list[str]:
+        """Every job's key, from the KV stream's subjects (nats-py's `kv.keys()` can end its
+        listing before the first key when the server is busy)."""
+        prefix = f"$KV.{catalogue.JOBS_KV_BUCKET}."
+        info = await self.js.stream_info(f"KV_{catalogue.JOBS_KV_BUCKET}", subjects_filter=f"{prefix}>")
+        return [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
 
     async def get(self, job_id: str) -> JobRecord | None:
         try:
@@ -296,11 +304,7 @@ class JobStore:
     async def list(self, state: JobState | None = None) -> list[JobRecord]:
         """Every record, newest first (a scan of the bucket: fine for thousands of jobs; an index
         is the next step beyond that)."""
-        try:
-            keys = await self.kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
-        records = [record for key in keys if (record := await self.get(key)) is not None]
+        records = [record for key in await self.job_ids() if (record := await self.get(key)) is not None]
         if state is not None:
             records = [record for record in records if record.state == state]
         return sorted(records, key=lambda record: record.created_at, reverse=True)
