@@ -20,7 +20,6 @@ Waits are on events, KV and the receiver, with timeouts; the only sleep holds th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 import time
@@ -35,7 +34,6 @@ from typing import Any
 import httpx
 import nats
 import pytest
-from aiohttp import web
 from minio import Minio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -400,23 +398,6 @@ def read_from(path: Path, offset: int) -> str:
 # -- 4. the webhook receiver down, then up ---------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def serving_on(port: int) -> AsyncIterator[Receiver]:
-    """A receiver like `serving`, on a port chosen in advance (so it can come up late)."""
-    hooks = Receiver(WEBHOOK_SECRET)
-    app = web.Application()
-    app.router.add_post("/hook/{name}", hooks.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    hooks.url = f"http://127.0.0.1:{port}"
-    try:
-        yield hooks
-    finally:
-        hooks.release.set()
-        await runner.cleanup()
-
-
 async def attempts_until(
     js: JetStreamContext, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float
 ) -> list[tuple[dict[str, Any], datetime]]:
@@ -468,7 +449,7 @@ async def test_webhooks_to_a_receiver_that_is_down_arrive_signed_in_the_retry_sc
     LEDGER.faults[WEBHOOKS] += 1
     # Down until its third attempt has failed; then it comes up.
     await attempts_until(chaos_js, refused, lambda data: data["attempt"] >= failing, JOB_TIMEOUT)
-    async with serving_on(port) as late:
+    async with serving(WEBHOOK_SECRET, port) as late:
         LEDGER.scripted[refused] = (late, 0)
         [hit] = await late.wait_hits("refused", 1, timeout=120)
         attempts = await attempts_until(chaos_js, refused, delivered, 120)

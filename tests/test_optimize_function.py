@@ -36,17 +36,7 @@ from functions.optimize.rules import SegmentRules
 from infra.embedded.stack import EmbeddedStack
 from tests.conftest import AUDIO, reference, submit, wait_for_job_end, wait_for_state
 from tests.optimize_samples import segment
-
-NORMALISE = jiwer.Compose(
-    [
-        jiwer.ToLowerCase(),
-        jiwer.RemovePunctuation(),
-        jiwer.RemoveMultipleSpaces(),
-        jiwer.Strip(),
-        jiwer.ReduceToListOfListOfWords(),
-    ]
-)
-
+from tests.test_end_to_end import wer
 
 # 10,000+ characters with no sentence repeated (a repeated one would be a loop)
 LONG_TEXT = " ".join(f"This is sentence number {index} of one very long segment." for index in range(220))
@@ -308,13 +298,7 @@ async def test_real_english_clips_become_subtitles_that_meet_the_rules(
     assert document["stats"]["rules"]["duration_and_length"] == 1.0
     assert (document["model"], document["language"]) == ("whisperx", "en")
     assert all(cue.get("words") for cue in document["cues"])  # the model's word timestamps
-    error = jiwer.wer(
-        reference(clip.rsplit(".", 1)[0]).lower(),
-        " ".join(files["txt"].split()).lower(),
-        reference_transform=NORMALISE,
-        hypothesis_transform=NORMALISE,
-    )
-    assert error <= 0.10, files["txt"]
+    assert wer(reference(clip.rsplit(".", 1)[0]), files["txt"]) <= 0.10, files["txt"]
 
 
 async def test_a_real_mandarin_clip_comes_out_in_simplified_characters(

@@ -65,14 +65,15 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
-async def serving(secret: str) -> AsyncIterator[Receiver]:
-    """A receiver listening on a free port of 127.0.0.1 (hooks at `<url>/hook/<name>`)."""
+async def serving(secret: str, port: int = 0) -> AsyncIterator[Receiver]:
+    """A receiver listening on 127.0.0.1 (hooks at `<url>/hook/<name>`), on `port` or a free one
+    (a port chosen in advance lets a receiver come up late, after refused connections)."""
     hooks = Receiver(secret)
     app = web.Application()
     app.router.add_post("/hook/{name}", hooks.handle)
     runner = web.AppRunner(app, shutdown_timeout=1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     hooks.url = f"http://127.0.0.1:{port}"

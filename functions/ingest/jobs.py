@@ -75,7 +75,9 @@ def shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-class JobRecord(BaseModel):
+class JobFields(BaseModel):
+    """What a job is, as its record keeps it and the API shows it."""
+
     id: str
     state: JobState
     media: ObjectRef
@@ -95,10 +97,15 @@ class JobRecord(BaseModel):
     stats: dict[str, object] = Field(default_factory=dict)
     error: JobError | None = None
     webhook: WebhookStatus | None = None
-    # Kept in the record for the webhook deliverer; never part of an API answer (headers are secrets).
-    webhook_target: WebhookTarget | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class JobRecord(JobFields):
+    """The record in the `jobs` KV bucket."""
+
+    # Kept in the record for the webhook deliverer; never part of an API answer (headers are secrets).
+    webhook_target: WebhookTarget | None = None
 
     @property
     def finished(self) -> bool:
@@ -108,33 +115,12 @@ class JobRecord(BaseModel):
         return JobView.model_validate(self.model_dump(exclude={"webhook_target"}))
 
 
-class JobView(BaseModel):
+class JobView(JobFields):
     """A job as the API shows it: the record without secrets, with links to its results."""
 
-    id: str
-    state: JobState
-    media: ObjectRef
-    filename: str | None = None
-    requested_model: str | None = None
-    model: str | None = None
-    language: str | None = None
-    detected_language: str | None = None
-    formats: list[OutputFormat] = Field(default_factory=list)
-    metadata: dict[str, str] = Field(default_factory=dict)
-    run_id: str | None = None
-    stage: str | None = None
-    progress: float = 0.0
-    audio_seconds: float | None = None
-    segment_count: int | None = None
-    results: dict[OutputFormat, ObjectRef] = Field(default_factory=dict)
     links: dict[OutputFormat, str] = Field(
         default_factory=dict, description="Presigned download links of the results (they expire)."
     )
-    stats: dict[str, object] = Field(default_factory=dict)
-    error: JobError | None = None
-    webhook: WebhookStatus | None = None
-    created_at: datetime
-    updated_at: datetime
 
 
 def new_job_id() -> str:
