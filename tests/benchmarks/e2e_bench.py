@@ -27,6 +27,7 @@ from tests.conftest import job_events, wait_for_state
 def bare_whisperx(path: Path, settings: Settings) -> dict[str, float]:
     started = time.perf_counter()
     import whisperx
+    import whisperx.asr  # whisperx imports lazily: its pipeline module is the heavy part
 
     imported = time.perf_counter()
     model = whisperx.load_model(
