@@ -61,7 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else {name for name, _, _ in BENCHMARKS}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    sections = []
+    sections: dict[str, str] = {}
+    if args.only and args.output.exists():  # a partial run keeps the other benchmarks' sections
+        kept = args.output.read_text().split("\n## ")[1:]
+        sections = {part.split("\n", 1)[0]: "## " + part.rstrip() + "\n" for part in kept}
     for name, command, question in BENCHMARKS:
         if name not in wanted:
             continue
@@ -76,18 +79,23 @@ def main() -> None:
             output += f"\n(exited {result.returncode})\n" + result.stderr.strip()[-2000:]
         print(output, flush=True)
         shown = " ".join(command[1:])
-        sections.append(
+        when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}"
+        sections[name] = (
             f"## {name}\n\n{question}.\n\n`.venv/bin/python -m {command[0]}{' ' + shown if shown else ''}`"
-            f" ({took:.0f} s)\n\n```\n{output}\n```\n"
+            f" ({took:.0f} s; {when})\n\n```\n{output}\n```\n"
         )
     header = (
         "# Benchmarks\n\n"
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {commit()} on {machine()}, by\n"
-        "`.venv/bin/python -m tests.benchmarks.suite` (each benchmark in a process of its own, one after\n"
-        "another). Every figure is a ratio or a percentile from this one run: the machine is shared and\n"
-        "noisy, so compare figures within a run, not across runs.\n\n"
+        f"Measured on {machine()}, by `.venv/bin/python -m tests.benchmarks.suite`\n"
+        "(each benchmark in a process of its own, one after another; each section says when). Every\n"
+        "figure is a ratio or a percentile from one run: the machine is shared and noisy, so compare\n"
+        "figures within a section, not across sections.\n\n"
     )
-    args.output.write_text(header + "\n".join(sections))
+    order = [name for name, _, _ in BENCHMARKS]
+    ordered = sorted(
+        sections.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)
+    )
+    args.output.write_text(header + "\n".join(text for _, text in ordered))
     print(f"written: {args.output}")
 
 
