@@ -49,7 +49,13 @@ class WhisperX:
             )
         # whisperx's aligner reads NLTK's punkt_tab; it must come from disk, never a download.
         os.environ.setdefault("NLTK_DATA", str(self.settings.nltk_data_path()))
+        import torch
         import whisperx  # 8-9 s on import: only in the model process, only once
+
+        if self.device == "cpu":
+            # The VAD and the aligner run on torch: held to the same threads as the decoder, or
+            # replicas sharing a machine each spin a thread per core and slow one another down.
+            torch.set_num_threads(self.settings.cpu_threads)
 
         self.pipeline = whisperx.load_model(
             str(self.model_dir),

@@ -62,8 +62,7 @@ async def batch(stack: EmbeddedStack, clip: Path, jobs: int) -> tuple[float, lis
         await nc.close()
 
 
-def second_replica(stack: EmbeddedStack, scratch: Path) -> subprocess.Popen[bytes]:
-    port = free_port()
+def second_replica(stack: EmbeddedStack, scratch: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, **stack.env(), "HEALTH_PORT": str(port)}
     log = open(scratch / "whisperx-2.log", "ab")  # kept open for the child's life
     command = [sys.executable, "-m", "infra.cli", "serve", "whisperx"]
@@ -96,16 +95,22 @@ def main() -> None:
             # One job at a time on a warm worker: what the platform adds around the model.
             overheads = [asyncio.run(batch(stack, clip, 1))[1][0] for _ in range(3)]
             one, _ = asyncio.run(batch(stack, clip, args.jobs))
-            replica = second_replica(stack, scratch)
+            port = free_port()
+            replica = second_replica(stack, scratch, port)
             try:
                 two, _ = asyncio.run(batch(stack, clip, args.jobs))
+                taken = httpx.get(f"http://127.0.0.1:{port}/health/readiness", timeout=5).json()[
+                    "jobs_handled"
+                ]
             finally:
                 replica.terminate()
                 replica.wait(timeout=60)
     print(f"{args.jobs} jobs of a {args.seconds:.0f} s+ clip, {args.threads} thread(s) a replica, 2 cores")
     print(f"one replica:  {one:7.2f} s  ({args.jobs / one:.3f} jobs/s)")
     print(f"two replicas: {two:7.2f} s  ({args.jobs / two:.3f} jobs/s)")
-    print(f"throughput, two / one: {one / two:.2f}x")
+    print(
+        f"throughput, two / one: {one / two:.2f}x (the second replica took {taken} of the {args.jobs} jobs)"
+    )
     runs = ", ".join(f"{overhead:.2f}" for overhead in overheads)
     print(
         f"warm per-job overhead, one job at a time (job record's created→finished minus the worker's "
