@@ -68,8 +68,8 @@ def main() -> None:
     seconds = len(audio) / 16_000
     best_bare, best_function = min(bare_s), min(skeleton_s)
     print(f"clip: {seconds:.1f} s of English speech (jfk + LibriSpeech, repeated); {args.rounds} rounds")
-    print(f"import whisperx {import_s:.2f} s; load model (whisper-base int8, pyannote VAD) "
-          f"{loaded - imported:.2f} s")  # fmt: skip
+    print(f"import whisperx.asr (a fresh interpreter) {import_s:.2f} s; cold start here (import + load of "
+          f"whisper-base int8 and the pyannote VAD) {loaded - imported:.2f} s")  # fmt: skip
     print(f"bare whisperx (load_audio + transcribe): best {best_bare:.2f} s, RTF {seconds / best_bare:.1f}x; "
           f"rounds {', '.join(f'{s:.2f}' for s in bare_s)}")  # fmt: skip
     print(f"function (decode to disk + windows + segments + decoder word times): best {best_function:.2f} s, "
