@@ -4,8 +4,13 @@ SeaweedFS in the embedded stack). Every call stays S3-generic so another store c
 from __future__ import annotations
 
 from minio import Minio
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from events.settings import Settings
+
+# What the client raises when the store is away (refused, reset, timed out) rather than answering:
+# worth another try later, unlike an S3 error code.
+UNREACHABLE: tuple[type[Exception], ...] = (OSError, Urllib3Error)
 
 
 def client(settings: Settings) -> Minio:

@@ -26,7 +26,6 @@ import numpy as np
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 from minio.error import S3Error
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from events import binding, catalogue, storage, tracing
 from events.models import (
@@ -366,7 +365,7 @@ class TranscriptionFunction:
                     "media_missing", f"s3://{job.media.bucket}/{job.media.key} does not exist"
                 ) from error
             raise TransientError(f"storage error: {error}") from error
-        except (OSError, Urllib3Error) as error:  # refused, reset: the store may come back
+        except storage.UNREACHABLE as error:
             raise TransientError(f"storage unreachable: {error}") from error
         except ValueError as error:  # the client refuses the name itself (a `..` segment)
             raise JobFailed(

@@ -275,31 +275,32 @@ def remember(job_id: str, source: Path, api: str) -> None:
             trimmed.replace(path)
 
 
-def recall(job_id: str) -> Path | None:
-    """The local file a job was submitted from on this machine, if known."""
+def _history() -> list[dict[str, Any]]:
+    """The jobs submitted from this machine, oldest first (unreadable lines skipped)."""
     try:
         lines = history_path().read_text(encoding="utf-8").splitlines()
     except OSError:
-        return None
-    for line in reversed(lines):
+        return []
+    entries = []
+    for line in lines:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(entry, dict) and entry.get("id") == job_id and entry.get("path"):
+        if isinstance(entry, dict) and entry.get("id"):
+            entries.append(entry)
+    return entries
+
+
+def recall(job_id: str) -> Path | None:
+    """The local file a job was submitted from on this machine, if known."""
+    for entry in reversed(_history()):
+        if entry["id"] == job_id and entry.get("path"):
             return Path(entry["path"])
     return None
 
 
 def last_submitted() -> str | None:
     """The id of the job last submitted from this machine."""
-    try:
-        lines = history_path().read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            return str(json.loads(line)["id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    return None
+    history = _history()
+    return str(history[-1]["id"]) if history else None

@@ -66,10 +66,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterat
         # (test_uploads.py runs it on a stack of its own).
         uploads_reconcile_interval_s=0,
     )
-    embedded = EmbeddedStack(tmp_path_factory.mktemp("stack"), ports=Ports.free(), settings=settings)
-    embedded.start()
-    yield embedded
-    embedded.stop()
+    yield from started_stack(tmp_path_factory, "stack", settings)
+
+
+def started_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str, settings: Settings, **options: Any
+) -> Iterator[EmbeddedStack]:
+    """The body of a stack fixture: a stack of its own on free ports, stopped after its tests."""
+    with EmbeddedStack(
+        tmp_path_factory.mktemp(name), ports=Ports.free(), settings=settings, **options
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

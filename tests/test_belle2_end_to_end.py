@@ -15,9 +15,9 @@ import srt
 from nats.js import JetStreamContext
 
 from events.settings import Settings
-from infra.embedded.stack import EmbeddedStack, Ports
+from infra.embedded.stack import EmbeddedStack
 from infra.models import assemble_whisper_base, derive_whisper_base_hf
-from tests.conftest import AUDIO, ffmpeg, finished_job, reference, submit
+from tests.conftest import AUDIO, ffmpeg, finished_job, reference, started_stack, submit
 from tests.test_end_to_end import wer
 
 
@@ -25,13 +25,9 @@ from tests.test_end_to_end import wer
 def belle2_stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[EmbeddedStack]:
     settings = Settings(model_cache_dir=model_cache, enabled_models=["whisperx", "belle2"])
     derive_whisper_base_hf(assemble_whisper_base(model_cache), settings.belle2_model_path())
-    stack = EmbeddedStack(
-        tmp_path_factory.mktemp("belle2-stack"), ports=Ports.free(), settings=settings,
-        functions=["ingest", "optimize", "belle2"],
-    )  # fmt: skip
-    stack.start()
-    yield stack
-    stack.stop()
+    yield from started_stack(
+        tmp_path_factory, "belle2-stack", settings, functions=["ingest", "optimize", "belle2"]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -43,8 +43,8 @@ from events import binding, catalogue, storage
 from events.settings import Settings
 from functions.ingest.jobs import JobRecord, JobState, JobStore
 from functions.ingest.uploads import upload_job_id
-from infra.embedded.stack import EmbeddedStack, Ports, free_port
-from tests.conftest import AUDIO, WEBHOOK_SECRET, submit, wait_for_job_end
+from infra.embedded.stack import EmbeddedStack, free_port
+from tests.conftest import AUDIO, WEBHOOK_SECRET, started_stack, submit, wait_for_job_end
 from tests.test_uploads import minio_notification, notify, put, requests_published
 from tests.webhook_receiver import Receiver, Reply, serving
 
@@ -106,10 +106,7 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> 
         webhook_timeout_s=5.0,
         uploads_reconcile_interval_s=2.0,
     )
-    embedded = EmbeddedStack(tmp_path_factory.mktemp("chaos-stack"), ports=Ports.free(), settings=settings)
-    embedded.start()
-    yield embedded
-    embedded.stop()
+    yield from started_stack(tmp_path_factory, "chaos-stack", settings)
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from events import binding, catalogue, logs, tracing
 from events.settings import Settings
-from infra.embedded.stack import EmbeddedStack, Ports
-from tests.conftest import API_KEY, AUDIO, WEBHOOK_SECRET, job_events
+from infra.embedded.stack import EmbeddedStack
+from tests.conftest import API_KEY, AUDIO, WEBHOOK_SECRET, job_events, started_stack
 from tests.webhook_receiver import Receiver, serving
 
 T = TypeVar("T")
@@ -214,12 +214,7 @@ def traced_stack(
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms: spans leave soon after they end
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
     }
-    embedded = EmbeddedStack(
-        tmp_path_factory.mktemp("traced"), ports=Ports.free(), settings=settings, extra_env=otel
-    )
-    embedded.start()
-    yield embedded
-    embedded.stop()
+    yield from started_stack(tmp_path_factory, "traced", settings, extra_env=otel)
 
 
 @pytest.fixture(scope="module")

@@ -40,13 +40,14 @@ from functions.ingest.uploads import (
     decode_notification,
     upload_job_id,
 )
-from infra.embedded.stack import EmbeddedStack, Ports
+from infra.embedded.stack import EmbeddedStack
 from tests.conftest import (
     AUDIO,
     ROOT,
     WEBHOOK_SECRET,
     finished_job,
     reference,
+    started_stack,
     wait_for_job_end,
     wait_for_state,
 )
@@ -372,10 +373,7 @@ def drop_stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> I
         webhook_secret=WEBHOOK_SECRET,
         webhook_allowed_hosts=["127.0.0.1"],
     )
-    embedded = EmbeddedStack(tmp_path_factory.mktemp("drop-stack"), ports=Ports.free(), settings=settings)
-    embedded.start()
-    yield embedded
-    embedded.stop()
+    yield from started_stack(tmp_path_factory, "drop-stack", settings)
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,8 @@ from functions.ingest.webhooks import (
     retry_after_s,
     webhook_id,
 )
-from infra.embedded.stack import EmbeddedStack, Ports
+from infra.embedded.stack import EmbeddedStack
+from tests.conftest import started_stack
 from tests.webhook_receiver import Receiver, Reply, serving
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -318,12 +319,7 @@ def hook_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSta
         enabled_models=["whisperx"],
         result_link_expiry_s=600,
     )
-    embedded = EmbeddedStack(
-        tmp_path_factory.mktemp("webhooks"), ports=Ports.free(), settings=settings, functions=["ingest"]
-    )
-    embedded.start()
-    yield embedded
-    embedded.stop()
+    yield from started_stack(tmp_path_factory, "webhooks", settings, functions=["ingest"])
 
 
 @pytest.fixture(scope="module")

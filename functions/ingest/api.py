@@ -19,9 +19,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from minio.error import S3Error
 from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ValidationError
-from urllib3.exceptions import HTTPError as Urllib3Error
 
-from events import binding, catalogue
+from events import binding, catalogue, storage
 from events.models import (
     DEFAULT_FORMATS,
     ObjectRef,
@@ -390,7 +389,7 @@ async def _stat_reference(ingest: "Ingest", media: str) -> ObjectRef:
         if error.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
             raise problem(422, "media_missing", f"{media} does not exist") from error
         raise problem(422, "media_unreachable", f"{media}: {error.code}") from error
-    except (OSError, Urllib3Error) as error:  # the store is down: worth a retry, not the caller's fault
+    except storage.UNREACHABLE as error:  # the store is down: worth a retry, not the caller's fault
         raise problem(503, "storage_unavailable", f"the object store cannot be reached: {error}") from error
     if not stat.size:
         raise problem(422, "media_empty", f"{media} is empty")

@@ -15,7 +15,6 @@ from minio import Minio
 from minio.error import S3Error
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from events import binding, catalogue, storage, tracing
 from events.models import (
@@ -185,7 +184,7 @@ class Optimize:
                     "results_unwritable", f"s3://{self.settings.results_bucket}: {error}"
                 ) from error
             raise TransientError(f"storage error: {error}") from error
-        except (OSError, Urllib3Error) as error:  # refused, reset: the store may come back
+        except storage.UNREACHABLE as error:
             raise TransientError(f"storage unreachable: {error}") from error
         return ObjectRef(
             bucket=self.settings.results_bucket,
