@@ -12,13 +12,18 @@ from typing import Any
 
 import httpx
 import pytest
+import srt
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
 
 from events import binding, catalogue, storage
+from events.bus import Publisher
 from events.models import ObjectRef, TranscriptionRequested
-from functions.ingest.jobs import job_id_for
+from events.settings import Settings
+from functions.ingest.jobs import JobState, JobStore, job_id_for
 from infra.embedded.stack import EmbeddedStack
 from tests.conftest import AUDIO, finished_job, reference, submit
+from tests.samples import sample
 from tests.test_end_to_end import wer
 
 
@@ -115,6 +120,36 @@ async def test_a_job_is_followed_live_until_it_ends(api: httpx.AsyncClient) -> N
     assert types[0] == catalogue.REQUESTED.type
     assert catalogue.PROGRESS.type in types
     assert types[-1] == catalogue.COMPLETED.type
+    # What a client does next: the transcript is there though the projector may not have caught up.
+    response = await api.get(f"/v1/jobs/{job_id}/transcript.srt")
+    assert response.status_code == 200, response.text
+    assert wer(reference("jfk"), " ".join(cue.content for cue in srt.parse(response.text))) <= 0.10
+
+
+@pytest.mark.parametrize(
+    ("end", "state"), [(catalogue.COMPLETED, JobState.COMPLETED), (catalogue.FAILED, JobState.FAILED)]
+)
+async def test_a_read_catches_the_record_up_with_the_jobs_end_event(
+    js: JetStreamContext, end: catalogue.EventKind, state: JobState
+) -> None:
+    """A store over a KV bucket no projector writes stands in for a projector a moment behind: the
+    end event is in the JOBS stream, the record still says `requested`."""
+    bucket = f"jobs-lagging-{uuid.uuid4().hex[:8]}"
+    store = JobStore(await js.create_key_value(KeyValueConfig(bucket=bucket, history=1)), js)
+    job_id = uuid.uuid4().hex
+    try:
+        request = TranscriptionRequested(job_id=job_id, media=ObjectRef(bucket="uploads", key=job_id))
+        await store.project(binding.new_event(catalogue.REQUESTED, request, function="test"), job_id)
+        data = sample(end).model_copy(update={"job_id": job_id})
+        await Publisher(js, Settings()).publish(binding.new_event(end, data, function="test"))
+
+        assert (await store.get(job_id)).state == JobState.REQUESTED  # type: ignore[union-attr]
+        record = await store.current(job_id)
+        assert record is not None and record.state == state
+        assert (await store.get(job_id)) == record  # written back, once, as the projector would
+        assert await store.current(f"no-{job_id}") is None
+    finally:
+        await js.delete_key_value(bucket)
 
 
 async def publish_as_another_system(js: JetStreamContext, event: Any) -> None:

@@ -335,7 +335,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
 
 
 async def _record(ingest: "Ingest", job_id: str) -> JobRecord:
-    record = await ingest.jobs.get(job_id)
+    record = await ingest.jobs.current(job_id)
     if record is None:
         raise problem(404, "job_not_found", f"no job {job_id}")
     return record

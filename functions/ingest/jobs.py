@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
-from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
@@ -286,6 +286,26 @@ class JobStore:
         except (KeyNotFoundError, InvalidKeyError):  # no such job; a name no job can have
             return None
         return JobRecord.model_validate_json(entry.value) if entry.value else None
+
+    async def current(self, job_id: str) -> JobRecord | None:
+        """The record as of the job's end event when that is already in the JOBS stream: the
+        projector lags the event by a moment, and a client that saw `completed` (an SSE stream,
+        a webhook) fetches its transcript at once. Projecting the end here is the projector's
+        own idempotent step, so whichever writes first wins and the other changes nothing."""
+        record = await self.get(job_id)
+        if record is None or record.finished:
+            return record
+        for kind in (catalogue.COMPLETED, catalogue.FAILED):
+            try:
+                raw = await self.js.get_last_msg(catalogue.JOBS.name, kind.subject(job_id))
+            except NotFoundError:
+                continue
+            try:
+                event = binding.decode(raw.headers, raw.data or b"")
+            except binding.MalformedEvent:
+                continue  # the projector dead-letters it; the record stays as it is
+            return await self.project(event, job_id) or record
+        return record
 
     async def list(self, state: JobState | None = None) -> list[JobRecord]:
         """Every record, newest first (a scan of the bucket: fine for thousands of jobs; an index
