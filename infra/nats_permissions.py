@@ -11,13 +11,13 @@ Passwords are read from the environment by nats-server (`$KLIPNOTE_<USER>_NATS_P
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from events import catalogue
 from events.catalogue import Consumer, EventKind
+from infra.generated import write_or_check
 
 CONF_PATH = Path(__file__).resolve().parent / "nats" / "permissions.conf"
 
@@ -173,20 +173,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--check", action="store_true", help="fail when the file is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not CONF_PATH.exists() or CONF_PATH.read_text(encoding="utf-8") != text:
-            print(f"{CONF_PATH} is stale: run python -m infra.nats_permissions", file=sys.stderr)
-            return 1
-        return 0
-    CONF_PATH.write_text(text, encoding="utf-8")
-    print(CONF_PATH)
-    return 0
+    return write_or_check(CONF_PATH, render(), "infra.nats_permissions", __doc__, argv)
 
 
 if __name__ == "__main__":

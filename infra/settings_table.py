@@ -10,7 +10,6 @@ the development secret). tests/test_deploy_static.py holds every manifest to tha
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from events.settings import Settings
+from infra.generated import write_or_check
 
 TABLE_PATH = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 
@@ -85,22 +85,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--check", action="store_true", help="fail when the table is stale")
-    args = parser.parse_args(argv)
-    table = render()
-    if args.check:
-        current = TABLE_PATH.read_text(encoding="utf-8") if TABLE_PATH.exists() else ""
-        if current != table:
-            print(f"{TABLE_PATH} is stale: run python -m infra.settings_table", file=sys.stderr)
-            return 1
-        return 0
-    TABLE_PATH.parent.mkdir(parents=True, exist_ok=True)
-    TABLE_PATH.write_text(table, encoding="utf-8")
-    print(TABLE_PATH)
-    return 0
+    return write_or_check(TABLE_PATH, render(), "infra.settings_table", __doc__, argv)
 
 
 if __name__ == "__main__":
