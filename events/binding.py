@@ -12,6 +12,7 @@ of the NATS binding are read; one (settings.publish_mode) is written:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from cloudevents.core.bindings import http
@@ -134,10 +135,16 @@ def parse_data(event: CloudEvent, model: type[T]) -> T:
             return model.model_validate_json(data)
         return model.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in error.errors()
-        )
+        problems = describe_errors(error.errors(), "data")
         raise MalformedEvent(f"{event.get_type()} data does not match its schema: {problems}") from error
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]], root: str) -> str:
+    """Pydantic's validation errors in one line for a person: `where: what; ...` (`root` names
+    the whole document)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e.get('loc', ())) or root}: {e.get('msg', '')}" for e in errors
+    )
 
 
 def traceparent_of(event: CloudEvent) -> str | None:

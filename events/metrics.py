@@ -125,6 +125,7 @@ async def handled(
     function: str,
     consumer: Consumer | None,
     event: CloudEvent,
+    job_id: str | None,
     seconds: float,
     ok: bool,
 ) -> None:
@@ -136,17 +137,14 @@ async def handled(
     kind = catalogue.KINDS_BY_TYPE.get(event.get_type())
     if not ok or js is None or consumer != catalogue.INGEST_PROJECTOR:
         return
-    if kind not in (catalogue.COMPLETED, catalogue.FAILED) or not enabled():
-        return
-    data = event.get_data()
-    job_id = data.get("job_id") if isinstance(data, dict) else None
-    if not isinstance(job_id, str):
+    if kind not in (catalogue.COMPLETED, catalogue.FAILED) or job_id is None or not enabled():
         return
     requested_at = await _requested_at(js, job_id)
     if requested_at is None:
         return
     ended_at = event.get_time() or datetime.now(UTC)
     attributes = {OUTCOME: "completed" if kind is catalogue.COMPLETED else "failed"}
+    data = event.get_data()
     if isinstance(data, dict) and isinstance(data.get("model"), str):
         attributes[MODEL] = data["model"]
     job_duration.record(max((ended_at - requested_at).total_seconds(), 0.0), attributes)

@@ -15,6 +15,15 @@ OutputFormat = Literal["json", "srt", "vtt", "txt"]
 DEFAULT_FORMATS: list[OutputFormat] = ["json", "srt", "vtt", "txt"]
 
 
+def split_formats(value: str) -> tuple[list[OutputFormat], list[str]]:
+    """A comma-separated list of output formats, as the API, the CLI and object metadata take it:
+    the known ones (in order, once each) and the unknown names. Each caller decides what an
+    unknown name means (refused at the API, ignored in metadata)."""
+    names = list(dict.fromkeys(name.strip().lower() for name in value.split(",") if name.strip()))
+    known: list[OutputFormat] = [name for name in names if name in DEFAULT_FORMATS]  # type: ignore[misc]
+    return known, [name for name in names if name not in DEFAULT_FORMATS]
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -222,18 +222,7 @@ class Settings(BaseSettings):
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for a child process to read back."""
-        env = {}
-        for name, value in self.model_dump(exclude_none=True).items():
-            if isinstance(value, list):
-                text = ",".join(str(item) for item in value)
-            elif isinstance(value, dict):
-                text = json.dumps({key: str(item) for key, item in value.items()})
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
-            else:
-                text = str(value)
-            env[name.upper()] = text
-        return env
+        return {name.upper(): env_value(value) for name, value in self.model_dump(exclude_none=True).items()}
 
     def nltk_data_path(self) -> Path:
         return self.nltk_data_dir or self.model_cache_dir / "nltk_data"
@@ -260,3 +249,14 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def env_value(value: object) -> str:
+    """A setting's value as its environment variable spells it (lists comma separated)."""
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps({key: str(item) for key, item in value.items()})
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -89,6 +89,11 @@ class ModelAdapter(Protocol):
     ) -> Transcript: ...
 
 
+class ModelUnavailable(RuntimeError):
+    """The model cannot be loaded from where the settings point; the message says how to fix it.
+    The worker stays up, not ready, and says so on its readiness probe."""
+
+
 class JobFailed(Exception):
     """The job cannot succeed (bad media): reported as a `failed` event, not retried."""
 
@@ -173,7 +178,6 @@ class TranscriptionFunction:
         self.name = adapter.name
         self.settings = settings
         self.store: Minio = storage.client(settings)
-        self._loaded = False
         self.load_seconds: float | None = None
         self.loads = 0
         # Jobs handled by this replica: beside `loads`, shows that a warm worker loads nothing per job.
@@ -196,14 +200,14 @@ class TranscriptionFunction:
             return
         self.load_seconds = time.perf_counter() - started
         self.loads += 1
-        self._loaded, self.problem = True, None
+        self.problem = None
         log.info("model loaded in %.2fs", self.load_seconds, extra={"model": self.name})
 
     async def stop(self) -> None:
         return None
 
     def ready(self) -> bool:
-        return self._loaded
+        return self.problem is None
 
     def app(self) -> Any:
         return None

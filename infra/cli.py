@@ -260,13 +260,12 @@ def _add_client_commands(commands: Any) -> None:
 
 
 def _formats(value: str) -> list[str]:
-    from infra.client import FORMATS
+    from events.models import DEFAULT_FORMATS, split_formats
 
-    names = list(dict.fromkeys(name.strip().lower() for name in value.split(",") if name.strip()))
-    unknown = [name for name in names if name not in FORMATS]
+    names, unknown = split_formats(value)
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"formats are among {','.join(FORMATS)}")
-    return names
+        raise argparse.ArgumentTypeError(f"formats are among {','.join(DEFAULT_FORMATS)}")
+    return list(names)
 
 
 def _client_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -22,14 +22,16 @@ from typing import Any
 
 import httpx
 
-FORMATS = ("json", "srt", "vtt", "txt")
-REQUESTED = "io.klipnote.transcription.requested.v1"
-QUEUED = "io.klipnote.transcription.queued.v1"
-PROGRESS = "io.klipnote.transcription.progress.v1"
-TRANSCRIBED = "io.klipnote.transcription.transcribed.v1"
-COMPLETED = "io.klipnote.transcription.completed.v1"
-FAILED = "io.klipnote.transcription.failed.v1"
-WEBHOOK = "io.klipnote.webhook.attempted.v1"
+from events import catalogue
+
+# The event types the commands tell apart, as the API's event stream carries them.
+REQUESTED = catalogue.REQUESTED.type
+QUEUED = catalogue.QUEUED.type
+PROGRESS = catalogue.PROGRESS.type
+TRANSCRIBED = catalogue.TRANSCRIBED.type
+COMPLETED = catalogue.COMPLETED.type
+FAILED = catalogue.FAILED.type
+WEBHOOK = catalogue.WEBHOOK.type
 ENDS = (COMPLETED, FAILED)
 FINISHED_STATES = ("completed", "failed")
 

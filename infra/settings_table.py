@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from events.settings import Settings
+from events.settings import Settings, env_value
 from infra.generated import write_or_check
 
 TABLE_PATH = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
@@ -55,11 +55,7 @@ def _default(field: FieldInfo) -> str:
         return "(required)"
     if value is None:
         return "(unset)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return str(value)
+    return env_value(value)
 
 
 def render() -> str:

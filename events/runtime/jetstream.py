@@ -241,6 +241,7 @@ class JetStreamHost:
                 self.function.name,
                 subscription.consumer,
                 event,
+                job_id,
                 time.perf_counter() - started,
                 ok,
             )

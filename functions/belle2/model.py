@@ -17,18 +17,14 @@ from typing import Any
 import numpy as np
 
 from events.settings import Settings
-from functions.belle2.vad import SAMPLE_RATE, Region, SpeechDetector
-from functions.transcriber import JobFailed, Segment, Transcript
+from functions.belle2.vad import Region, SpeechDetector
+from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript
 
 NAME = "belle2"
 # A Mandarin fine-tune: its language detection is not what it was trained for, so a job that
 # names no language is decoded as Chinese.
 DEFAULT_LANGUAGE = "zh"
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
-
-
-class ModelUnavailable(RuntimeError):
-    pass
 
 
 def check_model_dir(path: Path) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from functions.transcriber import SAMPLE_RATE
+
 WINDOW = 512  # samples per Silero probability (32 ms)
 CONTEXT = 64  # samples of the previous window the v6 model reads with each window
 BLOCK_WINDOWS = 4096  # windows per ONNX call (~2 min of audio)

@@ -8,7 +8,6 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,6 +26,7 @@ from events.models import (
     OutputFormat,
     TranscriptionRequested,
     WebhookTarget,
+    split_formats,
 )
 from functions.ingest import routing
 from functions.ingest.jobs import (
@@ -36,6 +36,7 @@ from functions.ingest.jobs import (
     job_id_for,
     keyed_job_id,
     new_job_id,
+    normalise_etag,
     object_job_id,
     valid_job_id,
 )
@@ -139,10 +140,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         # FastAPI's own checks (a query parameter out of range, a header too long) answer as every
         # other error does: {detail: {code, message}}.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'request'}: {e.get('msg', '')}"
-            for e in error.errors()
-        )
+        problems = binding.describe_errors(error.errors(), "request")
         return JSONResponse({"detail": {"code": "request_invalid", "message": problems}}, status_code=422)
 
     def authorize(
@@ -175,11 +173,9 @@ def create_app(ingest: "Ingest") -> FastAPI:
             raise problem(422, "language_invalid", f"{language!r} is not an ISO 639-1 language code")
         chosen: list[OutputFormat] = list(DEFAULT_FORMATS)
         if formats:
-            names = [name.strip().lower() for name in formats.split(",") if name.strip()]
-            unknown = [name for name in names if name not in _MEDIA_TYPES]
-            if unknown or not names:
-                raise problem(422, "formats_invalid", f"formats are among {', '.join(_MEDIA_TYPES)}")
-            chosen = list(dict.fromkeys(names))  # type: ignore[arg-type]
+            chosen, unknown = split_formats(formats)
+            if unknown or not chosen:
+                raise problem(422, "formats_invalid", f"formats are among {', '.join(DEFAULT_FORMATS)}")
         echoed: dict[str, str] = {}
         if metadata:
             if len(metadata.encode()) > _MAX_METADATA_BYTES:
@@ -259,7 +255,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
             filename=filename,
             webhook=webhook,
         )
-        return _view(ingest, await ingest.request(request))
+        return await _view(ingest, await ingest.request(request))
 
     @app.get("/v1/jobs", dependencies=[Depends(authorize)], responses=_ERRORS)
     async def list_jobs(
@@ -275,13 +271,14 @@ def create_app(ingest: "Ingest") -> FastAPI:
     @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorize)], responses=_ERRORS)
     async def get_job(job_id: str) -> JobView:
         """The job; once completed, `links` holds presigned download links of its results."""
-        return _view(ingest, await _record(ingest, job_id))
+        return await _view(ingest, await _record(ingest, job_id))
 
     @app.get("/v1/jobs/{job_id}/events", dependencies=[Depends(authorize)], responses=_ERRORS)
     async def job_events(job_id: str) -> StreamingResponse:
         """The job's lifecycle events as they happen (server-sent events, each `data:` a
         CloudEvent in JSON), from its request to its end (`completed` or `failed`)."""
-        await _record(ingest, job_id)
+        if await ingest.jobs.get(job_id) is None:  # the stream replays every event: no catch-up
+            raise problem(404, "job_not_found", f"no job {job_id}")
         return StreamingResponse(_event_stream(ingest, job_id), media_type="text/event-stream")
 
     @app.get("/v1/jobs/{job_id}/transcript.{fmt}", dependencies=[Depends(authorize)], responses=_ERRORS)
@@ -312,19 +309,15 @@ def create_app(ingest: "Ingest") -> FastAPI:
         if wanted.job_id is not None and not valid_job_id(wanted.job_id):
             raise problem(400, "malformed_event", "data.job_id is up to 128 of A-Z a-z 0-9 _ - (or left out)")
         try:
-            routing.choose_model(wanted.model, wanted.language, settings)
-            if wanted.webhook is not None:
-                await ingest.webhooks.check_async(wanted.webhook)
-        except routing.RoutingError as error:
-            raise problem(422, error.code, error.message) from error
-        except WebhookRefused as error:
+            await ingest.admit(wanted)
+        except (routing.RoutingError, WebhookRefused) as error:
             raise problem(422, error.code, error.message) from error
         job_id = job_id_for(event, wanted)
         existing = await ingest.jobs.get(job_id)
         if existing is not None:
-            return _view(ingest, existing)
+            return await _view(ingest, existing)
         request_data = wanted.model_copy(update={"job_id": job_id})
-        return _view(ingest, await ingest.request(request_data, binding.traceparent_of(event)))
+        return await _view(ingest, await ingest.request(request_data, binding.traceparent_of(event)))
 
     @app.get("/v1/schemas/transcription-requested.json")
     async def requested_schema() -> JSONResponse:
@@ -341,14 +334,10 @@ async def _record(ingest: "Ingest", job_id: str) -> JobRecord:
     return record
 
 
-def _view(ingest: "Ingest", record: JobRecord) -> JobView:
+async def _view(ingest: "Ingest", record: JobRecord) -> JobView:
     view = record.public()
     if record.state == JobState.COMPLETED:
-        expiry = timedelta(seconds=ingest.settings.result_link_expiry_s)
-        view.links = {
-            fmt: ingest.store.presigned_get_object(ref.bucket, ref.key, expires=expiry)
-            for fmt, ref in record.results.items()
-        }
+        view.links = await ingest.result_links(record.results)
     return view
 
 
@@ -393,7 +382,7 @@ async def _stat_reference(ingest: "Ingest", media: str) -> ObjectRef:
         raise problem(503, "storage_unavailable", f"the object store cannot be reached: {error}") from error
     if not stat.size:
         raise problem(422, "media_empty", f"{media} is empty")
-    etag = (stat.etag or "").strip('"') or None
+    etag = normalise_etag(stat.etag) if stat.etag else None
     return ObjectRef(bucket=bucket, key=key, etag=etag, size=stat.size, content_type=stat.content_type)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -13,6 +14,8 @@ from minio import Minio
 
 from events import binding, catalogue, storage, tracing
 from events.models import (
+    ObjectRef,
+    OutputFormat,
     TranscriptionDispatched,
     TranscriptionFailed,
     TranscriptionQueued,
@@ -86,6 +89,19 @@ class Ingest:
     def app(self) -> Any:
         return self._app
 
+    async def result_links(self, results: dict[OutputFormat, ObjectRef]) -> dict[OutputFormat, str]:
+        """Presigned download links of a job's results, for the API's job view and the webhook.
+        Off the event loop: the client may ask the store for the bucket's region first."""
+        expiry = timedelta(seconds=self.settings.result_link_expiry_s)
+
+        def presign() -> dict[OutputFormat, str]:
+            return {
+                fmt: self.store.presigned_get_object(ref.bucket, ref.key, expires=expiry)
+                for fmt, ref in results.items()
+            }
+
+        return await asyncio.to_thread(presign)
+
     # -- entry point shared by every way in -------------------------------------------------
 
     async def request(self, request: TranscriptionRequested, traceparent: str | None = None) -> JobRecord:
@@ -116,15 +132,22 @@ class Ingest:
         assert record is not None
         return record
 
+    async def admit(self, request: TranscriptionRequested) -> str:
+        """The model a request goes to, once its webhook passes the guard (SSRF, signing secret);
+        RoutingError or WebhookRefused, each with its code, when it cannot run. Requests from
+        other systems pass the same checks as the API's, at the API and again at the router."""
+        model = routing.choose_model(request.model, request.language, self.settings)
+        if request.webhook is not None:
+            await self.webhooks.check_async(request.webhook)
+        return model
+
     # -- handlers --------------------------------------------------------------------------
 
     async def route(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
         request = binding.parse_data(event, TranscriptionRequested)
         job_id = _checked_job_id(event, request)
         try:
-            model = routing.choose_model(request.model, request.language, self.settings)
-            if request.webhook is not None:  # requests from other systems pass the same guard
-                await self.webhooks.check_async(request.webhook)
+            model = await self.admit(request)
         except (routing.RoutingError, WebhookRefused) as error:
             failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
             yield binding.new_event(

@@ -130,7 +130,12 @@ def new_job_id() -> str:
 def object_job_id(bucket: str, key: str, etag: str | None) -> str:
     """The job of one stored object (bucket, key, eTag): however it is announced (a bucket
     notification, the reconcile, a request by reference), it makes this one job."""
-    return uuid.uuid5(_JOB_NAMESPACE, f"object\n{bucket}\n{key}\n{(etag or '').strip(chr(34))}").hex
+    return uuid.uuid5(_JOB_NAMESPACE, f"object\n{bucket}\n{key}\n{normalise_etag(etag or '')}").hex
+
+
+def normalise_etag(etag: str) -> str:
+    # S3 quotes eTags in headers and listings; MinIO's records do not.
+    return etag.strip().strip('"')
 
 
 def keyed_job_id(idempotency_key: str) -> str:

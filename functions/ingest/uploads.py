@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from cloudevents.core.v1.event import CloudEvent
@@ -45,9 +45,16 @@ from minio.error import S3Error
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from events import binding, catalogue
-from events.models import DEFAULT_FORMATS, ObjectRef, OutputFormat, TranscriptionRequested, WebhookTarget
+from events.models import (
+    DEFAULT_FORMATS,
+    ObjectRef,
+    OutputFormat,
+    TranscriptionRequested,
+    WebhookTarget,
+    split_formats,
+)
 from functions.ingest.api import API_PREFIX, safe_filename
-from functions.ingest.jobs import object_job_id
+from functions.ingest.jobs import normalise_etag, object_job_id
 
 if TYPE_CHECKING:
     from functions.ingest.function import Ingest
@@ -66,7 +73,6 @@ RECONCILE_GRACE_S = 5.0
 
 _CREATED_PREFIX = "s3:ObjectCreated:"
 _META_PREFIX = "x-amz-meta-"
-_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 
 
 # -- MinIO's record, the parts ingest reads (everything else is ignored, not refused) ----------
@@ -130,9 +136,7 @@ def decode_notification(headers: dict[str, str] | None, body: bytes) -> CloudEve
     try:
         notification = Notification.model_validate(document)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
-        )
+        problems = binding.describe_errors(error.errors(), "body")
         raise binding.MalformedEvent(f"not a MinIO S3 event notification: {problems}") from error
     for index, record in enumerate(notification.records):
         if record.created and not record.s3.object.etag:
@@ -154,15 +158,9 @@ def decode_notification(headers: dict[str, str] | None, body: bytes) -> CloudEve
     return CloudEvent(attributes, notification.model_dump(mode="json", by_alias=True))
 
 
-def upload_job_id(bucket: str, key: str, etag: str) -> str:
-    """One object version, one job: the same id from every notification, the reconcile and a
-    request by reference through the API (`jobs.object_job_id`)."""
-    return object_job_id(bucket, key, normalise_etag(etag))
-
-
-def normalise_etag(etag: str) -> str:
-    # S3 quotes eTags in headers and listings; MinIO's records do not.
-    return etag.strip().strip('"')
+# One object version, one job: the same id from every notification, the reconcile and a request
+# by reference through the API.
+upload_job_id = object_job_id
 
 
 def unfetchable(key: str) -> str | None:
@@ -200,12 +198,10 @@ def user_options(metadata: Mapping[str, str] | None) -> dict[str, str]:
 def _formats(value: str | None, key: str) -> list[OutputFormat]:
     if value is None:
         return list(DEFAULT_FORMATS)
-    wanted = [part.strip().lower() for part in value.split(",") if part.strip()]
-    chosen: list[OutputFormat] = [part for part in wanted if part in _FORMATS]  # type: ignore[misc]
-    unknown = [part for part in wanted if part not in _FORMATS]
+    chosen, unknown = split_formats(value)
     if unknown:
         log.warning("%s: ignoring unknown output format(s) %s in X-Amz-Meta-Formats", key, unknown)
-    return list(dict.fromkeys(chosen)) or list(DEFAULT_FORMATS)
+    return chosen or list(DEFAULT_FORMATS)
 
 
 # -- the handler and the reconcile -----------------------------------------------------------

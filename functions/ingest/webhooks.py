@@ -40,7 +40,13 @@ from opentelemetry.trace import StatusCode
 from standardwebhooks import Webhook
 
 from events import binding, catalogue, tracing
-from events.models import TranscriptionCompleted, TranscriptionFailed, WebhookAttempted, WebhookTarget
+from events.models import (
+    OutputFormat,
+    TranscriptionCompleted,
+    TranscriptionFailed,
+    WebhookAttempted,
+    WebhookTarget,
+)
 from events.runtime.function import DELIVERY_ATTEMPT, PermanentError, RetryLater
 from events.settings import Settings
 from functions.ingest.jobs import JobRecord
@@ -533,15 +539,12 @@ class WebhookDeliverer:
     ) -> str:
         """The thin payload: what the receiver needs to fetch the rest."""
         expiry = timedelta(seconds=self.settings.result_link_expiry_s)
-        links: dict[str, str] = {}
+        links: dict[OutputFormat, str] = {}
         model: str | None
         error = None
         if isinstance(ended, TranscriptionCompleted):
             model, language = ended.model, ended.language or record.detected_language or record.language
-            for fmt, ref in ended.results.items():
-                links[fmt] = await asyncio.to_thread(
-                    self.ingest.store.presigned_get_object, ref.bucket, ref.key, expires=expiry
-                )
+            links = await self.ingest.result_links(ended.results)
         else:
             model, language = record.model, record.detected_language or record.language
             error = {"code": ended.code, "message": ended.message}

@@ -23,7 +23,6 @@ WIDE = CJK + "\u3000-\u303f\uff01-\uff60\uffe0-\uffe6"
 
 _CJK_CHAR = re.compile(f"[{CJK}]")
 _WIDE_CHAR = re.compile(f"[{WIDE}]")
-_PUNCTUATION_RUN = re.compile(f"[{PUNCTUATION}]+")
 
 
 class Boundary(IntEnum):
@@ -36,10 +35,6 @@ class Boundary(IntEnum):
 
 def is_cjk(char: str) -> bool:
     return _CJK_CHAR.fullmatch(char) is not None
-
-
-def is_punctuation_run(text: str) -> bool:
-    return _PUNCTUATION_RUN.fullmatch(text) is not None
 
 
 def boundary_after(text: str) -> Boundary:

@@ -18,16 +18,10 @@ import numpy as np
 
 from events.models import Word
 from events.settings import Settings
-from functions.transcriber import SAMPLE_RATE, JobFailed, Segment, Transcript
+from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript
 
 NAME = "whisperx"
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
-CHUNK_S = 30  # Whisper's window: VAD regions are merged up to this length
-HOP_SAMPLES = 160  # one mel frame: the unit of the decoder's word alignment
-
-
-class ModelUnavailable(RuntimeError):
-    pass
 
 
 class WhisperX:
@@ -79,6 +73,7 @@ class WhisperX:
         on_progress: Callable[[float], None],
     ) -> Transcript:
         from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
+        from whisperx.audio import CHUNK_LENGTH
         from whisperx.vads import Pyannote
 
         if language is not None and language not in _LANGUAGE_CODES:
@@ -93,7 +88,7 @@ class WhisperX:
         )
         chunks = Pyannote.merge_chunks(
             regions,
-            CHUNK_S,
+            CHUNK_LENGTH,  # Whisper's window: VAD regions are merged up to this length
             onset=pipeline._vad_params["vad_onset"],
             offset=pipeline._vad_params["vad_offset"],
         )
@@ -124,7 +119,7 @@ class WhisperX:
         decoder's cross-attention on it (faster-whisper's `find_alignment`), at the cost of one
         extra decoder pass per batch instead of a second encoder pass."""
         from faster_whisper.transcribe import merge_punctuations
-        from whisperx.audio import N_SAMPLES, log_mel_spectrogram
+        from whisperx.audio import HOP_LENGTH, N_SAMPLES, log_mel_spectrogram
 
         model, options = self.pipeline.model, self.pipeline.options
         n_mels = model.feat_kwargs.get("feature_size") or 80
@@ -160,7 +155,8 @@ class WhisperX:
             texts = tokenizer.tokenizer.decode_batch(tokens)
             timings: list[list[dict[str, Any]]] = [[] for _ in batch]
             if with_words:
-                frames = [len(piece) // HOP_SAMPLES for piece in pieces]
+                # One mel frame (HOP_LENGTH samples) is the unit of the decoder's word alignment.
+                frames = [len(piece) // HOP_LENGTH for piece in pieces]
                 timings = model.find_alignment(tokenizer, tokens, encoded, frames)
                 for alignment in timings:
                     merge_punctuations(alignment, options.prepend_punctuations, options.append_punctuations)

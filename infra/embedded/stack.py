@@ -208,11 +208,7 @@ class EmbeddedStack:
                 if child.process.poll() is None:
                     child.process.send_signal(signal.SIGTERM)
             for child in group:
-                try:
-                    child.process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
+                _reap(child, timeout)
         self.children.clear()
 
     def _spawn_function(self, name: str) -> None:
@@ -230,10 +226,7 @@ class EmbeddedStack:
 
     def kill(self, name: str) -> None:
         """SIGKILL one function process, as a crash would (for fault tests)."""
-        child = self.child(name)
-        child.process.kill()
-        child.process.wait()
-        self.children.remove(child)
+        self._end(self.child(name), kill=True)
 
     def restart(self, name: str) -> None:
         """Start a killed or stopped function again and wait until it is ready."""
@@ -256,26 +249,20 @@ class EmbeddedStack:
     def stop_server(self, name: str, *, kill: bool = False, timeout: float = 40.0) -> None:
         """Stop nats-server ("nats") or SeaweedFS ("seaweedfs") in place, as an outage would
         (SIGTERM, or SIGKILL with `kill`); its ports and data dir stay the stack's (fault tests)."""
-        child = self.child(_SERVERS[name])
+        self._end(self.child(_SERVERS[name]), kill=kill, timeout=timeout)
+
+    def _end(self, child: Child, *, kill: bool, timeout: float = 40.0) -> None:
         if kill:
             child.process.kill()
         else:
             child.process.send_signal(signal.SIGTERM)
-        try:
-            child.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
+        _reap(child, timeout)
         self.children.remove(child)
 
     def start_server(self, name: str, timeout: float = 120.0) -> None:
         """Start a stopped server again on the same ports and data dir; return once it answers."""
         start = {"nats": self._start_nats, "seaweedfs": self._start_seaweedfs}[name]
         start(time.monotonic() + timeout)
-
-    def restart_server(self, name: str, *, kill: bool = False, timeout: float = 120.0) -> None:
-        self.stop_server(name, kill=kill)
-        self.start_server(name, timeout)
 
     def _start_nats(self, deadline: float) -> None:
         store = self.data_dir / "nats"
@@ -403,6 +390,15 @@ class EmbeddedStack:
 
 # The servers `stop_server` and `start_server` know, by the child each runs as.
 _SERVERS = {"nats": "nats-server", "seaweedfs": "seaweedfs"}
+
+
+def _reap(child: Child, timeout: float) -> None:
+    """Wait for a signalled child; SIGKILL it when it outstays `timeout`."""
+    try:
+        child.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.process.kill()
+        child.process.wait()
 
 
 def _binary(name: str) -> str:
