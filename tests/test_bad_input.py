@@ -6,7 +6,6 @@ SeaweedFS and functions)."""
 from __future__ import annotations
 
 import ast
-import io
 import json
 import re
 import uuid
@@ -15,15 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from events import binding, catalogue, storage
+from events import binding, catalogue
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested, WebhookTarget
 from functions.ingest.api import not_media
 from functions.ingest.jobs import JobRecord, JobState, apply, job_id_for
 from infra.embedded.stack import EmbeddedStack
-from tests.conftest import API_KEY, ROOT, wait_for_job_end
+from tests.conftest import API_KEY, ROOT, messages_until, put, wait_for_job_end
 
 GARBAGE = b"these bytes are no audio or video at all\n" * 40
 SECRET_HEADER_VALUE = "Bearer hdr-s3cret-" + uuid.uuid4().hex
@@ -33,10 +33,6 @@ def problem(response: httpx.Response) -> tuple[int, str]:
     detail = response.json()["detail"]
     assert detail["message"], response.text
     return response.status_code, detail["code"]
-
-
-def put(stack: EmbeddedStack, key: str, data: bytes) -> None:
-    storage.client(stack.settings).put_object(stack.settings.uploads_bucket, key, io.BytesIO(data), len(data))
 
 
 def requested_headers(**data: Any) -> tuple[dict[str, str], bytes]:
@@ -178,26 +174,26 @@ async def test_bad_requests_posted_as_cloudevents_are_refused(
     assert problem(await api.post("/v1/events", content=body, headers=headers)) == (status, code)
 
 
+def dead_letter(msg: Msg) -> DeadLetter:
+    return binding.parse_data(binding.decode(msg.headers, msg.data), DeadLetter)
+
+
 async def publish_raw(js: JetStreamContext, headers: dict[str, str], body: bytes) -> None:
     await js.publish(catalogue.REQUESTED.subject(f"crm-{uuid.uuid4().hex}"), body, headers=headers)
 
 
 async def test_a_request_on_nats_naming_an_impossible_job_id_is_dead_lettered(js: JetStreamContext) -> None:
     headers, body = requested_headers(job_id="a b.*")
-    dlq = await js.subscribe(
+    letters = await messages_until(
+        js,
         catalogue.dead_letter_subject(catalogue.INGEST_ROUTER.durable),
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.NEW,
+        lambda msg: dead_letter(msg).body == body.decode(),
+        None,
+        DeliverPolicy.NEW,
+        per_message=30,
+        after_subscribing=lambda: publish_raw(js, headers, body),
     )
-    try:
-        await publish_raw(js, headers, body)
-        while True:
-            msg = await dlq.next_msg(timeout=30)
-            letter = binding.parse_data(binding.decode(msg.headers, msg.data), DeadLetter)
-            if letter.body == body.decode():
-                break
-    finally:
-        await dlq.unsubscribe()
+    letter = dead_letter(letters[-1])
     assert "is not a job id" in letter.reason and letter.consumer == catalogue.INGEST_ROUTER.durable
 
 
@@ -217,21 +213,15 @@ async def test_a_request_on_nats_with_a_webhook_host_idna_refuses_fails_the_job(
 
 async def raw_job_messages(js: JetStreamContext, job_id: str) -> list[bytes]:
     """Every message of the job on JOBS as stored (headers and body), up to its end."""
-    sub = await js.subscribe(
-        catalogue.job_events_subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    ends = (catalogue.FAILED.type, catalogue.COMPLETED.type)
+    messages = await messages_until(
+        js,
+        catalogue.job_events_subject(job_id),
+        lambda msg: binding.decode(msg.headers, msg.data).get_type() in ends,
+        None,
+        per_message=120,
     )
-    raw: list[bytes] = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=120)
-            raw.append(json.dumps(msg.headers or {}).encode() + msg.data)
-            if binding.decode(msg.headers, msg.data).get_type() in (
-                catalogue.FAILED.type,
-                catalogue.COMPLETED.type,
-            ):
-                return raw
-    finally:
-        await sub.unsubscribe()
+    return [json.dumps(msg.headers or {}).encode() + msg.data for msg in messages]
 
 
 @pytest.mark.parametrize("way_in", ["upload", "cloudevent"])

@@ -41,11 +41,19 @@ from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue, storage
 from events.settings import Settings
-from functions.ingest.jobs import JobRecord, JobState, JobStore
+from functions.ingest.jobs import JobRecord, JobState
 from functions.ingest.uploads import upload_job_id
 from infra.embedded.stack import EmbeddedStack, free_port
-from tests.conftest import AUDIO, WEBHOOK_SECRET, started_stack, submit, wait_for_job_end
-from tests.test_uploads import minio_notification, notify, put, requests_published
+from tests.conftest import (
+    AUDIO,
+    WEBHOOK_SECRET,
+    messages_until,
+    started_stack,
+    subject_count,
+    submit,
+    wait_for_job_end,
+)
+from tests.test_uploads import jobs_of, minio_notification, notify, put, requests_published
 from tests.webhook_receiver import Receiver, Reply, serving
 
 CLIPS = [AUDIO / "jfk.flac", AUDIO / "librispeech-1995-1837-0001.wav"]
@@ -168,19 +176,12 @@ async def completions(js: JetStreamContext) -> Counter[str]:
 
 async def stored_events(js: JetStreamContext, subject: str) -> list[tuple[Any, datetime]]:
     """Every event on `subject` so far, with the time the stream stored it."""
-    info = await js.stream_info(catalogue.JOBS.name, subjects_filter=subject)
-    total = (info.state.subjects or {}).get(subject, 0)
+    total = await subject_count(js, subject)
     if total == 0:
         return []
-    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    found: list[tuple[Any, datetime]] = []
-    try:
-        while len(found) < total:
-            msg = await sub.next_msg(timeout=30)
-            found.append((binding.decode(msg.headers, msg.data), msg.metadata.timestamp))
-    finally:
-        await sub.unsubscribe()
-    return found
+    read = itertools.count(1)
+    messages = await messages_until(js, subject, lambda _: next(read) >= total, None, per_message=30)
+    return [(binding.decode(msg.headers, msg.data), msg.metadata.timestamp) for msg in messages]
 
 
 async def assert_all_completed_once(
@@ -400,20 +401,10 @@ async def attempts_until(
 ) -> list[tuple[dict[str, Any], datetime]]:
     """The job's webhook attempt events, with the time the stream stored each, up to the first
     one `done` accepts."""
-    sub = await js.subscribe(
-        catalogue.WEBHOOK.subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    messages = await messages_until(
+        js, catalogue.WEBHOOK.subject(job_id), lambda msg: done(data_of(msg)), timeout
     )
-    found = []
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await sub.next_msg(timeout=timeout)
-                data = data_of(msg)
-                found.append((data, msg.metadata.timestamp))
-                if done(data):
-                    return found
-    finally:
-        await sub.unsubscribe()
+    return [(data_of(msg), msg.metadata.timestamp) for msg in messages]
 
 
 def delivered(data: dict[str, Any]) -> bool:
@@ -504,18 +495,8 @@ async def test_a_storm_of_duplicate_notifications_makes_one_job_per_object(
 
     await assert_all_completed_once(chaos_js, receiver, job_ids)
     for key, job_id in zip(keys, job_ids, strict=True):
-        assert await jobs_of(chaos_js, key) == [job_id]
+        assert [record.id for record in await jobs_of(chaos_js, key)] == [job_id]
         assert await requests_published(chaos_js, job_id) == 1
-
-
-async def jobs_of(js: JetStreamContext, key: str) -> list[str]:
-    """The jobs whose record names `key` in the uploads bucket."""
-    store = JobStore(await js.key_value(catalogue.JOBS_KV_BUCKET), js)
-    return [
-        record.id
-        for record in await store.list()
-        if (record.media.bucket, record.media.key) == ("uploads", key)
-    ]
 
 
 # -- the figures -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ deployment sets against the settings model, and the generated tables against the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -46,6 +47,7 @@ def documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
+@functools.cache
 def kube_documents() -> list[tuple[Path, dict[str, Any]]]:
     return [(path, doc) for path in KUBE_MANIFESTS for doc in documents(path)]
 
@@ -199,6 +201,7 @@ def test_manifest_validates_against_its_schema(path: Path) -> None:
         assert _dropped(doc, dumped) == [], f"{doc['kind']} {doc['metadata']['name']}: unknown fields"
 
 
+@functools.cache
 def _services() -> dict[str, dict[str, Any]]:
     return {
         doc["metadata"]["name"]: doc
@@ -247,6 +250,7 @@ def _compose_binary() -> str:
     return str(Path(compose.__file__).parent / "docker-compose")
 
 
+@functools.cache
 def _compose_config(profiles: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     result = subprocess.run(

@@ -4,7 +4,6 @@ HTTP and over NATS), and each bad input answered with a clear error."""
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from pathlib import Path
@@ -16,19 +15,15 @@ import srt
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 
-from events import binding, catalogue, storage
+from events import binding, catalogue
 from events.bus import Publisher
 from events.models import ObjectRef, TranscriptionRequested
 from events.settings import Settings
 from functions.ingest.jobs import JobState, JobStore, job_id_for
 from infra.embedded.stack import EmbeddedStack
-from tests.conftest import AUDIO, finished_job, reference, submit
+from tests.conftest import AUDIO, finished_job, put, reference, submit
 from tests.samples import sample
 from tests.test_end_to_end import wer
-
-
-def put(stack: EmbeddedStack, key: str, data: bytes) -> None:
-    storage.client(stack.settings).put_object(stack.settings.uploads_bucket, key, io.BytesIO(data), len(data))
 
 
 def problem_code(response: httpx.Response) -> str:

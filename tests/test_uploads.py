@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+import itertools
 import json
 import shutil
 import uuid
@@ -46,8 +47,10 @@ from tests.conftest import (
     ROOT,
     WEBHOOK_SECRET,
     finished_job,
+    messages_until,
     reference,
     started_stack,
+    subject_count,
     wait_for_job_end,
     wait_for_state,
 )
@@ -424,9 +427,7 @@ async def jobs_of(js: JetStreamContext, key: str) -> list[JobRecord]:
 
 
 async def requests_published(js: JetStreamContext, job_id: str) -> int:
-    subject = catalogue.REQUESTED.subject(job_id)
-    info = await js.stream_info(catalogue.JOBS.name, subjects_filter=subject)
-    return (info.state.subjects or {}).get(subject, 0)
+    return await subject_count(js, catalogue.REQUESTED.subject(job_id))
 
 
 async def reconcile_round(store: Minio, js: JetStreamContext) -> dict[str, Any]:
@@ -539,21 +540,23 @@ async def test_a_malformed_notification_is_dead_lettered_and_the_next_one_is_han
         (encoded({"EventName": "s3:ObjectCreated:Put", "Key": "uploads/x"}), "Records: Field required"),
         (encoded(no_etag), "without s3.object.eTag"),
     ]
-    dlq = await drop_js.subscribe(
-        catalogue.dead_letter_subject(catalogue.INGEST_UPLOADS.durable),
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.NEW,
-    )
-    try:
+
+    async def publish() -> None:
         for body, _ in bad:
             await drop_js.publish(catalogue.STORAGE_UPLOADS_SUBJECT, body)
         await notify(drop_js, minio_notification(key, etag, metadata={"X-Amz-Meta-Language": "en"}))
-        letters = []
-        for _ in bad:
-            msg = await dlq.next_msg(timeout=30)
-            letters.append(binding.parse_data(binding.decode(msg.headers, msg.data), DeadLetter))
-    finally:
-        await dlq.unsubscribe()
+
+    read = itertools.count(1)
+    messages = await messages_until(
+        drop_js,
+        catalogue.dead_letter_subject(catalogue.INGEST_UPLOADS.durable),
+        lambda _: next(read) >= len(bad),
+        None,
+        DeliverPolicy.NEW,
+        per_message=30,
+        after_subscribing=publish,
+    )
+    letters = [binding.parse_data(binding.decode(msg.headers, msg.data), DeadLetter) for msg in messages]
     for letter, (body, reason) in zip(letters, bad, strict=True):
         assert reason in letter.reason
         assert letter.consumer == "ingest-uploads" and letter.subject == catalogue.STORAGE_UPLOADS_SUBJECT

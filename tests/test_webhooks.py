@@ -28,8 +28,9 @@ import nats
 import pytest
 from aiohttp import web
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy, PubAck
+from nats.js.api import PubAck
 from standardwebhooks import Webhook
 
 from events import binding, catalogue, storage
@@ -56,7 +57,7 @@ from functions.ingest.webhooks import (
     webhook_id,
 )
 from infra.embedded.stack import EmbeddedStack
-from tests.conftest import started_stack
+from tests.conftest import messages_until, started_stack, wait_for_record
 from tests.webhook_receiver import Receiver, Reply, serving
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -64,6 +65,7 @@ SCHEDULE = [0.0, 0.3, 0.6]  # three attempts
 TIMEOUT_S = 1.0
 STATIC_TOKEN = "Bearer s3cret-static-token"
 QUERY_TOKEN = "q-token-never-logged"
+RECORD_WAIT_S = 15.0  # how long a test waits for the job record to get somewhere
 
 
 # -- the guard, without servers ---------------------------------------------------------------
@@ -189,6 +191,10 @@ class FakeJobs:
         return self.record
 
 
+async def no_links(results: dict[str, ObjectRef]) -> dict[str, str]:
+    return {}  # the job in hand completed with no results to link
+
+
 def in_process(url: str, **settings: Any) -> tuple[WebhookDeliverer, FakeJobs]:
     hooks = deliverer(webhook_schedule_s=SCHEDULE, **settings)
     record = JobRecord(
@@ -199,7 +205,9 @@ def in_process(url: str, **settings: Any) -> tuple[WebhookDeliverer, FakeJobs]:
         webhook_target=WebhookTarget(url=url, headers={"Authorization": STATIC_TOKEN}),
     )
     jobs = FakeJobs(record)
-    hooks.ingest = SimpleNamespace(settings=hooks.settings, jobs=jobs)  # type: ignore[assignment]
+    hooks.ingest = SimpleNamespace(  # type: ignore[assignment]
+        settings=hooks.settings, jobs=jobs, result_links=no_links
+    )
     return hooks, jobs
 
 
@@ -358,7 +366,7 @@ async def request_job(js: JetStreamContext, url: str, job_id: str | None = None)
         catalogue.REQUESTED, request, function="test", subject=job_id, event_id=f"{job_id}:requested"
     )
     await publish(js, event)
-    await watch_record(js, job_id, lambda record: True)
+    await wait_for_record(js, job_id, lambda record: True, RECORD_WAIT_S)
     return job_id
 
 
@@ -380,64 +388,36 @@ async def complete(js: JetStreamContext, job_id: str, event_id: str | None = Non
     return await publish(js, event)
 
 
-async def watch_record(
-    js: JetStreamContext, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 15
-) -> dict[str, Any]:
-    """The job record once `until` holds for it (a KV watch, no polling)."""
-    kv = await js.key_value(catalogue.JOBS_KV_BUCKET)
-    watcher = await kv.watch(job_id)
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                entry = await watcher.updates(timeout=timeout)
-                if entry is None or not entry.value:
-                    continue
-                record: dict[str, Any] = json.loads(entry.value)
-                if until(record):
-                    return record
-    finally:
-        await watcher.stop()
-
-
 def webhook_state(*states: str) -> Callable[[dict[str, Any]], bool]:
     return lambda record: (record.get("webhook") or {}).get("state") in states
+
+
+def attempted(msg: Msg) -> WebhookAttempted:
+    return binding.parse_data(binding.decode(msg.headers, msg.data), WebhookAttempted)
+
+
+def dead_letter(msg: Msg) -> DeadLetter:
+    return binding.parse_data(binding.decode(msg.headers, msg.data), DeadLetter)
 
 
 async def attempts_until(
     js: JetStreamContext, job_id: str, outcomes: set[str], timeout: float = 15
 ) -> list[WebhookAttempted]:
     """The job's `webhook.attempted` events, up to the first with one of `outcomes`."""
-    sub = await js.subscribe(
-        catalogue.WEBHOOK.subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    messages = await messages_until(
+        js, catalogue.WEBHOOK.subject(job_id), lambda msg: attempted(msg).outcome in outcomes, timeout
     )
-    seen: list[WebhookAttempted] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await sub.next_msg(timeout=timeout)
-                attempted = binding.parse_data(binding.decode(msg.headers, msg.data), WebhookAttempted)
-                seen.append(attempted)
-                if attempted.outcome in outcomes:
-                    return seen
-    finally:
-        await sub.unsubscribe()
+    return [attempted(msg) for msg in messages]
 
 
 async def dead_letter_of(js: JetStreamContext, subject: str, timeout: float = 15) -> DeadLetter:
-    sub = await js.subscribe(
+    messages = await messages_until(
+        js,
         catalogue.dead_letter_subject(catalogue.INGEST_WEBHOOKS.durable),
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
+        lambda msg: dead_letter(msg).subject == subject,
+        timeout,
     )
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await sub.next_msg(timeout=timeout)
-                letter = binding.parse_data(binding.decode(msg.headers, msg.data), DeadLetter)
-                if letter.subject == subject:
-                    return letter
-    finally:
-        await sub.unsubscribe()
+    return dead_letter(messages[-1])
 
 
 async def settled(js: JetStreamContext, ack: PubAck, timeout: float = 15) -> None:
@@ -469,7 +449,7 @@ async def test_delivered_once_signed_with_links_and_metadata(
     ack = await complete(hjs, job_id)
 
     hits = await receiver.wait_hits("ok", 1)
-    record = await watch_record(hjs, job_id, webhook_state("delivered"))
+    record = await wait_for_record(hjs, job_id, webhook_state("delivered"), RECORD_WAIT_S)
     await settled(hjs, ack)
     hit = receiver.hits["ok"][0]
     assert len(receiver.hits["ok"]) == 1 == len(hits)
@@ -502,7 +482,7 @@ async def test_retried_on_503_with_the_same_webhook_id(hjs: JetStreamContext, re
     await complete(hjs, job_id)
 
     hits = await receiver.wait_hits("flaky", 3)
-    record = await watch_record(hjs, job_id, webhook_state("delivered"))
+    record = await wait_for_record(hjs, job_id, webhook_state("delivered"), RECORD_WAIT_S)
     attempts = await attempts_until(hjs, job_id, {"delivered"})
     assert len({hit.headers["webhook-id"] for hit in hits}) == 1
     assert all(hit.payload is not None for hit in hits)
@@ -534,7 +514,7 @@ async def test_410_stops(hjs: JetStreamContext, receiver: Receiver) -> None:
     job_id = await request_job(hjs, hook_url(receiver, "gone"))
     ack = await complete(hjs, job_id)
 
-    record = await watch_record(hjs, job_id, webhook_state("failed"))
+    record = await wait_for_record(hjs, job_id, webhook_state("failed"), RECORD_WAIT_S)
     await settled(hjs, ack)  # acknowledged: JetStream will not offer it again
     assert len(receiver.hits["gone"]) == 1
     assert record["webhook"]["status_code"] == 410 and record["webhook"]["attempts"] == 1
@@ -553,7 +533,7 @@ async def test_a_hanging_receiver_is_a_failed_attempt(hjs: JetStreamContext, rec
     assert attempts[0].error is not None and "no answer within" in attempts[0].error
     assert attempts[-1].attempt == 2
     assert time.monotonic() - started >= TIMEOUT_S  # it waited for the timeout, not forever
-    record = await watch_record(hjs, job_id, webhook_state("delivered"))
+    record = await wait_for_record(hjs, job_id, webhook_state("delivered"), RECORD_WAIT_S)
     assert record["webhook"]["attempts"] == 2
 
 
@@ -568,7 +548,7 @@ async def test_exhausted_goes_to_the_dlq(hjs: JetStreamContext, receiver: Receiv
     assert letter.reason.startswith("webhook_exhausted: gave up after 3 attempt(s)")
     assert "HTTP 503" in letter.reason
     assert_no_secrets(letter.reason)
-    record = await watch_record(hjs, job_id, webhook_state("failed"))
+    record = await wait_for_record(hjs, job_id, webhook_state("failed"), RECORD_WAIT_S)
     assert record["webhook"]["attempts"] == 3 and record["webhook"]["status_code"] == 503
     assert len(receiver.hits["down"]) == 3
     attempts = await attempts_until(hjs, job_id, {"gave_up"})
@@ -580,7 +560,9 @@ async def test_refused_by_the_router_is_recorded(hjs: JetStreamContext) -> None:
     # with the refusal, and the webhook status says so without any call.
     job_id = await request_job(hjs, "http://169.254.169.254/latest/meta-data/?token=" + QUERY_TOKEN)
 
-    record = await watch_record(hjs, job_id, lambda r: r["state"] == "failed" and webhook_state("failed")(r))
+    record = await wait_for_record(
+        hjs, job_id, lambda r: r["state"] == "failed" and webhook_state("failed")(r), RECORD_WAIT_S
+    )
     assert record["error"]["code"] == "webhook_forbidden"
     assert "cloud metadata" in record["webhook"]["error"] and record["webhook"]["status_code"] is None
     attempts = await attempts_until(hjs, job_id, {"refused"})
@@ -593,7 +575,7 @@ async def test_a_repeated_end_is_delivered_once(hjs: JetStreamContext, receiver:
     first = await complete(hjs, job_id)
     again = await complete(hjs, job_id)  # the same event: JetStream drops it
     assert again.duplicate and again.seq == first.seq
-    await watch_record(hjs, job_id, webhook_state("delivered"))
+    await wait_for_record(hjs, job_id, webhook_state("delivered"), RECORD_WAIT_S)
     # The end announced again under another id (a rerun): a second message, no second call.
     rerun = await complete(hjs, job_id, event_id=f"{job_id}:completed:rerun")
     assert not rerun.duplicate
@@ -620,7 +602,7 @@ async def test_a_failed_job_is_announced(hjs: JetStreamContext, receiver: Receiv
     assert payload["data"]["error"] == {"code": "media_unreadable", "message": "not audio"}
     assert payload["data"]["links"] == {} and payload["data"]["state"] == "failed"
     assert hits[0].headers["webhook-id"] == webhook_id(job_id, catalogue.FAILED)
-    await watch_record(hjs, job_id, webhook_state("delivered"))
+    await wait_for_record(hjs, job_id, webhook_state("delivered"), RECORD_WAIT_S)
 
 
 def test_ingest_logs_no_secrets(hook_stack: EmbeddedStack) -> None:

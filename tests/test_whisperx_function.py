@@ -17,14 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue, storage
 from events.bus import Publisher
 from events.models import ObjectRef, TranscriptionDispatched
 from infra.embedded.stack import EmbeddedStack
 from tests.benchmarks.media import long_english_clip
-from tests.conftest import AUDIO, ffmpeg, finished_job, reference, submit, wait_for_job_end
+from tests.conftest import AUDIO, ffmpeg, finished_job, messages_until, reference, submit, wait_for_job_end
 from tests.test_end_to_end import wer
 
 
@@ -164,26 +163,16 @@ async def test_a_warm_worker_loads_nothing_per_job(
 
 
 async def first_event(js: JetStreamContext, subject: str, timeout: float) -> Any:
-    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        msg = await sub.next_msg(timeout=timeout)
-        return binding.decode(msg.headers, msg.data)
-    finally:
-        await sub.unsubscribe()
+    [msg] = await messages_until(js, subject, lambda _: True, None, per_message=timeout)
+    return binding.decode(msg.headers, msg.data)
 
 
 async def count_events(js: JetStreamContext, subject: str) -> int:
     """How many messages the JOBS stream holds on `subject` (after at least one has arrived)."""
-    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        count = 0
-        while True:
-            msg = await sub.next_msg(timeout=10)
-            count += 1
-            if msg.metadata.num_pending == 0:
-                return count
-    finally:
-        await sub.unsubscribe()
+    messages = await messages_until(
+        js, subject, lambda msg: msg.metadata.num_pending == 0, None, per_message=10
+    )
+    return len(messages)
 
 
 async def test_a_worker_killed_mid_job_completes_it_once_from_the_new_run(

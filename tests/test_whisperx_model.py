@@ -30,7 +30,7 @@ from functions.transcriber import (
 )
 from functions.whisperx.model import ModelUnavailable, WhisperX
 from tests.benchmarks.media import long_english_clip
-from tests.conftest import AUDIO, reference
+from tests.conftest import AUDIO, ffmpeg, reference
 from tests.test_end_to_end import wer
 
 CJK = range(0x4E00, 0xA000)
@@ -132,11 +132,7 @@ def test_a_video_without_speech_gives_a_near_empty_transcript(
 
 def test_silence_gives_an_empty_transcript(whisperx: TranscriptionFunction, tmp_path: Path) -> None:
     silence = tmp_path / "silence.wav"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo",
-         "-t", "5", str(silence)],
-        check=True,
-    )  # fmt: skip
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "5", str(silence))
     transcript, segments, _ = transcribe(whisperx, silence, tmp_path)
 
     assert segments == []
@@ -176,11 +172,7 @@ def test_an_hour_of_media_is_decoded_to_disk_and_cut_into_bounded_windows(tmp_pa
     process grows by less than the decoded hour itself (115 MB as int16): only a window (at most
     12.5 min) is ever read into memory, so the bound does not grow with the file."""
     hour = tmp_path / "hour.flac"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi",
-         "-i", "sine=frequency=440:sample_rate=48000:duration=3600", "-ac", "2", str(hour)],
-        check=True,
-    )  # fmt: skip
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=3600", "-ac", "2", str(hour))
     probe = f"""
 import json, re
 from pathlib import Path
