@@ -295,6 +295,23 @@ async def test_neither_or_both_media_are_refused(api: httpx.AsyncClient) -> None
     assert problem_code(neither) == problem_code(both) == "media_missing"
 
 
+async def test_a_multipart_body_that_cannot_be_parsed_is_refused_in_the_problem_shape(
+    api: httpx.AsyncClient,
+) -> None:
+    """Starlette refuses it before any route runs, with a bare string; schemathesis found the
+    answer broke the API's documented error shape."""
+    boundary = "91344f497b8a480dd796d4c8ff89cb81"
+    body = f"--{boundary}\r\n[{{'x': None}}]--{boundary}--\r\n".encode()
+    response = await api.post(
+        "/v1/jobs", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == {"code": "bad_request", "message": "Invalid multipart data."}
+    unknown = await api.get("/v1/no-such-route")
+    assert unknown.status_code == 404 and problem_code(unknown) == "not_found"
+
+
 @pytest.mark.parametrize(
     ("headers", "body"),
     [

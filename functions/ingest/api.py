@@ -8,16 +8,19 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from minio.error import S3Error
 from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events import binding, catalogue, storage
 from events.models import (
@@ -142,6 +145,16 @@ def create_app(ingest: "Ingest") -> FastAPI:
         # other error does: {detail: {code, message}}.
         problems = binding.describe_errors(error.errors(), "request")
         return JSONResponse({"detail": {"code": "request_invalid", "message": problems}}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        # Starlette's own refusals (a multipart body it cannot parse, an unknown route) carry a
+        # bare string: answer them in the same {detail: {code, message}} shape as ours.
+        if not isinstance(error.detail, dict):
+            code = HTTPStatus(error.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+            detail = {"code": code, "message": str(error.detail)}
+            error = StarletteHTTPException(error.status_code, detail, headers=error.headers)  # type: ignore[arg-type]
+        return await http_exception_handler(request, error)
 
     def authorize(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
