@@ -54,6 +54,45 @@ class WebhookTarget(EventData):
     )
 
 
+# 0-based index among a file's audio tracks, as ffmpeg's `a:N` stream specifier counts them.
+AUDIO_TRACK_DESCRIPTION = (
+    "Which audio track to transcribe: 0-based among the file's audio tracks (ffmpeg's a:N); "
+    "by default the track flagged default, else the first."
+)
+
+
+class AudioTrack(EventData):
+    """One audio track of a media file, as ffprobe reports it."""
+
+    index: int = Field(ge=0, description="0-based among the file's audio tracks (ffmpeg's a:N).")
+    stream_index: int = Field(ge=0, description="Index among all of the file's streams.")
+    codec: str | None = None
+    channels: int = Field(0, ge=0)
+    sample_rate: int | None = Field(None, description="Hz.")
+    language: str | None = Field(None, description="The track's language tag (ISO 639-2), if any.")
+    title: str | None = None
+    default: bool = Field(False, description="Flagged default in the container.")
+
+
+class MediaInfo(EventData):
+    """What was transcribed of a file: which track, how its channels were mixed, where it starts on
+    the file's timeline, and whether the file was cut short."""
+
+    format: str = Field(description="The container, as ffprobe names it (e.g. mov,mp4,m4a,3gp,3g2,mj2).")
+    track: AudioTrack
+    track_count: int = Field(ge=1, description="Audio tracks in the file.")
+    start_offset_s: float = Field(
+        0.0, ge=0.0, description="Seconds from the file's start to the track's first sample; every "
+        "time in the transcript is on the file's timeline, this offset included."
+    )  # fmt: skip
+    duration_s: float = Field(ge=0.0, description="Seconds of audio decoded.")
+    declared_duration_s: float | None = Field(None, description="Seconds the container declares.")
+    truncated: bool = Field(
+        False, description="The file ends early or is damaged: everything that decoded was transcribed."
+    )
+    downmix: str = Field(description="How the track's channels became one, in words.")
+
+
 class TranscriptionRequested(EventData):
     """Someone wants a file transcribed. Every way in (API, bucket, other systems) makes one."""
 
@@ -67,6 +106,7 @@ class TranscriptionRequested(EventData):
     metadata: dict[str, str] = Field(default_factory=dict, description="Echoed back on completion.")
     filename: str | None = None
     webhook: WebhookTarget | None = Field(None, description="Called when the job completes or fails.")
+    audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
 
 
 class TranscriptionDispatched(EventData):
@@ -77,6 +117,7 @@ class TranscriptionDispatched(EventData):
     model: str
     language: str | None = None
     formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
+    audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
 
 
 class TranscriptionQueued(EventData):
@@ -131,6 +172,11 @@ class TranscriptionTranscribed(EventData):
     alignment: str | None = Field(
         None, description='How word times were found: "wav2vec2", or why alignment was skipped.'
     )
+    media_info: MediaInfo | None = Field(None, description="What was decoded: track, timeline, truncation.")
+
+    def media_end_s(self) -> float:
+        """Where the media ends on the file's timeline, seconds (0 when unknown): no time passes it."""
+        return self.audio_seconds + (self.media_info.start_offset_s if self.media_info else 0.0)
 
 
 class TranscriptionCompleted(EventData):

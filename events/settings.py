@@ -131,6 +131,21 @@ class Settings(BaseSettings):
     )
     cpu_threads: int = Field(2, description="CPU threads for inference.")
 
+    # -- media limits: no file keeps a worker busy past these --------------------------------
+    max_media_seconds: float = Field(
+        4 * 3600.0,
+        description="Longest media transcribed, seconds: checked against the declared duration "
+        "before decoding and against the decoded audio while decoding (media_too_long).",
+    )
+    decode_timeout_s: float = Field(
+        600.0, description="Wall time for probing and decoding one file (media_decode_timeout)."
+    )
+    stall_timeout_s: float = Field(
+        600.0,
+        description="A job whose model makes no progress (no segment, no progress report) for this "
+        "long fails (transcription_stalled) and frees its worker; heartbeats stop with progress.",
+    )
+
     # -- optimize: subtitle rules (defaults from subtitle practice and the decision record) -----
     optimize_min_cue_s: float = Field(1.0, description="Shortest cue on screen, seconds.")
     optimize_max_cue_s: float = Field(7.0, description="Longest cue on screen, seconds.")

@@ -12,9 +12,8 @@ import contextlib
 import contextvars
 import logging
 import os
-import re
-import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -36,12 +35,12 @@ from events.models import (
     TranscriptionTranscribed,
     Word,
 )
-from events.runtime.function import Runtime, Subscription, TransientError
+from events.runtime.function import Runtime, Subscription, TransientError, alive
 from events.settings import Settings
+from functions import media as intake
+from functions.media import SAMPLE_RATE, DecodedAudio, JobFailed
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16_000
 
 # Model processes never reach a hub: a missing model must fail at once, not after minutes of
 # retries.
@@ -89,64 +88,13 @@ class ModelAdapter(Protocol):
     ) -> Transcript: ...
 
 
+class JobStopped(Exception):
+    """Raised inside the model's thread, at its next report, once its job was given up on."""
+
+
 class ModelUnavailable(RuntimeError):
     """The model cannot be loaded from where the settings point; the message says how to fix it.
     The worker stays up, not ready, and says so on its readiness probe."""
-
-
-class JobFailed(Exception):
-    """The job cannot succeed (bad media): reported as a `failed` event, not retried."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class DecodedAudio:
-    """Media decoded to 16 kHz mono s16le on local disk, read window by window (memory-mapped),
-    so a file of hours never sits in memory as a whole."""
-
-    path: Path
-    samples: int
-
-    @property
-    def seconds(self) -> float:
-        return self.samples / SAMPLE_RATE
-
-    def pcm(self) -> np.ndarray:
-        if self.samples == 0:
-            return np.zeros(0, np.int16)
-        return np.memmap(self.path, dtype=np.int16, mode="r")
-
-    def window(self, start: int, end: int) -> np.ndarray:
-        return self.pcm()[start:end].astype(np.float32) / 32768.0
-
-
-def decode_audio(media: Path, target: Path) -> DecodedAudio:
-    """Any audio or video container (first audio track, any rate or channel layout) to 16 kHz
-    mono s16le in `target`, through ffmpeg, streamed to disk."""
-    if media.stat().st_size == 0:
-        raise JobFailed("media_empty", "the media file is empty (0 bytes)")
-    command = [
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0", "-y",
-        "-i", str(media), "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE),
-        str(target),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, check=False)
-    if result.returncode != 0:
-        stderr = result.stderr.decode(errors="replace").strip()
-        detail = stderr.splitlines()[0] if stderr else f"ffmpeg exited with {result.returncode}"
-        if "matches no streams" in stderr:
-            raise JobFailed("media_no_audio", "the media has no audio track")
-        if re.search(r"decoder .*not found", stderr, re.IGNORECASE):
-            raise JobFailed("media_unsupported_codec", f"the audio codec is not supported: {detail}")
-        raise JobFailed("media_unreadable", f"the media could not be decoded: {detail}")
-    samples = target.stat().st_size // 2
-    if samples == 0:
-        raise JobFailed("media_zero_duration", "the audio track lasts 0 s")
-    return DecodedAudio(target, samples)
 
 
 def windows(audio: DecodedAudio, window_s: float, search_s: float = 5.0) -> list[tuple[int, int]]:
@@ -245,8 +193,23 @@ class TranscriptionFunction:
             yield self._progress(job, run_id, "decoding", 0.0)
             started = time.perf_counter()
             with tracing.stage("decode", ids) as span:
-                audio = await asyncio.to_thread(decode_audio, media, Path(workdir) / "audio.s16le")
+                audio = await asyncio.to_thread(
+                    intake.decode,
+                    media,
+                    Path(workdir) / "audio.s16le",
+                    intake.Limits.of(self.settings),
+                    job.audio_track,
+                    lambda seconds: alive(),  # decoding is progress: the heartbeat goes on
+                )
                 span.set_attribute(tracing.AUDIO_SECONDS, audio.seconds)
+                if audio.media is not None:
+                    span.set_attributes(
+                        {
+                            "klipnote.audio_track": audio.media.track.index,
+                            "klipnote.start_offset_s": audio.media.start_offset_s,
+                            "klipnote.truncated": audio.media.truncated,
+                        }
+                    )
             media.unlink()  # the decoded copy is all the model needs
             timings["decode"] = time.perf_counter() - started
 
@@ -290,7 +253,7 @@ class TranscriptionFunction:
             job_id=job.job_id, run_id=run_id, model=self.name, language=transcript.language,
             language_probability=transcript.language_probability, segment_count=sequence,
             audio_seconds=audio.seconds, formats=job.formats, timings=timings,
-            alignment=transcript.alignment,
+            alignment=transcript.alignment, media_info=audio.media,
         )  # fmt: skip
         yield self._event(catalogue.TRANSCRIBED, done, job.job_id, f"{run_id}:transcribed")
 
@@ -301,20 +264,35 @@ class TranscriptionFunction:
         the event loop as they come (times shifted to the whole file)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Segment | float | Transcript | BaseException] = asyncio.Queue()
+        stopped = threading.Event()
 
-        def put(item: Segment | float | Transcript | BaseException) -> None:
+        def put(item: Segment | float) -> None:
+            if stopped.is_set():  # the job was given up on: end the model's work at its next report
+                raise JobStopped()
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def work() -> None:
             try:
-                put(self.transcribe_audio(audio, language, put))
+                result: Transcript | BaseException = self.transcribe_audio(audio, language, put)
             except BaseException as error:  # handed to the event loop, raised there
-                put(error)
+                result = error
+            if not stopped.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, result)
 
         # The model's thread logs in this job's context (job id, trace id).
         worker = loop.run_in_executor(None, contextvars.copy_context().run, work)
+        stall = self.settings.stall_timeout_s
         while True:
-            item = await queue.get()
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=stall)
+            except TimeoutError:
+                stopped.set()
+                self._wait_for_stalled(worker)
+                raise JobFailed(
+                    "transcription_stalled",
+                    f"the {self.name} model made no progress for {stall:g} s (STALL_TIMEOUT_S): the job "
+                    "was stopped",
+                ) from None
             if isinstance(item, BaseException):
                 await worker
                 if isinstance(item, JobFailed):
@@ -325,6 +303,22 @@ class TranscriptionFunction:
                 await worker
                 return
 
+    def _wait_for_stalled(self, worker: asyncio.Future[None]) -> None:
+        """A stalled model's thread cannot be killed: it is told to stop at its next report, and
+        until it has, this worker takes no job and says why on its readiness probe."""
+        if worker.done():
+            return
+        stuck = f"the {self.name} model is still busy with a job that stalled; no new job until it stops"
+        self.problem = stuck
+        log.error(stuck, extra={"model": self.name})
+
+        def recovered(_: asyncio.Future[None]) -> None:
+            if self.problem == stuck:
+                self.problem = None
+                log.info("the stalled model stopped; taking jobs again", extra={"model": self.name})
+
+        worker.add_done_callback(recovered)
+
     def transcribe_audio(
         self, audio: DecodedAudio, language: str | None, put: Callable[[Segment | float], None]
     ) -> Transcript:
@@ -332,14 +326,17 @@ class TranscriptionFunction:
         progress fractions go to `put` as they come, times relative to the whole file."""
         whole = Transcript(language=language)
         total = audio.samples
+        # Times go on the file's timeline: a track that starts at 5 s puts its first word after 5 s.
+        timeline = audio.media.start_offset_s if audio.media is not None else 0.0
         for index, (start, end) in enumerate(windows(audio, self.settings.audio_window_s)):
-            offset = start / SAMPLE_RATE
+            offset = timeline + start / SAMPLE_RATE
 
             def shifted(
                 segment: Segment, offset: float = offset, length: float = (end - start) / SAMPLE_RATE
             ) -> None:
                 # A model's times may overshoot its window by a VAD frame: every time is kept
-                # inside the window, then moved to the whole file (to the millisecond).
+                # inside the window (so never after the media's end), then moved to the file's
+                # timeline (to the millisecond).
                 def place(time: float) -> float:
                     return round(offset + min(max(time, 0.0), length), 3)
 
@@ -361,10 +358,19 @@ class TranscriptionFunction:
         return whole
 
     def _fetch(self, job: TranscriptionDispatched, path: Path) -> None:
+        """The job's object into `path`; one over MAX_UPLOAD_BYTES is refused before a byte is read,
+        whichever way it came in (upload, bucket drop, reference)."""
+        limit = self.settings.max_upload_bytes
         try:
+            size = self.store.stat_object(job.media.bucket, job.media.key).size or 0
+            if size > limit:
+                raise JobFailed(
+                    "media_too_large",
+                    f"the media is {size} bytes, over the limit of {limit} (MAX_UPLOAD_BYTES)",
+                )
             self.store.fget_object(job.media.bucket, job.media.key, str(path))
         except S3Error as error:
-            if error.code in ("NoSuchKey", "NoSuchBucket"):
+            if error.code in ("NoSuchKey", "NoSuchBucket", "ResourceNotFound"):
                 raise JobFailed(
                     "media_missing", f"s3://{job.media.bucket}/{job.media.key} does not exist"
                 ) from error

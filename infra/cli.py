@@ -30,6 +30,7 @@ import httpx
 
 from events.settings import Settings
 
+AUDIO_TRACK_HELP = "the audio track, 0-based (default: the one flagged default, else the first)"
 DEMO_TEXT = (
     "KlipNote turns speech into subtitles. This short clip was spoken by a computer, "
     "sent through the event bus, transcribed by Whisper, and written out as subtitle files."
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     transcribe.add_argument("file", nargs="?", type=Path, help="audio or video (default: a clip)")
     transcribe.add_argument("--model")
     transcribe.add_argument("--language")
+    transcribe.add_argument("--audio-track", type=int, help=AUDIO_TRACK_HELP)
     transcribe.add_argument(
         "--output",
         type=Path,
@@ -198,7 +200,9 @@ def _submit_and_follow(api: str, media: Path, args: argparse.Namespace, settings
 
     try:
         with KlipNote(api, settings.api_key) as client:
-            job_id = client.submit(media, model=args.model, language=args.language)["id"]
+            job_id = client.submit(
+                media, model=args.model, language=args.language, audio_track=args.audio_track
+            )["id"]
             print(f"job {job_id} submitted ({media.name})", flush=True)
             with Display(sys.stdout) as display:
                 end = _follow(client, job_id, display)
@@ -243,6 +247,7 @@ def _add_client_commands(commands: Any) -> None:
     submit.add_argument("--model", help="a model (default: routing decides)")
     submit.add_argument("--language", help="ISO 639-1 code (default: detected)")
     submit.add_argument("--formats", type=_formats, help="results to make, e.g. srt,vtt (default: all)")
+    submit.add_argument("--audio-track", type=int, help=AUDIO_TRACK_HELP)
     submit.add_argument(
         "--wait", action="store_true", help="follow the job with a progress bar until it ends"
     )
@@ -323,7 +328,13 @@ def _submit(args: argparse.Namespace, client: Any) -> int:
         if not local.is_file():
             print(f"klipnote: no such file: {local}", file=sys.stderr)
             return EXIT_USAGE
-    job = client.submit(local or args.source, model=args.model, language=args.language, formats=args.formats)
+    job = client.submit(
+        local or args.source,
+        model=args.model,
+        language=args.language,
+        formats=args.formats,
+        audio_track=args.audio_track,
+    )
     job_id = job["id"]
     if local is not None:
         remember(job_id, local, client.api)

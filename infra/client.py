@@ -90,9 +90,15 @@ class KlipNote:
         model: str | None = None,
         language: str | None = None,
         formats: list[str] | None = None,
+        audio_track: int | None = None,
     ) -> dict[str, Any]:
         """Start a job from a local file (uploaded) or an `s3://bucket/key` already in storage."""
-        form = {"model": model, "language": language, "formats": ",".join(formats or [])}
+        form = {
+            "model": model,
+            "language": language,
+            "formats": ",".join(formats or []),
+            "audio_track": None if audio_track is None else str(audio_track),
+        }
         data = {name: value for name, value in form.items() if value}
         if isinstance(source, str) and source.startswith("s3://"):
             response = self._send("POST", "/v1/jobs", data={**data, "media": source})

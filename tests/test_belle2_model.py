@@ -18,8 +18,8 @@ from events.settings import Settings
 from functions.belle2.function import create
 from functions.belle2.model import Belle2, ModelUnavailable, check_model_dir
 from functions.belle2.vad import WINDOW, VadOptions, plan_regions
+from functions.media import decode as decode_media
 from functions.transcriber import JobFailed, Segment, Transcript
-from functions.transcriber import decode_audio as decode_media
 from infra.models import assemble_whisper_base, derive_whisper_base_hf
 from tests.conftest import AUDIO, reference
 from tests.test_end_to_end import wer

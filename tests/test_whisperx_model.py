@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from events.settings import Settings
+from functions.media import decode
 from functions.optimize.chinese import to_simplified
 from functions.transcriber import (
     SAMPLE_RATE,
@@ -25,7 +26,6 @@ from functions.transcriber import (
     Segment,
     Transcript,
     TranscriptionFunction,
-    decode_audio,
     windows,
 )
 from functions.whisperx.model import ModelUnavailable, WhisperX
@@ -49,7 +49,7 @@ def transcribe(
     function: TranscriptionFunction, media: Path, scratch: Path, language: str | None = None
 ) -> tuple[Transcript, list[Segment], list[float]]:
     """Decode like the worker does, then run the model window by window, collecting what it streams."""
-    audio = decode_audio(media, scratch / f"{media.stem}.s16le")
+    audio = decode(media, scratch / f"{media.stem}.s16le")
     segments: list[Segment] = []
     progress: list[float] = []
     transcript = function.transcribe_audio(
@@ -176,12 +176,13 @@ def test_an_hour_of_media_is_decoded_to_disk_and_cut_into_bounded_windows(tmp_pa
     probe = f"""
 import json, re
 from pathlib import Path
-from functions.transcriber import decode_audio, windows
+from functions.media import decode
+from functions.transcriber import windows
 def peak():
     # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
 imported = peak()
-audio = decode_audio(Path({str(hour)!r}), Path({str(tmp_path / "hour.s16le")!r}))
+audio = decode(Path({str(hour)!r}), Path({str(tmp_path / "hour.s16le")!r}))
 plan = windows(audio, 600.0)
 window = audio.window(*plan[0])
 growth = peak() - imported

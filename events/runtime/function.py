@@ -47,6 +47,18 @@ class RetryLater(TransientError):
 # own retry schedule reads it, the host sets it.
 DELIVERY_ATTEMPT: ContextVar[int] = ContextVar("delivery_attempt", default=1)
 
+# How the running handler tells its host it is making progress (the host sets it per message;
+# outside a host it does nothing). See `alive`.
+ACTIVITY: ContextVar[Callable[[], None]] = ContextVar("activity", default=lambda: None)
+
+
+def alive() -> None:
+    """Tell the host that the handler is making progress. The host keeps a message in progress
+    (heartbeats) only while its handler publishes events or calls this within STALL_TIMEOUT_S, so
+    a handler that hangs stops being kept alive and its message comes back. Thread-safe."""
+    ACTIVITY.get()()
+
+
 Decoder = Callable[[dict[str, str] | None, bytes], CloudEvent]
 
 

@@ -1,8 +1,9 @@
 """The JetStream host: durable pull consumers in front of a function's handlers.
 
 - one message at a time per subscription for GPU functions (batch size from the catalogue);
-- in-progress heartbeats every third of ack_wait while a handler runs, so a job of hours is not
-  redelivered while a dead worker's job is;
+- in-progress heartbeats every third of ack_wait while a handler makes progress (publishes, or
+  calls `alive`), so a job of hours is not redelivered while a dead or hung worker's job is;
+- no fetch while the function is not ready (e.g. its model is still busy with a stalled job);
 - ack on success; nak with backoff on transient errors; a malformed message, a permanent error or
   an exhausted retry budget goes to the DLQ with its reason and is terminated, and the consumer
   keeps going;
@@ -32,6 +33,7 @@ from events.bus import Publisher, connect
 from events.catalogue import DEAD_LETTER, FAILED, JOB_STEPS, Consumer
 from events.models import DeadLetter, TranscriptionFailed
 from events.runtime.function import (
+    ACTIVITY,
     DELIVERY_ATTEMPT,
     Function,
     PermanentError,
@@ -134,6 +136,9 @@ class JetStreamHost:
             durable=consumer.durable, stream=consumer.stream.name
         )
         while not self._stopping.is_set():
+            if not self.function.ready():  # e.g. a model still busy with a job it gave up on
+                await asyncio.sleep(0.5)
+                continue
             try:
                 # fetch(1) and fetch(n) raise different timeout classes; both are asyncio's.
                 messages = await pull.fetch(consumer.batch, timeout=1.0)
@@ -158,7 +163,9 @@ class JetStreamHost:
             return
         deliveries = msg.metadata.num_delivered or 1
         DELIVERY_ATTEMPT.set(deliveries)  # copied into the handler's task below
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        last_activity = [time.monotonic()]
+        ACTIVITY.set(lambda: last_activity.__setitem__(0, time.monotonic()))
+        heartbeat = asyncio.create_task(self._heartbeat(msg, last_activity))
         handling = asyncio.create_task(self.handle_once(subscription, event))
         try:
             await self._wait_or_drain(handling)
@@ -234,6 +241,7 @@ class JetStreamHost:
                 async for outgoing in subscription.handle(event):
                     await self.runtime.publisher.publish(continue_trace(outgoing))
                     metrics.published(outgoing)
+                    ACTIVITY.get()()  # an event out is progress
             ok = True
         finally:
             await metrics.handled(
@@ -247,10 +255,14 @@ class JetStreamHost:
             )
         log.info("handled %s", event.get_type(), extra=_event_fields(event))
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeat(self, msg: Msg, last_activity: list[float]) -> None:
+        """Keep the message in progress while its handler makes progress (see `alive`), not for
+        ever: a handler silent for STALL_TIMEOUT_S is left to ack_wait, and the message returns."""
         interval = max(self.settings.ack_wait_s / 3, 0.2)
         while True:
             await asyncio.sleep(interval)
+            if time.monotonic() - last_activity[0] > self.settings.stall_timeout_s:
+                continue
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 

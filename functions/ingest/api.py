@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events import binding, catalogue, storage
 from events.models import (
+    AUDIO_TRACK_DESCRIPTION,
     DEFAULT_FORMATS,
     ObjectRef,
     OutputFormat,
@@ -237,6 +238,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
         webhook_header: Annotated[
             str | None, Form(description="A static `Name: value` header sent with each call.")
         ] = None,
+        audio_track: Annotated[int | None, Form(ge=0, description=AUDIO_TRACK_DESCRIPTION)] = None,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> JobView:
         """Start a job: upload media in the multipart field `file`, or name an object already in
@@ -267,6 +269,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
             metadata=echoed,
             filename=filename,
             webhook=webhook,
+            audio_track=audio_track,
         )
         return await _view(ingest, await ingest.request(request))
 

@@ -160,6 +160,7 @@ class Ingest:
             model=model,
             language=request.language,
             formats=request.formats,
+            audio_track=request.audio_track,
         )
         # Deterministic ids: a repeated request is a JetStream duplicate, not a second job.
         yield binding.new_event(

@@ -17,7 +17,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
 from events import binding, catalogue, models
-from events.models import ObjectRef, OutputFormat, WebhookTarget, utcnow
+from events.models import MediaInfo, ObjectRef, OutputFormat, WebhookTarget, utcnow
 
 _JOB_NAMESPACE = uuid.UUID("5f1c2a9e-3a47-4c1f-9b7e-6c0d7f9e1a21")
 # A job id is a KV key and the last token of NATS subjects: no dots, wildcards or spaces.
@@ -92,6 +92,7 @@ class JobFields(BaseModel):
     stage: str | None = None
     progress: float = 0.0
     audio_seconds: float | None = None
+    media_info: MediaInfo | None = None
     segment_count: int | None = None
     results: dict[OutputFormat, ObjectRef] = Field(default_factory=dict)
     stats: dict[str, object] = Field(default_factory=dict)
@@ -234,7 +235,7 @@ def _advance(record: JobRecord, event: CloudEvent, kind: catalogue.EventKind) ->
         job.state, job.run_id, job.model = JobState.TRANSCRIBED, done.run_id, done.model
         job.stage, job.progress = "optimizing", 1.0
         job.detected_language, job.audio_seconds = done.language, done.audio_seconds
-        job.segment_count = done.segment_count
+        job.segment_count, job.media_info = done.segment_count, done.media_info
     elif kind is catalogue.COMPLETED:
         completed = binding.parse_data(event, models.TranscriptionCompleted)
         job.state, job.run_id, job.results = JobState.COMPLETED, completed.run_id, completed.results

@@ -18,7 +18,8 @@ or `..` segment goes to the DLQ with that reason (no S3 client here can fetch su
 0-byte object is not skipped: it gets a job, which the model function fails with the code
 `media_empty`, so a broken upload shows up as a failed job rather than vanishing.
 
-Options ride in user metadata (`X-Amz-Meta-Language`, `-Model`, `-Formats`, `-Webhook`; names
+Options ride in user metadata (`X-Amz-Meta-Language`, `-Model`, `-Formats`, `-Webhook`,
+`-Audio-Track`; names
 case-insensitive; webhook headers never, as anyone who can read the object reads them); an
 unknown model or language fails the job with the router's or the model's clear code, as for the
 API. The router's webhook guard (SSRF, signing secret) fails a refused webhook's job with its code.
@@ -204,6 +205,15 @@ def _formats(value: str | None, key: str) -> list[OutputFormat]:
     return chosen or list(DEFAULT_FORMATS)
 
 
+def _audio_track(value: str | None, key: str) -> int | None:
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return int(value.strip())
+    log.warning("%s: ignoring X-Amz-Meta-Audio-Track %r, not a track number (0, 1, ...)", key, value)
+    return None
+
+
 # -- the handler and the reconcile -----------------------------------------------------------
 
 
@@ -294,6 +304,7 @@ class BucketDrop:
             formats=_formats(options.get("formats"), key),
             filename=safe_filename(key),
             webhook=webhook,
+            audio_track=_audio_track(options.get("audio-track"), key),
         )
 
     async def reconcile_once(self) -> list[str]:

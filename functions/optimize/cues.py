@@ -87,11 +87,13 @@ class Optimizer:
         )
 
     def run(
-        self, segments: list[SegmentTranscribed], audio_seconds: float, language: str | None = None
+        self, segments: list[SegmentTranscribed], media_end: float, language: str | None = None
     ) -> Optimized:
-        """Cues for `segments` of a recording `audio_seconds` long (0 when unknown)."""
+        """Cues for `segments` of a recording that ends at `media_end` seconds on its file's
+        timeline (0 when unknown). No time passes the end, not even to give a cue its minimum
+        length: the media's end wins."""
         # 0 means the length is unknown: nothing to stay inside then.
-        audio_end = math.floor(audio_seconds * 1000) / 1000
+        audio_end = math.floor(media_end * 1000) / 1000
         if audio_end <= 0:
             audio_end = math.inf
         removed: Counter[str] = Counter()

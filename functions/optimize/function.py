@@ -83,8 +83,9 @@ class Optimize:
             return
         ids = {tracing.JOB_ID: done.job_id, tracing.RUN_ID: done.run_id, tracing.MODEL: done.model}
         with tracing.stage("optimize", {**ids, tracing.AUDIO_SECONDS: done.audio_seconds}) as span:
+            # Times are on the file's timeline: nothing may pass where the media ends on it.
             optimized = await asyncio.to_thread(
-                self.optimizer.run, segments, done.audio_seconds, done.language
+                self.optimizer.run, segments, done.media_end_s(), done.language
             )
             span.set_attributes(
                 {"klipnote.segment_count": len(segments), "klipnote.cue_count": len(optimized.cues)}
@@ -96,6 +97,7 @@ class Optimize:
             "language": done.language,
             "language_probability": done.language_probability,
             "audio_seconds": done.audio_seconds,
+            "media_info": done.media_info.model_dump(mode="json") if done.media_info else None,
             "stats": stats,
         }
         results: dict[OutputFormat, ObjectRef] = {}

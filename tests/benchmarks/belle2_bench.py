@@ -56,7 +56,7 @@ def main() -> int:
 
     from events.settings import Settings
     from functions.belle2.model import Belle2
-    from functions.transcriber import decode_audio
+    from functions.media import decode
 
     imported = time.perf_counter() - started
     settings = Settings(model_device="cpu")
@@ -68,7 +68,7 @@ def main() -> int:
 
     def decoded(path: Path) -> np.ndarray:
         with tempfile.TemporaryDirectory() as scratch:
-            audio = decode_audio(path, Path(scratch) / "audio.s16le")
+            audio = decode(path, Path(scratch) / "audio.s16le")
             return np.array(audio.window(0, audio.samples))
 
     with tempfile.TemporaryDirectory(prefix="belle2-bench-") as scratch:

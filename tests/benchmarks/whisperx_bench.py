@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from events.settings import Settings
-from functions.transcriber import Segment, TranscriptionFunction, decode_audio
+from functions.media import decode
+from functions.transcriber import Segment, TranscriptionFunction
 from functions.whisperx.model import WhisperX
 from infra.models import assemble_whisper_base
 from tests.benchmarks.media import long_english_clip
@@ -60,7 +61,7 @@ def main() -> None:
             bare_s.append(time.perf_counter() - began)
 
             began = time.perf_counter()
-            decoded = decode_audio(clip, Path(scratch) / "audio.s16le")
+            decoded = decode(clip, Path(scratch) / "audio.s16le")
             decode_s.append(time.perf_counter() - began)
             function.transcribe_audio(decoded, "en", segments.append)  # type: ignore[arg-type]
             skeleton_s.append(time.perf_counter() - began)

@@ -1,0 +1,434 @@
+"""Media intake: what every model function does to a user's file before a model hears it.
+
+One path for every file: `probe` it (only media containers, only the one local file), `choose_track`,
+`start_offset` of that track on the file's timeline, then `decode` it to 16 kHz mono s16le on disk
+within the limits (`Limits`). Each refusal is a `JobFailed` with its own code and a plain message;
+no ffmpeg log line reaches a user.
+
+Rules and where they come from:
+- ffmpeg picks a demuxer from a file's content, not its name, and some demuxers open other files
+  or URLs (HLS and DASH playlists, concat/ffconcat lists, image sequences, SDP). ffmpeg's own
+  `-format_whitelist` and `-protocol_whitelist` input options (ffmpeg-formats(1), "Format
+  Options"; ffmpeg-protocols(1)) restrict probing and decoding to `MEDIA_DEMUXERS` and the `file`
+  protocol, so nothing in a file can make the worker read anything but its own input.
+- A track is the default-flagged audio stream (`disposition.default`, as players choose), else the
+  first; `audio_track` (0-based among audio streams, ffmpeg's `a:N` stream specifier) overrides.
+- Channels are mixed by us, not by ffmpeg's `-ac 1`: ffmpeg refuses to rematrix more than eight
+  channels without a layout, and a plain mean of channels that cancel (R = -L) is silence. The mix
+  is the mean of the channels that carry sound; when they cancel, the strongest channel alone.
+- Raw PCM output drops a stream's start time (a track that starts at 5 s comes out at 0 s): the
+  offset of the track's first packet from the container's start is returned, for the caller to
+  put every time back on the file's timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from events.models import AudioTrack, MediaInfo
+from events.settings import Settings
+
+SAMPLE_RATE = 16_000
+
+# Demuxers that read one file and nothing else: audio formats and audio/video containers.
+# Playlists (hls, dash), lists (concat), image sequences (image2, *_pipe), SDP/RTP and devices are
+# left out on purpose. ffmpeg matches each name against any of a demuxer's names ("mov" covers
+# mov,mp4,m4a,3gp,3g2,mj2; "matroska" covers webm).
+MEDIA_DEMUXERS = (
+    # audio
+    "aac", "ac3", "aiff", "amr", "amrnb", "amrwb", "ape", "au", "caf", "dsf", "dts", "dtshd",
+    "eac3", "flac", "g722", "g723_1", "g729", "gsm", "iff", "loas", "mlp", "mp3", "mpc", "mpc8",
+    "ogg", "tak", "truehd", "tta", "voc", "w64", "wav", "wv", "xwma",
+    # audio and video containers
+    "asf", "avi", "dv", "flv", "matroska", "mov", "mpeg", "mpegts", "mxf", "nut", "rm", "wtv",
+)  # fmt: skip
+PROTOCOLS = "file"
+_WHITELISTS = ["-protocol_whitelist", PROTOCOLS, "-format_whitelist", ",".join(MEDIA_DEMUXERS)]
+
+# What a refused format is, in words, for the message.
+_REFUSED_KINDS = {
+    "hls": "an HLS playlist",
+    "dash": "a DASH manifest",
+    "webm_dash_manifest": "a DASH manifest",
+    "concat": "a concat (ffconcat) file list",
+    "image2": "an image sequence",
+    "sdp": "an SDP session description",
+    "rtp": "an RTP stream description",
+    "tty": "a text file",
+}
+_PROBE_TIMEOUT_S = 60.0
+
+
+class JobFailed(Exception):
+    """The job cannot succeed (bad media, a refused option): reported as a `failed` event with
+    `code` and `message`, not retried."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much work one file may cause. `max_seconds`: longest media, checked against the
+    declared duration before decoding and against the decoded samples while decoding;
+    `decode_timeout_s`: wall time for probing plus decoding."""
+
+    max_seconds: float
+    decode_timeout_s: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """The limits `settings` set (MAX_MEDIA_SECONDS, DECODE_TIMEOUT_S)."""
+        return cls(settings.max_media_seconds, settings.decode_timeout_s)
+
+
+@dataclass
+class Probe:
+    """What ffprobe says of a file (`format_name`, `duration_s` declared or None, `start_s` the
+    container's zero) and its audio streams as `AudioTrack`s, in file order."""
+
+    format_name: str
+    duration_s: float | None
+    start_s: float
+    tracks: list[AudioTrack]
+    # Streams other than audio (video, subtitles, cover art): then the container's duration is
+    # not the audio's, and says nothing about a cut-off file.
+    other_streams: int = 0
+
+
+@dataclass
+class DecodedAudio:
+    """Media decoded to 16 kHz mono s16le on local disk (`samples` int16 samples at 16 kHz), read
+    window by window through a memory map, so a file of hours never sits in memory as a whole.
+    `media` says what was decoded (None for audio that did not come from `decode`)."""
+
+    path: Path
+    samples: int
+    media: MediaInfo | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def pcm(self) -> np.ndarray:
+        """int16, shape (samples,)."""
+        if self.samples == 0:
+            return np.zeros(0, np.int16)
+        return np.memmap(self.path, dtype=np.int16, mode="r")
+
+    def window(self, start: int, end: int) -> np.ndarray:
+        """float32 in [-1, 1), shape (end - start,), samples `start` to `end`."""
+        return self.pcm()[start:end].astype(np.float32) / 32768.0
+
+
+# -- probing ------------------------------------------------------------------------------------
+
+
+def probe(media: Path, timeout_s: float = _PROBE_TIMEOUT_S) -> Probe:
+    """ffprobe `media` (formats and protocols allow-listed). Raises JobFailed: `media_empty` (0
+    bytes), `media_unsupported` (not an audio or video container: a playlist, a list, an image,
+    text), `media_unreadable` (damaged, incomplete, or no answer within `timeout_s`),
+    `media_no_audio`."""
+    if media.stat().st_size == 0:
+        raise JobFailed("media_empty", "the media file is empty (0 bytes)")
+    command = [
+        "ffprobe", "-v", "error", "-hide_banner", *_WHITELISTS,
+        "-show_format", "-show_streams", "-of", "json", str(media),
+    ]  # fmt: skip
+    result = _run(command, timeout_s, "reading the file's header")
+    if result.returncode != 0:
+        raise refusal(result.stderr.decode(errors="replace"))
+    document = json.loads(result.stdout or b"{}")
+    fmt = document.get("format") or {}
+    every = document.get("streams") or []
+    streams = [s for s in every if s.get("codec_type") == "audio"]
+    tracks = [_track(position, stream) for position, stream in enumerate(streams)]
+    if not tracks:
+        raise JobFailed("media_no_audio", "the media has no audio track")
+    chosen_duration = _float(fmt.get("duration"))
+    return Probe(
+        format_name=str(fmt.get("format_name") or "unknown"),
+        duration_s=chosen_duration,
+        start_s=_float(fmt.get("start_time")) or 0.0,
+        tracks=tracks,
+        other_streams=len(every) - len(streams),
+    )
+
+
+def refusal(stderr: str) -> JobFailed:
+    """The JobFailed for ffmpeg/ffprobe's `stderr`, in plain words (the log itself is not shown)."""
+    refused = re.search(r"\[(\w+) @ [^\]]*\] Format not on whitelist", stderr)
+    if refused:
+        name = refused.group(1)
+        kind = _REFUSED_KINDS.get(name) or (
+            "an image" if name.endswith("_pipe") else f"a {name} file, which is not an accepted media format"
+        )
+        return JobFailed(
+            "media_unsupported",
+            f"the file is {kind}, not audio or video: playlists, file lists and images are not "
+            "transcribed (its name does not matter, its content does)",
+        )
+    if re.search(r"decoder .*not found", stderr, re.IGNORECASE):
+        return JobFailed("media_unsupported_codec", "the audio codec of this file is not supported")
+    if "End of file" in stderr:
+        return JobFailed("media_unreadable", "the file ends before any audio: it is incomplete or cut off")
+    if "Invalid data found" in stderr or "Invalid argument" in stderr:
+        return JobFailed("media_unreadable", "the file is damaged or is not an audio or video file")
+    return JobFailed("media_unreadable", "the media could not be read: it is damaged or in no known format")
+
+
+def _track(position: int, stream: dict[str, Any]) -> AudioTrack:
+    tags = {str(k).lower(): str(v) for k, v in (stream.get("tags") or {}).items()}
+    language = tags.get("language")
+    return AudioTrack(
+        index=position,
+        stream_index=int(stream.get("index", position)),
+        codec=stream.get("codec_name"),
+        channels=int(stream.get("channels") or 0),
+        sample_rate=int(stream.get("sample_rate") or 0) or None,
+        language=None if language in (None, "und") else language,
+        title=tags.get("title"),
+        default=bool((stream.get("disposition") or {}).get("default")),
+    )
+
+
+def choose_track(found: Probe, requested: int | None = None) -> AudioTrack:
+    """The track to transcribe: `requested` (0-based among audio tracks), else the one flagged
+    default, else the first. Raises JobFailed `audio_track_invalid` for a track that is not there."""
+    if requested is not None:
+        if not 0 <= requested < len(found.tracks):
+            last = len(found.tracks) - 1
+            have = "one audio track (0)" if last == 0 else f"{last + 1} audio tracks (0 to {last})"
+            raise JobFailed("audio_track_invalid", f"audio_track={requested}, but the media has {have}")
+        return found.tracks[requested]
+    return next((track for track in found.tracks if track.default), found.tracks[0])
+
+
+def start_offset(media: Path, found: Probe, track: AudioTrack, timeout_s: float = _PROBE_TIMEOUT_S) -> float:
+    """Seconds from the container's start to the track's first packet (≥ 0). Read from the packets:
+    a quick probe can report 0 for a track that starts later. 0 when it cannot be read."""
+    command = [
+        "ffprobe", "-v", "error", "-hide_banner", *_WHITELISTS, "-select_streams", f"a:{track.index}",
+        "-show_entries", "packet=pts_time", "-read_intervals", "%+#1", "-of", "json", str(media),
+    ]  # fmt: skip
+    try:
+        result = _run(command, timeout_s, "finding where the audio starts")
+    except JobFailed:
+        return 0.0
+    packets = json.loads(result.stdout or b"{}").get("packets") or []
+    first = _float(packets[0].get("pts_time")) if packets else None
+    if first is None:
+        return 0.0
+    return round(max(0.0, first - found.start_s), 3)
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+# A channel at least this far (energy ratio, -60 dB) below the strongest carries no sound.
+_SILENT_CHANNEL = 1e-6
+# A mean this far (-10 dB) below what uncorrelated channels would give means they cancel.
+_CANCELLING = 0.1
+# Audio-only media shorter than declared by more than this (and 2 %) was cut off.
+_TRUNCATION_SLACK_S = 0.5
+
+
+def decode(
+    media: Path,
+    target: Path,
+    limits: Limits | None = None,
+    requested_track: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> DecodedAudio:
+    """`media` (any accepted audio or video container) to 16 kHz mono s16le in `target`, with
+    `MediaInfo` saying which track, how it was mixed, where it starts on the file's timeline and
+    whether the file was cut short. `on_progress` gets the decoded seconds now and then.
+
+    Raises JobFailed: everything `probe` raises; `audio_track_invalid`; `media_too_long` (declared or
+    decoded past `limits.max_seconds`); `media_decode_timeout` (past `limits.decode_timeout_s`);
+    `media_unsupported_codec`, `media_unreadable`, `media_zero_duration`."""
+    limits = limits or Limits.of(Settings())
+    deadline = time.monotonic() + limits.decode_timeout_s
+    found = probe(media, min(_PROBE_TIMEOUT_S, limits.decode_timeout_s))
+    track = choose_track(found, requested_track)
+    if found.duration_s is not None and found.duration_s > limits.max_seconds:
+        raise too_long(limits, found.duration_s)
+    offset = start_offset(media, found, track, max(deadline - time.monotonic(), 1.0))
+
+    mix = _Pass(media, track, limits, deadline, on_progress)
+    energies, mean_energy, samples, cut_short = mix.run(target, channels=None)
+    downmix = "mono" if track.channels <= 1 else f"mean of {len(energies)} channels"
+    if len(energies) > 1 and samples:
+        loudest = max(energies)
+        active = [c for c, energy in enumerate(energies) if energy > loudest * _SILENT_CHANNEL]
+        uncorrelated = sum(energies) / len(energies) ** 2
+        if loudest > 0 and mean_energy < uncorrelated * _CANCELLING:
+            strongest = int(np.argmax(energies))
+            _, _, samples, cut_short = mix.run(target, channels=[strongest])
+            downmix = f"channel {strongest} alone (the {len(energies)} channels cancel in a mix)"
+        elif 0 < len(active) < len(energies):
+            _, _, samples, cut_short = mix.run(target, channels=active)
+            names = ", ".join(str(c) for c in active)
+            downmix = f"mean of channel(s) {names} ({len(energies) - len(active)} of {len(energies)} silent)"
+    if samples == 0:
+        raise JobFailed("media_zero_duration", "the audio track lasts 0 s")
+    seconds = samples / SAMPLE_RATE
+    declared = found.duration_s
+    # Audio alone in its file should last as long as the file says; beside a video it may not.
+    short = (
+        declared is not None
+        and not found.other_streams
+        and declared - (offset + seconds) > max(_TRUNCATION_SLACK_S, 0.02 * declared)
+    )
+    info = MediaInfo(
+        format=found.format_name,
+        track=track,
+        track_count=len(found.tracks),
+        start_offset_s=offset,
+        duration_s=round(seconds, 3),
+        declared_duration_s=None if declared is None else round(declared, 3),
+        truncated=bool(short or cut_short),
+        downmix=downmix,
+    )
+    return DecodedAudio(target, samples, info)
+
+
+def too_long(limits: Limits, seconds: float | None = None) -> JobFailed:
+    """`media_too_long`, naming the media's length when it is known."""
+    limit = f"the limit of {_clock(limits.max_seconds)} (MAX_MEDIA_SECONDS={limits.max_seconds:g})"
+    if seconds is None:
+        return JobFailed("media_too_long", f"the media lasts longer than {limit}")
+    return JobFailed("media_too_long", f"the media lasts {_clock(seconds)}, over {limit}")
+
+
+class _Pass:
+    """One streaming decode of a track through ffmpeg's stdout: every channel at 16 kHz s16le,
+    mixed here one second at a time, so the output on disk is mono whatever the channel count."""
+
+    def __init__(
+        self,
+        media: Path,
+        track: AudioTrack,
+        limits: Limits,
+        deadline: float,
+        on_progress: Callable[[float], None] | None,
+    ) -> None:
+        self.media, self.track, self.limits = media, track, limits
+        self.deadline, self.on_progress = deadline, on_progress
+
+    def run(self, target: Path, channels: list[int] | None) -> tuple[list[float], float, int, bool]:
+        """Decode into `target`, mixing `channels` (None: all). Returns each channel's energy
+        (mean square, full scale 1.0), the mix's energy, the samples written and whether ffmpeg
+        met damaged or missing data after some audio (the file was cut short)."""
+        width = max(self.track.channels, 1)
+        command = [
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0",
+            *_WHITELISTS, "-i", str(self.media), "-map", f"0:a:{self.track.index}",
+            "-vn", "-sn", "-dn", "-f", "s16le", "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE),
+            # The track's own channel count, kept: the mix is done here (see the module docstring).
+            "-ac", str(width), "pipe:1",
+        ]  # fmt: skip
+        max_samples = int(self.limits.max_seconds * SAMPLE_RATE)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            process.kill()
+
+        remaining = self.deadline - time.monotonic()
+        timer = threading.Timer(max(remaining, 0.0), kill)
+        timer.start()
+        stderr: list[bytes] = []
+        # stderr is drained beside stdout, or a chatty ffmpeg blocks on a full pipe.
+        reader = threading.Thread(target=lambda: stderr.append(process.stderr.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        sums = np.zeros(width, np.float64)
+        mix_sum, samples, over_limit = 0.0, 0, False
+        try:
+            with open(target, "wb") as out:
+                pending = b""
+                frame = 2 * width
+                while True:
+                    chunk = process.stdout.read(frame * SAMPLE_RATE)  # type: ignore[union-attr]
+                    if not chunk:
+                        break
+                    pending += chunk
+                    usable = len(pending) // frame * frame
+                    if not usable:
+                        continue
+                    block = np.frombuffer(pending[:usable], np.int16).reshape(-1, width)
+                    pending = pending[usable:]
+                    scaled = block.astype(np.float32) / 32768.0
+                    sums += (scaled.astype(np.float64) ** 2).sum(axis=0)
+                    chosen = scaled if channels is None else scaled[:, channels]
+                    mono = chosen.mean(axis=1)
+                    mix_sum += float((mono.astype(np.float64) ** 2).sum())
+                    out.write(np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16).tobytes())
+                    samples += len(mono)
+                    if samples > max_samples:
+                        over_limit = True
+                        process.kill()
+                        break
+                    if self.on_progress is not None:
+                        self.on_progress(samples / SAMPLE_RATE)
+        finally:
+            timer.cancel()
+            if process.poll() is None and (over_limit or timed_out.is_set()):
+                process.kill()
+            returncode = process.wait()
+            reader.join(timeout=5)
+        if timed_out.is_set():
+            raise JobFailed(
+                "media_decode_timeout",
+                f"decoding took longer than {self.limits.decode_timeout_s:g} s (DECODE_TIMEOUT_S)",
+            )
+        if over_limit:
+            raise too_long(self.limits)
+        message = b"".join(stderr).decode(errors="replace")
+        if returncode != 0 and samples == 0:
+            raise refusal(message)
+        count = max(samples, 1)
+        # ffmpeg met damaged data after some audio: what decoded is kept, and the file is cut short.
+        cut_short = samples > 0 and (
+            returncode != 0 or "partial file" in message or "Invalid data" in message
+        )
+        return [float(s / count) for s in sums], mix_sum / count, samples, cut_short
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _run(command: list[str], timeout_s: float, doing: str) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(command, capture_output=True, check=False, timeout=timeout_s)
+    except subprocess.TimeoutExpired as error:
+        raise JobFailed("media_unreadable", f"{doing} took longer than {timeout_s:g} s") from error
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and number >= 0 else None  # NaN and negatives: unknown
+
+
+def _clock(seconds: float) -> str:
+    """9h 6m 8s, 4h, 12m 5s, 45s."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return " ".join(part for part in parts if part) or "0s"
