@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 
@@ -285,8 +286,42 @@ def test_a_looping_hallucination_is_collapsed_then_dropped() -> None:
         "sentence_loops": 1,
         "ngram_loops": 0,
         "hallucinations": 1,
+        "doubtful_segments": 0,
         "characters": 4 * len("Thanksforwatching."),
     }
+
+
+def guessed(
+    sequence: int, start: float, end: float, text: str, probability: float, avg_logprob: float
+) -> Any:
+    """A segment whose every word has `probability`, rated `avg_logprob` by the decoder."""
+    step = (end - start) / len(text.split())
+    words = [
+        Word(word=word, start=start + i * step, end=start + (i + 1) * step, score=probability)
+        for i, word in enumerate(text.split())
+    ]
+    return segment(sequence, start, end, text, words=words).model_copy(update={"avg_logprob": avg_logprob})
+
+
+def test_a_segment_the_decoder_doubts_is_dropped_and_counted() -> None:
+    # What whisper-base wrote for a single 0.45 s word ("country"): avg_logprob -1.04, word
+    # probabilities 0.07-0.56 (case 13 of ../shared/cases).
+    invented = guessed(0, 0.0, 0.45, "You all can't-", 0.2, -1.04)
+    result = optimizer().run([invented], 0.45)
+    assert result.cues == []
+    assert result.stats["removed"]["doubtful_segments"] == 1
+    assert_nothing_lost_but_counted([invented], result)
+
+
+@pytest.mark.parametrize(
+    ("probability", "avg_logprob"),
+    [(0.2, -0.6), (0.8, -1.3)],  # confident decode of unsure words; sure words of a poor decode
+)
+def test_speech_the_decoder_is_only_partly_unsure_of_is_kept(probability: float, avg_logprob: float) -> None:
+    mumbled = guessed(0, 0.0, 3.0, "it was the first great sorrow", probability, avg_logprob)
+    result = optimizer().run([mumbled], 3.0)
+    assert " ".join(cue.text.replace("\n", " ") for cue in result.cues) == "it was the first great sorrow"
+    assert result.stats["removed"]["doubtful_segments"] == 0
 
 
 def test_the_hallucination_list_is_configurable_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,6 @@
 """From a run's model segments to subtitle cues, the optimize pipeline in order:
 
+0. segments the decoder itself doubts dropped (hallucinations.doubtful), counted;
 1. timeline: segments sorted by time, impossible times (NaN, negative, overlapping, past the
    audio's end) made possible;
 2. Traditional → Simplified for Mandarin, when configured;
@@ -23,7 +24,7 @@ from pydantic import BaseModel
 from events.models import SegmentTranscribed, Word
 from events.settings import Settings
 from functions.optimize import chinese
-from functions.optimize.hallucinations import Hallucinations
+from functions.optimize.hallucinations import Hallucinations, doubtful
 from functions.optimize.loops import LoopLimits, remove_loops
 from functions.optimize.rules import SegmentRules, compliance
 from functions.optimize.script import Boundary, visible_length
@@ -97,7 +98,12 @@ class Optimizer:
         if audio_end <= 0:
             audio_end = math.inf
         removed: Counter[str] = Counter()
-        spans = _timeline(segments, audio_end)
+        kept = [segment for segment in segments if not doubtful(segment)]
+        for segment in segments:
+            if doubtful(segment):
+                removed["doubtful_segments"] += 1
+                removed["characters"] += visible_length(segment.text)
+        spans = _timeline(kept, audio_end)
         converted = 0
         if self.traditional_to_simplified:
             for span in spans:
@@ -134,6 +140,7 @@ class Optimizer:
                 "sentence_loops": removed["sentence_loops"],
                 "ngram_loops": removed["ngram_loops"],
                 "hallucinations": removed["hallucinations"],
+                "doubtful_segments": removed["doubtful_segments"],
                 "characters": removed["characters"],
             },
             "simplified_characters": converted,

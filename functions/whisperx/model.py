@@ -9,6 +9,7 @@ its batch comes out of the model.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,10 @@ from events.settings import Settings
 from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript
 
 NAME = "whisperx"
+# Passes over one chunk at most: the first, then its untranscribed rests (each must move on).
+_MAX_PASSES = 4
+# Untranscribed speech shorter than this at a chunk's end is not worth another pass.
+_REST_MIN_S = 1.0
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
 
 
@@ -102,86 +107,98 @@ class WhisperX:
         aligner = self._aligner(language)
         skipped = f"skipped: no alignment model for {language!r}; word times from the decoder"
         transcript.alignment = "wav2vec2" if aligner else skipped
-        done = 0
-        for segment in self._decode(audio, chunks, tokenizer, with_words=aligner is None):
-            for part in self._align(segment, audio, aligner) if aligner else [segment]:
-                transcript.segments.append(part)
-                on_segment(part)
-            done += 1
-            on_progress(done / len(chunks))
+        for index, segments in self._decode(audio, chunks, tokenizer, with_words=aligner is None):
+            for segment in segments:
+                for part in self._align(segment, audio, aligner) if aligner else [segment]:
+                    transcript.segments.append(part)
+                    on_segment(part)
+            on_progress((index + 1) / len(chunks))
         return transcript
 
     def _decode(
         self, audio: np.ndarray, chunks: list[dict[str, Any]], tokenizer: Any, *, with_words: bool
-    ) -> Iterator[Segment]:
-        """WhisperX's batched decoding (`WhisperModel.generate_segment_batched`), done here so the
-        encoder output stays at hand: without a wav2vec2 aligner, word times come from the
-        decoder's cross-attention on it (faster-whisper's `find_alignment`), at the cost of one
-        extra decoder pass per batch instead of a second encoder pass."""
-        from faster_whisper.transcribe import merge_punctuations
-        from whisperx.audio import HOP_LENGTH, N_SAMPLES, log_mel_spectrogram
+    ) -> Iterator[tuple[int, list[Segment]]]:
+        """Each VAD chunk's index and its segments, in order, decoded in batches by faster-whisper's
+        own `BatchedInferencePipeline.forward` with timestamp tokens, so a chunk comes back as the
+        sentences Whisper timed inside it. Without a wav2vec2 aligner, word times come from the
+        decoder's cross-attention (`word_timestamps`).
 
-        model, options = self.pipeline.model, self.pipeline.options
-        n_mels = model.feat_kwargs.get("feature_size") or 80
-        previous = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
-        prompt = model.get_prompt(
-            tokenizer, previous, without_timestamps=True, prefix=options.prefix, hotwords=options.hotwords
+        Whisper may still end a chunk early and drop the rest of its speech (whisperx's batched
+        pipeline returned 8.6 s of a 15.5 s recording, case 14 of ../shared/cases): as Whisper's own
+        sequential decoding seeks to its last timestamp, the untranscribed rest of a chunk that
+        still holds speech is decoded again, until a pass adds nothing."""
+        from faster_whisper.transcribe import BatchedInferencePipeline
+
+        # The file's language is forced (multilingual=False: no detection per chunk).
+        options = dataclasses.replace(
+            self.pipeline.options, without_timestamps=False, word_timestamps=with_words, multilingual=False
         )
+        batched = BatchedInferencePipeline(self.pipeline.model)
         size = max(self.settings.batch_size, 1)
         for first in range(0, len(chunks), size):
-            batch = chunks[first : first + size]
-            pieces = [audio[int(c["start"] * SAMPLE_RATE) : int(c["end"] * SAMPLE_RATE)] for c in batch]
-            features = np.stack(
-                [
-                    np.asarray(log_mel_spectrogram(piece, n_mels=n_mels, padding=N_SAMPLES - len(piece)))
-                    for piece in pieces
-                ]
-            )
-            encoded = model.encode(features)
-            results = model.model.generate(
-                encoded,
-                [prompt] * len(batch),
-                beam_size=options.beam_size,
-                patience=options.patience,
-                length_penalty=options.length_penalty,
-                max_length=model.max_length,
-                suppress_blank=options.suppress_blank,
-                suppress_tokens=options.suppress_tokens,
-                no_repeat_ngram_size=options.no_repeat_ngram_size,
-                repetition_penalty=options.repetition_penalty,
-                return_scores=True,
-            )
-            tokens = [[t for t in result.sequences_ids[0] if t < tokenizer.eot] for result in results]
-            texts = tokenizer.tokenizer.decode_batch(tokens)
-            timings: list[list[dict[str, Any]]] = [[] for _ in batch]
-            if with_words:
-                # One mel frame (HOP_LENGTH samples) is the unit of the decoder's word alignment.
-                frames = [len(piece) // HOP_LENGTH for piece in pieces]
-                timings = model.find_alignment(tokenizer, tokens, encoded, frames)
-                for alignment in timings:
-                    merge_punctuations(alignment, options.prepend_punctuations, options.append_punctuations)
-            for chunk, result, text, timing in zip(batch, results, texts, timings, strict=True):
-                length = len(result.sequences_ids[0])
-                logprob = result.scores[0] * (length**options.length_penalty) / (length + 1)
-                offset = chunk["start"]
+            found: list[list[Segment]] = [[] for _ in chunks[first : first + size]]
+            pending = list(enumerate(chunks[first : first + size]))
+            for _ in range(_MAX_PASSES):
+                if not pending:
+                    break
+                decoded = self._forward(audio, [chunk for _, chunk in pending], tokenizer, options, batched)
+                rests = []
+                for (slot, chunk), segments in zip(pending, decoded, strict=True):
+                    found[slot].extend(segments)
+                    if segments and (rest := _untranscribed(chunk, segments[-1].end)) is not None:
+                        rests.append((slot, rest))
+                pending = rests
+            for slot, segments in enumerate(found):
+                yield first + slot, segments
+
+    def _forward(
+        self, audio: np.ndarray, chunks: list[dict[str, Any]], tokenizer: Any, options: Any, batched: Any
+    ) -> list[list[Segment]]:
+        """One batch of chunks through the model: each chunk's segments (times on the whole audio)."""
+        from faster_whisper.audio import pad_or_trim
+
+        model = self.pipeline.model
+        pieces = [audio[int(c["start"] * SAMPLE_RATE) : int(c["end"] * SAMPLE_RATE)] for c in chunks]
+        # Features as faster-whisper's batched pipeline makes them: the chunk's own log-mel, padded
+        # to 30 s after (whisperx pads the audio before, which changed what the model heard).
+        features = np.stack([pad_or_trim(model.feature_extractor(piece)[..., :-1]) for piece in pieces])
+        metadata = [
+            {"offset": chunk["start"], "duration": len(piece) / SAMPLE_RATE}
+            for chunk, piece in zip(chunks, pieces, strict=True)
+        ]
+        decoded = []
+        for chunk, parts in zip(chunks, batched.forward(features, tokenizer, metadata, options), strict=True):
+            segments = []
+            for part in parts:
+                text = part["text"].strip()
+                if not text:
+                    continue
                 words = [
                     Word(
                         word=w["word"].strip(),
-                        start=round(offset + w["start"], 3),
-                        end=round(offset + w["end"], 3),
+                        start=round(float(w["start"]), 3),
+                        end=round(float(w["end"]), 3),
                         score=round(float(w["probability"]), 4),
                     )
-                    for w in timing
+                    for w in part.get("words") or []
                     if w["word"].strip()
                 ]
-                yield Segment(
-                    start=round(chunk["start"], 3),
-                    end=round(chunk["end"], 3),
-                    text=text.strip(),
-                    words=words or None,
-                    avg_logprob=float(logprob),
-                    language=tokenizer.language_code,
+                # A sentence's times stay inside its chunk (a timestamp token may overshoot it).
+                start = min(max(float(part["start"]), chunk["start"]), chunk["end"])
+                end = min(max(float(part["end"]), start), chunk["end"])
+                segments.append(
+                    Segment(
+                        start=round(start, 3),
+                        end=round(end, 3),
+                        text=text,
+                        words=words or None,
+                        avg_logprob=float(part["avg_logprob"]),
+                        no_speech_prob=float(part["no_speech_prob"]),
+                        language=tokenizer.language_code,
+                    )
                 )
+            decoded.append(segments)
+        return decoded
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         """Language and its probability from the first 30 s (whisperx logs but drops it)."""
@@ -248,3 +265,15 @@ class WhisperX:
                 )
             )
         return parts or [segment]
+
+
+def _untranscribed(chunk: dict[str, Any], transcribed_until: float) -> dict[str, Any] | None:
+    """The part of a VAD chunk after `transcribed_until` (seconds) that still holds at least
+    `_REST_MIN_S` of speech by its VAD regions, as a chunk of its own; None when there is none."""
+    regions = [(start, end) for start, end in chunk.get("segments") or [] if end > transcribed_until]
+    speech = sum(end - max(start, transcribed_until) for start, end in regions)
+    if speech < _REST_MIN_S:
+        return None
+    start = max(transcribed_until, regions[0][0])
+    return {"start": start, "end": chunk["end"], "segments": [(max(s, start), e) for s, e in regions]}
+
