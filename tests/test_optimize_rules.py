@@ -418,3 +418,11 @@ def test_word_times_and_scores_that_are_not_numbers_give_strict_json() -> None:
 
     document = json.loads(outputs.render("json", result.cues, {"job_id": "j"}), parse_constant=refuse)
     assert [word["word"] for word in document["cues"][0]["words"]] == ["Odd", "words."]
+
+
+def test_no_space_is_left_between_chinese_characters() -> None:
+    # What the models write between Chinese words (whisperx with timestamps, belle2): spaces that
+    # Chinese text has none of; between Latin words they stay.
+    spaced = segment(0, 0.0, 3.3, "廣州市 佛地產 中間協會分析 with Python code", language="zh")
+    result = optimizer().run([spaced], 4.0, "zh")
+    assert outputs.to_txt(result.cues).strip() == "广州市佛地产中间协会分析 with Python code"

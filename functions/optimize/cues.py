@@ -27,7 +27,7 @@ from functions.optimize import chinese
 from functions.optimize.hallucinations import Hallucinations, doubtful
 from functions.optimize.loops import LoopLimits, remove_loops
 from functions.optimize.rules import SegmentRules, compliance
-from functions.optimize.script import Boundary, visible_length
+from functions.optimize.script import Boundary, close_up, visible_length
 from functions.optimize.tokens import Token, join, timed_tokens
 
 # Extra cost of a cut at a clause or word boundary over one at a sentence end, against the
@@ -113,7 +113,7 @@ class Optimizer:
             token
             for index, span in enumerate(spans)
             for token in timed_tokens(
-                " ".join(span.text.split()),
+                close_up(span.text),
                 span.start,
                 span.end,
                 span.words,

@@ -22,6 +22,7 @@ CLAUSE_ENDS = set(",;:、，；：—–")  # noqa: RUF001 (these are the point)
 WIDE = CJK + "\u3000-\u303f\uff01-\uff60\uffe0-\uffe6"
 
 _CJK_CHAR = re.compile(f"[{CJK}]")
+_SPACE_BETWEEN_CJK = re.compile(f"(?<=[{CJK}])\\s+(?=[{CJK}])")
 _WIDE_CHAR = re.compile(f"[{WIDE}]")
 
 
@@ -78,3 +79,9 @@ def run_on(pieces: list[str]) -> str:
             joined += " "
         joined += piece
     return joined
+
+
+def close_up(text: str) -> str:
+    """`text` with its runs of whitespace made one space, and none left between two Chinese or
+    Japanese characters (a model's spaces between Chinese words; Chinese text has none)."""
+    return _SPACE_BETWEEN_CJK.sub("", " ".join(text.split()))

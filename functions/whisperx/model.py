@@ -276,4 +276,3 @@ def _untranscribed(chunk: dict[str, Any], transcribed_until: float) -> dict[str,
         return None
     start = max(transcribed_until, regions[0][0])
     return {"start": start, "end": chunk["end"], "segments": [(max(s, start), e) for s, e in regions]}
-
