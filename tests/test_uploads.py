@@ -32,7 +32,7 @@ from nats.js.api import DeliverPolicy
 from events import binding, catalogue, storage
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested
 from events.settings import Settings
-from functions.ingest.api import safe_filename
+from functions.ingest.api import display_filename
 from functions.ingest.jobs import JobRecord, JobState, JobStore, object_job_id
 from functions.ingest.uploads import (
     NOTIFICATION_TYPE,
@@ -471,7 +471,7 @@ async def test_a_file_dropped_without_notification_is_transcribed_by_the_reconci
 
     job = await finished_job(drop_api, drop_js, job_id)
     assert job["state"] == "completed", job
-    assert job["media"]["key"] == key and job["filename"] == safe_filename("jfk - speech 1961 ☃.flac")
+    assert job["media"]["key"] == key and job["filename"] == display_filename("jfk - speech 1961 ☃.flac")
     assert sorted(job["results"]) == ["srt", "txt"]  # the option from the object's metadata
     transcript = (await drop_api.get(f"/v1/jobs/{job_id}/transcript.txt")).text
     assert wer(reference("jfk"), transcript) <= 0.10, transcript

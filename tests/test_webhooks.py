@@ -191,7 +191,7 @@ class FakeJobs:
         return self.record
 
 
-async def no_links(results: dict[str, ObjectRef]) -> dict[str, str]:
+async def no_links(record: JobRecord) -> dict[str, str]:
     return {}  # the job in hand completed with no results to link
 
 

@@ -7,10 +7,12 @@ import asyncio
 import json
 import re
 import secrets
+import unicodedata
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
@@ -91,6 +93,31 @@ def not_media(content_type: str | None) -> bool:
     if top != "application":
         return False
     return sub in _NOT_MEDIA_APPLICATIONS or sub.startswith(_NOT_MEDIA_VENDOR_PREFIXES)
+
+
+def display_filename(name: str | None) -> str:
+    """The name a user gave their file, as they wrote it (CJK, full-width characters, quotes and
+    brackets kept): its last path component without control characters. Browsers and httpx send
+    `"` in a multipart filename as `%22` (WHATWG form-data encoding); it is put back."""
+    base = PurePosixPath((name or "").replace("%22", '"').replace("\\", "/")).name
+    printable = "".join(char for char in base if unicodedata.category(char)[0] != "C")
+    return printable.strip()[:255] or "media"
+
+
+def content_disposition(filename: str) -> str:
+    """A `Content-Disposition: attachment` value that names `filename` safely for every client:
+    `filename*=UTF-8''` with the name percent-encoded (RFC 6266 section 4.3, RFC 8187), and a plain
+    ASCII `filename=` fallback for clients without RFC 8187."""
+    fallback = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
+    fallback = re.sub(r"[^A-Za-z0-9._ -]+", "_", fallback).strip(" ._") or "transcript"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def result_filename(record_filename: str | None, job_id: str, fmt: str) -> str:
+    """What a job's `fmt` result is called when downloaded: the media's name with the format's
+    extension (`talk.mp4` → `talk.srt`), else the job id."""
+    stem = PurePosixPath(record_filename).stem if record_filename else ""
+    return f"{stem or job_id}.{fmt}"
 
 
 def safe_filename(name: str | None) -> str:
@@ -258,7 +285,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
             ref, filename = await _store_upload(ingest, file, job_id)
         else:
             ref = await _stat_reference(ingest, media or "")
-            filename = safe_filename(ref.key)
+            filename = display_filename(ref.key)
             job_id = object_job_id(ref.bucket, ref.key, ref.etag)
         request = TranscriptionRequested(
             job_id=job_id,
@@ -309,7 +336,10 @@ def create_app(ingest: "Ingest") -> FastAPI:
             response = await asyncio.to_thread(ingest.store.get_object, ref.bucket, ref.key)
         except S3Error as error:
             raise problem(404, "result_missing", str(error)) from error
-        return StreamingResponse(_chunks(response), media_type=_MEDIA_TYPES[fmt])
+        disposition = content_disposition(result_filename(record.filename, record.id, fmt))
+        return StreamingResponse(
+            _chunks(response), media_type=_MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition}
+        )
 
     @app.post("/v1/events", status_code=202, dependencies=[Depends(authorize)], responses=_ERRORS)
     async def receive_event(request: Request) -> JobView:
@@ -353,7 +383,7 @@ async def _record(ingest: "Ingest", job_id: str) -> JobRecord:
 async def _view(ingest: "Ingest", record: JobRecord) -> JobView:
     view = record.public()
     if record.state == JobState.COMPLETED:
-        view.links = await ingest.result_links(record.results)
+        view.links = await ingest.result_links(record)
     return view
 
 
@@ -368,8 +398,9 @@ async def _store_upload(ingest: "Ingest", file: UploadFile, job_id: str) -> tupl
         raise problem(422, "media_empty", "the uploaded file is empty")
     if size > settings.max_upload_bytes:
         raise problem(413, "media_too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
-    filename = safe_filename(file.filename)
-    key = f"{API_PREFIX}{job_id}/{filename}"
+    filename = display_filename(file.filename)
+    # The key is a safe form of the name; the record keeps the name as the user wrote it.
+    key = f"{API_PREFIX}{job_id}/{safe_filename(filename)}"
     content_type = file.content_type or "application/octet-stream"
     # UploadFile spools to disk past 1 MiB; put_object streams it in parts.
     result = await asyncio.to_thread(

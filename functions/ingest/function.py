@@ -14,7 +14,6 @@ from minio import Minio
 
 from events import binding, catalogue, storage, tracing
 from events.models import (
-    ObjectRef,
     OutputFormat,
     TranscriptionDispatched,
     TranscriptionFailed,
@@ -24,7 +23,7 @@ from events.models import (
 from events.runtime.function import Runtime, Subscription
 from events.settings import Settings
 from functions.ingest import routing
-from functions.ingest.api import create_app
+from functions.ingest.api import content_disposition, create_app, result_filename
 from functions.ingest.jobs import JobRecord, JobStore, job_id_for, valid_job_id
 from functions.ingest.uploads import BucketDrop, decode_notification
 from functions.ingest.webhooks import WebhookDeliverer, WebhookRefused
@@ -89,15 +88,25 @@ class Ingest:
     def app(self) -> Any:
         return self._app
 
-    async def result_links(self, results: dict[OutputFormat, ObjectRef]) -> dict[OutputFormat, str]:
-        """Presigned download links of a job's results, for the API's job view and the webhook.
-        Off the event loop: the client may ask the store for the bucket's region first."""
+    async def result_links(self, record: JobRecord) -> dict[OutputFormat, str]:
+        """Presigned download links of a job's results, for the API's job view and the webhook;
+        each download is named after the media (`response-content-disposition`). Off the event
+        loop: the client may ask the store for the bucket's region first."""
         expiry = timedelta(seconds=self.settings.result_link_expiry_s)
 
         def presign() -> dict[OutputFormat, str]:
             return {
-                fmt: self.store.presigned_get_object(ref.bucket, ref.key, expires=expiry)
-                for fmt, ref in results.items()
+                fmt: self.store.presigned_get_object(
+                    ref.bucket,
+                    ref.key,
+                    expires=expiry,
+                    response_headers={
+                        "response-content-disposition": content_disposition(
+                            result_filename(record.filename, record.id, fmt)
+                        )
+                    },
+                )
+                for fmt, ref in record.results.items()
             }
 
         return await asyncio.to_thread(presign)

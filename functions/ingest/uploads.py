@@ -54,7 +54,7 @@ from events.models import (
     WebhookTarget,
     split_formats,
 )
-from functions.ingest.api import API_PREFIX, safe_filename
+from functions.ingest.api import API_PREFIX, display_filename
 from functions.ingest.jobs import normalise_etag, object_job_id
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ class BucketDrop:
             model=options.get("model"),
             language=options["language"].lower() if "language" in options else None,
             formats=_formats(options.get("formats"), key),
-            filename=safe_filename(key),
+            filename=display_filename(key),
             webhook=webhook,
             audio_track=_audio_track(options.get("audio-track"), key),
         )

@@ -544,7 +544,7 @@ class WebhookDeliverer:
         error = None
         if isinstance(ended, TranscriptionCompleted):
             model, language = ended.model, ended.language or record.detected_language or record.language
-            links = await self.ingest.result_links(ended.results)
+            links = await self.ingest.result_links(record.model_copy(update={"results": ended.results}))
         else:
             model, language = record.model, record.detected_language or record.language
             error = {"code": ended.code, "message": ended.message}
