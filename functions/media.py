@@ -414,7 +414,9 @@ def _run(command: list[str], timeout_s: float, doing: str) -> subprocess.Complet
     try:
         return subprocess.run(command, capture_output=True, check=False, timeout=timeout_s)
     except subprocess.TimeoutExpired as error:
-        raise JobFailed("media_unreadable", f"{doing} took longer than {timeout_s:g} s") from error
+        raise JobFailed(
+            "media_decode_timeout", f"{doing} took longer than {timeout_s:g} s (DECODE_TIMEOUT_S)"
+        ) from error
 
 
 def _float(value: Any) -> float | None:

@@ -204,6 +204,16 @@ def put(stack: EmbeddedStack, key: str, data: bytes) -> None:
     storage.client(stack.settings).put_object(stack.settings.uploads_bucket, key, io.BytesIO(data), len(data))
 
 
+CASES_SCRIPT = ROOT.parent / "shared" / "cases" / "make_media_cases.sh"
+
+
+def build_media_cases(directory: Path) -> Path:
+    """The media cases of ../shared/cases/CASES.md, built into `directory` by their script (about
+    10 s; nothing is committed)."""
+    subprocess.run(["bash", str(CASES_SCRIPT), str(directory)], check=True, capture_output=True)
+    return directory
+
+
 def ffmpeg(*args: str) -> None:
     """Make test media (nothing is committed but the public clips in ../shared/audio)."""
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
