@@ -374,8 +374,8 @@ async def test_a_call_with_one_speaker_per_channel_keeps_both_speakers_in_order(
     _, document = await completed(api, js, batch["07"])
     said = words(text(document))
     assert wer(f"{JFK} {LIB}", text(document)) <= MAX_WER, text(document)
-    assert "americans" in said and "sorrow" in said, said
-    assert said.index("americans") < said.index("sorrow"), said
+    assert "fellow" in said and "sorrow" in said, said
+    assert said.index("fellow") < said.index("sorrow"), said
 
 
 async def test_a_twelve_channel_wav_without_a_channel_layout_is_transcribed(
@@ -426,9 +426,13 @@ async def test_a_recording_cut_off_mid_frame_keeps_everything_that_decodes(
     """14: an .m4a cut at 75 % of its bytes; 15.5 s decode (lib, then the start of jfk)."""
     _, document = await completed(api, js, batch["14"])
     assert document[MEDIA_INFO]["truncated"] is True, document[MEDIA_INFO]
-    assert document["audio_seconds"] >= 15.0, document["audio_seconds"]
+    assert document["audio_seconds"] >= 15.4, document["audio_seconds"]  # 15.49 s decode
     said = " ".join(words(text(document)))
-    phrase = "my fellow americans ask not what your country"
+    # CASES.md: "my fellow Americans, ask not what your country". In this file "country" runs from
+    # 15.29 s to 15.77 s and the audio ends at 15.49 s: only "coun-" is there, and whisper-base
+    # (whisperx and plain faster-whisper alike) writes "your" or "you're-" for it. Every word whole
+    # in the file must be kept; the cut one is not asserted.
+    phrase = "my fellow americans ask not what you"
     assert phrase in said, said
     assert wer(LIB, said[: said.index(phrase)]) <= MAX_WER, said
 
