@@ -207,11 +207,16 @@ def put(stack: EmbeddedStack, key: str, data: bytes) -> None:
 CASES_SCRIPT = ROOT.parent / "shared" / "cases" / "make_media_cases.sh"
 
 
-def build_media_cases(directory: Path) -> Path:
-    """The media cases of ../shared/cases/CASES.md, built into `directory` by their script (about
-    10 s; nothing is committed)."""
-    subprocess.run(["bash", str(CASES_SCRIPT), str(directory)], check=True, capture_output=True)
-    return directory
+@pytest.fixture(scope="session")
+def media_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The media cases of ../shared/cases/CASES.md, built once by their script from
+    ../shared/audio (about 10 s, byte-identical each run; nothing is committed)."""
+    folder = tmp_path_factory.mktemp("media-cases")
+    made = subprocess.run(
+        ["bash", str(CASES_SCRIPT), str(folder)], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert made.returncode == 0, made.stderr
+    return folder
 
 
 def ffmpeg(*args: str) -> None:

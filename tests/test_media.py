@@ -9,7 +9,6 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -189,17 +188,10 @@ def test_the_limits_come_from_the_settings() -> None:
 # -- the right audio ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from tests.conftest import build_media_cases
-
-    yield build_media_cases(tmp_path_factory.mktemp("cases"))
-
-
 def test_the_default_flagged_track_is_chosen_and_another_can_be_asked_for(
-    cases: Path, tmp_path: Path
+    media_cases: Path, tmp_path: Path
 ) -> None:
-    film = cases / "05_dual_audio_default_is_second.mkv"
+    film = media_cases / "05_dual_audio_default_is_second.mkv"
     chosen = decode(film, tmp_path / "a.s16le", LIMITS)
     assert chosen.media is not None
     track = chosen.media.track
@@ -265,23 +257,23 @@ def test_any_channel_count_without_a_layout_decodes_and_silent_channels_do_not_d
     assert rms(audio.window(0, audio.samples)) == pytest.approx(rms(mono / 32768.0), rel=0.02)
 
 
-def test_a_track_that_starts_late_keeps_its_offset(cases: Path, tmp_path: Path) -> None:
-    audio = decode(cases / "18_audio_track_starts_at_5s.mkv", tmp_path / "a.s16le", LIMITS)
+def test_a_track_that_starts_late_keeps_its_offset(media_cases: Path, tmp_path: Path) -> None:
+    audio = decode(media_cases / "18_audio_track_starts_at_5s.mkv", tmp_path / "a.s16le", LIMITS)
     assert audio.media is not None
     assert 4.9 <= audio.media.start_offset_s <= 5.1
     assert not audio.media.truncated  # a video longer than its audio is not a cut-off file
 
 
-def test_a_cut_off_recording_keeps_all_that_decodes_and_says_so(cases: Path, tmp_path: Path) -> None:
-    audio = decode(cases / "14_android_recording_truncated.m4a", tmp_path / "a.s16le", LIMITS)
+def test_a_cut_off_recording_keeps_all_that_decodes_and_says_so(media_cases: Path, tmp_path: Path) -> None:
+    audio = decode(media_cases / "14_android_recording_truncated.m4a", tmp_path / "a.s16le", LIMITS)
     assert audio.media is not None
     assert audio.media.truncated
     assert audio.seconds > 15.0
-    whole = decode(cases / "01_iphone_stereo_moov_at_end.m4a", tmp_path / "b.s16le", LIMITS)
+    whole = decode(media_cases / "01_iphone_stereo_moov_at_end.m4a", tmp_path / "b.s16le", LIMITS)
     assert whole.media is not None and not whole.media.truncated
 
 
-def test_a_header_without_audio_fails_plainly(cases: Path, tmp_path: Path) -> None:
-    failure = refused(cases / "03_mediarecorder_header_only.webm", tmp_path)
+def test_a_header_without_audio_fails_plainly(media_cases: Path, tmp_path: Path) -> None:
+    failure = refused(media_cases / "03_mediarecorder_header_only.webm", tmp_path)
     assert failure.code == "media_unreadable"
     assert "EBML" not in failure.message

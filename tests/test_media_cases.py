@@ -20,7 +20,6 @@ import asyncio
 import io
 import itertools
 import re
-import subprocess
 import time
 import uuid
 from datetime import timedelta
@@ -41,7 +40,6 @@ from functions.ingest.uploads import upload_job_id
 from infra.embedded.stack import EmbeddedStack
 from tests.conftest import (
     API_KEY,
-    ROOT,
     finished_job,
     job_events,
     messages_until,
@@ -53,7 +51,6 @@ from tests.test_cli import klipnote
 from tests.test_end_to_end import wer
 from tests.test_uploads import minio_notification, notify
 
-CASES = ROOT.parent / "shared" / "cases"
 JFK = reference("jfk")
 LIB = reference("librispeech-1995-1837-0001")
 
@@ -100,21 +97,6 @@ SPACED_HAN = re.compile(r"[\u3400-\u9fff][ \t\u3000]+[\u3400-\u9fff]")
 
 
 # -- the media, built once -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def media_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every case, made by the script from ../shared/audio (about 10 s, byte-identical each run)."""
-    folder = tmp_path_factory.mktemp("media-cases")
-    made = subprocess.run(
-        ["bash", str(CASES / "make_media_cases.sh"), str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
-    return folder
 
 
 def case(folder: Path, prefix: str) -> Path:
@@ -271,7 +253,7 @@ async def check_downloads(api: httpx.AsyncClient, job: dict[str, Any], original:
         assert response.status_code == 200, response.text
         assert all(name.isascii() and value.isascii() for name, value in response.headers.raw)
         name = disposition_filename(response.headers.get("content-disposition"))
-        assert name.endswith(f".{fmt}") and "会议记录" in name, name
+        assert name.endswith(f".{fmt}") and name_kept(name, original), name
     async with httpx.AsyncClient(timeout=30) as plain:
         for fmt, url in (job.get("links") or {}).items():
             assert urlsplit(url).hostname == "127.0.0.1", url  # the stack's own store
@@ -283,9 +265,9 @@ async def check_downloads(api: httpx.AsyncClient, job: dict[str, Any], original:
 
 
 def name_kept(reported: str | None, original: Path) -> bool:
-    """Whether the job's file name keeps every letter and digit of the original, in order
-    (quotes, brackets and full-width punctuation may be replaced)."""
-    return reported is not None and in_order(re.findall(r"[^\W_]+", original.name), reported)
+    """Whether a name the API reports keeps every letter and digit of the original's stem, in
+    order (quotes, brackets and full-width punctuation may be replaced)."""
+    return reported is not None and in_order(re.findall(r"[^\W_]+", original.stem), reported)
 
 
 # -- files real users send -------------------------------------------------------------------------
@@ -539,9 +521,11 @@ async def test_mandarin_without_pauses_is_cut_into_readable_simplified_cues(
     assert not SPACED_HAN.search(plain), plain
     said = "".join(text(document).split())
     assert said == opencc.OpenCC("t2s").convert(said), f"Traditional characters in {said}"
-    # Every sentence kept: three times ais (广州市房地产中介协会分析), twice srz (砸自己的脚),
-    # each counted by a word whisper-base reliably gets right.
-    assert said.count("协会") >= 3 and said.count("脚") >= 2, said
+    # Every sentence kept: ais (广州市房地产中介协会分析) three times, srz (砸自己的脚) twice.
+    # whisper-base hears 房地产中介 as 佛地产中间 (plain faster-whisper too), so each ais is counted
+    # by the words around those it mishears.
+    assert said.count("广州市") >= 3 and said.count("协会分析") >= 3, said
+    assert said.count("砸自己的脚") >= 2, said
 
 
 # -- files attackers send, and a file with nothing in it: refused fast, each on its own -------------
