@@ -61,9 +61,11 @@ def requested_headers(**data: Any) -> tuple[dict[str, str], bytes]:
         ({"webhook_url": "https://example.com/h", "webhook_header": "Bad Name: v"}, "webhook_invalid"),
         ({"webhook_url": "http://a..b/hook"}, "webhook_invalid"),  # was a 500 (IDNA UnicodeError)
         ({"webhook_url": "http://" + "a" * 64 + ".example/hook"}, "webhook_invalid"),  # ditto
+        ({"audio_track": "-1"}, "request_invalid"),
+        ({"audio_track": "second"}, "request_invalid"),
     ],
     ids=["metadata-too-large", "metadata-too-deep", "header-crlf", "header-name", "host-empty-label",
-         "host-label-too-long"],
+         "host-label-too-long", "audio-track-negative", "audio-track-not-a-number"],
 )  # fmt: skip
 async def test_more_bad_options_are_refused_with_a_clear_code(
     api: httpx.AsyncClient, form: dict[str, str], code: str

@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import numpy as np
 import pytest
 from cloudevents.core.v1.event import CloudEvent
@@ -28,10 +29,12 @@ from events import binding, bus, catalogue, storage
 from events.models import ObjectRef, TranscriptionDispatched
 from events.runtime.function import Runtime, Subscription, alive
 from events.runtime.jetstream import JetStreamHost
+from functions.ingest.uploads import upload_job_id
 from functions.transcriber import Segment, Transcript, TranscriptionFunction
 from infra.embedded.stack import EmbeddedStack
 from tests.conftest import AUDIO, messages_until, wait_for_job_end
 from tests.test_jetstream_host import make_consumer, running, valid_event
+from tests.test_uploads import minio_notification, notify
 
 
 class StallingModel:
@@ -186,3 +189,27 @@ async def test_heartbeats_follow_progress_not_a_timer(stack: EmbeddedStack, js: 
             for host in hosts:
                 host.stop()
             await asyncio.gather(*tasks)
+
+
+async def test_an_object_over_the_size_limit_is_refused_whichever_way_it_comes(
+    stack: EmbeddedStack, js: JetStreamContext, api: httpx.AsyncClient
+) -> None:
+    # The session stack allows 8 MiB (MAX_UPLOAD_BYTES); this object is 9 MiB.
+    limit = stack.settings.max_upload_bytes
+    key = f"tests/limits/too-large-{uuid.uuid4().hex[:8]}.wav"
+    data = bytes(limit + 2**20)
+    stored = storage.client(stack.settings).put_object(
+        stack.settings.uploads_bucket, key, io.BytesIO(data), len(data)
+    )
+    # Named by reference: refused at once.
+    response = await api.post("/v1/jobs", data={"media": f"s3://{stack.settings.uploads_bucket}/{key}"})
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"]["code"] == "media_too_large"
+    # Dropped into the bucket (MinIO's notifier stood in for): the job fails before a byte is read.
+    await notify(js, minio_notification(key, stored.etag, size=len(data)))
+    failed = await wait_for_job_end(
+        js, upload_job_id(stack.settings.uploads_bucket, key, stored.etag), timeout=60
+    )
+    assert failed.get_type() == catalogue.FAILED.type
+    assert failed.get_data()["code"] == "media_too_large"
+    assert "MAX_UPLOAD_BYTES" in failed.get_data()["message"]

@@ -212,7 +212,8 @@ async def test_escaped_keys_are_unescaped_and_the_filename_is_the_last_component
         StandInIngest(), *[minio_notification(key, f"e{i}") for i, key in enumerate(keys)]
     )
     assert [r.media.key for r in requests] == keys  # the key is just a key
-    assert [r.filename for r in requests] == ["c d_2Fe é 中文.wav", "passwd", "z.mp3", "100_ sure_.wav"]
+    # The name as the user wrote it, for the record and downloads (the key alone is fetched).
+    assert [r.filename for r in requests] == ["c d%2Fe é 中文.wav", "..passwd", "z.mp3", "100% sure?.wav"]
     escaped = minio_notification("a+b/c.wav", "e")["Records"][0]["s3"]["object"]["key"]
     assert escaped == "a%2Bb%2Fc.wav"
 

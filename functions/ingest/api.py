@@ -97,9 +97,9 @@ def not_media(content_type: str | None) -> bool:
 
 def display_filename(name: str | None) -> str:
     """The name a user gave their file, as they wrote it (CJK, full-width characters, quotes and
-    brackets kept): its last path component without control characters. Browsers and httpx send
-    `"` in a multipart filename as `%22` (WHATWG form-data encoding); it is put back."""
-    base = PurePosixPath((name or "").replace("%22", '"').replace("\\", "/")).name
+    brackets kept): its last path component without control characters, for records and download
+    names (never a path: storage keys use `safe_filename`)."""
+    base = PurePosixPath((name or "").replace("\\", "/")).name
     printable = "".join(char for char in base if unicodedata.category(char)[0] != "C")
     return printable.strip()[:255] or "media"
 
@@ -398,7 +398,8 @@ async def _store_upload(ingest: "Ingest", file: UploadFile, job_id: str) -> tupl
         raise problem(422, "media_empty", "the uploaded file is empty")
     if size > settings.max_upload_bytes:
         raise problem(413, "media_too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
-    filename = display_filename(file.filename)
+    # Browsers and httpx send `"` in a multipart filename as %22 (WHATWG form-data encoding).
+    filename = display_filename((file.filename or "").replace("%22", '"'))
     # The key is a safe form of the name; the record keeps the name as the user wrote it.
     key = f"{API_PREFIX}{job_id}/{safe_filename(filename)}"
     content_type = file.content_type or "application/octet-stream"
@@ -429,6 +430,9 @@ async def _stat_reference(ingest: "Ingest", media: str) -> ObjectRef:
         raise problem(503, "storage_unavailable", f"the object store cannot be reached: {error}") from error
     if not stat.size:
         raise problem(422, "media_empty", f"{media} is empty")
+    limit = ingest.settings.max_upload_bytes
+    if stat.size > limit:
+        raise problem(413, "media_too_large", f"{media} is {stat.size} bytes, over the limit of {limit}")
     etag = normalise_etag(stat.etag) if stat.etag else None
     return ObjectRef(bucket=bucket, key=key, etag=etag, size=stat.size, content_type=stat.content_type)
 
