@@ -69,8 +69,10 @@ class AudioTrack(EventData):
     codec: str | None = None
     channels: int = Field(0, ge=0)
     sample_rate: int | None = Field(None, description="Hz.")
-    language: str | None = Field(None, description="The track's language tag (ISO 639-2), if any.")
-    title: str | None = None
+    language: str | None = Field(
+        None, pattern=r"^[a-z]{2,3}$", description="The track's language tag (ISO 639-2), if any."
+    )
+    title: str | None = Field(None, max_length=200)
     default: bool = Field(False, description="Flagged default in the container.")
 
 
@@ -82,10 +84,10 @@ class MediaInfo(EventData):
     track: AudioTrack
     track_count: int = Field(ge=1, description="Audio tracks in the file.")
     start_offset_s: float = Field(
-        0.0, ge=0.0, description="Seconds from the file's start to the track's first sample; every "
-        "time in the transcript is on the file's timeline, this offset included."
+        0.0, ge=0.0, description="Seconds from the file's start to the track's first sample. The "
+        "decoded audio begins with that much silence: every time is on the file's timeline."
     )  # fmt: skip
-    duration_s: float = Field(ge=0.0, description="Seconds of audio decoded.")
+    duration_s: float = Field(ge=0.0, description="Seconds of audio decoded, from the file's start.")
     declared_duration_s: float | None = Field(None, description="Seconds the container declares.")
     truncated: bool = Field(
         False, description="The file ends early or is damaged: everything that decoded was transcribed."
@@ -173,10 +175,6 @@ class TranscriptionTranscribed(EventData):
         None, description='How word times were found: "wav2vec2", or why alignment was skipped.'
     )
     media_info: MediaInfo | None = Field(None, description="What was decoded: track, timeline, truncation.")
-
-    def media_end_s(self) -> float:
-        """Where the media ends on the file's timeline, seconds (0 when unknown): no time passes it."""
-        return self.audio_seconds + (self.media_info.start_offset_s if self.media_info else 0.0)
 
 
 class TranscriptionCompleted(EventData):

@@ -15,10 +15,11 @@ Rules and where they come from:
   first; `audio_track` (0-based among audio streams, ffmpeg's `a:N` stream specifier) overrides.
 - Channels are mixed by us, not by ffmpeg's `-ac 1`: ffmpeg refuses to rematrix more than eight
   channels without a layout, and a plain mean of channels that cancel (R = -L) is silence. The mix
-  is the mean of the channels that carry sound; when they cancel, the strongest channel alone.
-- Raw PCM output drops a stream's start time (a track that starts at 5 s comes out at 0 s): the
-  offset of the track's first packet from the container's start is returned, for the caller to
-  put every time back on the file's timeline.
+  is the mean of the channels that carry sound, each turned to the strongest's polarity.
+- Raw PCM output drops a stream's start time (a track that starts at 5 s comes out at 0 s) and
+  squeezes out gaps: ffmpeg's `aresample` (async, first_pts=0) pads both with silence, so sample
+  n of the decoded audio is at n / 16000 s on the file's own timeline. `start_offset` (the first
+  packet's time) is reported, not added again.
 """
 
 from __future__ import annotations
@@ -53,7 +54,15 @@ MEDIA_DEMUXERS = (
     "asf", "avi", "dv", "flv", "matroska", "mov", "mpeg", "mpegts", "mxf", "nut", "rm", "wtv",
 )  # fmt: skip
 PROTOCOLS = "file"
-_WHITELISTS = ["-protocol_whitelist", PROTOCOLS, "-format_whitelist", ",".join(MEDIA_DEMUXERS)]
+# No single allocation over 256 MiB (ffmpeg's -max_alloc): a MOV header compressed inside itself
+# (nested `cmov`) made ffprobe allocate gigabytes from a file under 1 MB.
+MAX_ALLOC_BYTES = 256 * 2**20
+_WHITELISTS = [
+    "-max_alloc", str(MAX_ALLOC_BYTES),
+    "-protocol_whitelist", PROTOCOLS, "-format_whitelist", ",".join(MEDIA_DEMUXERS),
+]  # fmt: skip
+# ffmpeg's resampler handles at most this many channels.
+MAX_CHANNELS = 64
 
 # What a refused format is, in words, for the message.
 _REFUSED_KINDS = {
@@ -66,7 +75,8 @@ _REFUSED_KINDS = {
     "rtp": "an RTP stream description",
     "tty": "a text file",
 }
-_PROBE_TIMEOUT_S = 60.0
+_PROBE_TIMEOUT_S = 600.0
+_MAX_TITLE = 200
 
 
 class JobFailed(Exception):
@@ -191,15 +201,17 @@ def refusal(stderr: str) -> JobFailed:
 
 def _track(position: int, stream: dict[str, Any]) -> AudioTrack:
     tags = {str(k).lower(): str(v) for k, v in (stream.get("tags") or {}).items()}
-    language = tags.get("language")
+    # Tags are the uploader's text: a language tag is kept only when it is one, a title is cut short.
+    language = tags.get("language", "").lower()
+    title = tags.get("title")
     return AudioTrack(
         index=position,
         stream_index=int(stream.get("index", position)),
         codec=stream.get("codec_name"),
         channels=int(stream.get("channels") or 0),
         sample_rate=int(stream.get("sample_rate") or 0) or None,
-        language=None if language in (None, "und") else language,
-        title=tags.get("title"),
+        language=language if re.fullmatch(r"[a-z]{2,3}", language) and language != "und" else None,
+        title=title[:_MAX_TITLE] if title else None,
         default=bool((stream.get("disposition") or {}).get("default")),
     )
 
@@ -236,10 +248,9 @@ def start_offset(media: Path, found: Probe, track: AudioTrack, timeout_s: float 
 
 # -- decoding -----------------------------------------------------------------------------------
 
-# A channel at least this far (energy ratio, -60 dB) below the strongest carries no sound.
-_SILENT_CHANNEL = 1e-6
-# A mean this far (-10 dB) below what uncorrelated channels would give means they cancel.
-_CANCELLING = 0.1
+# A channel this far (energy ratio, -30 dB) below the strongest carries no more than hiss: it is
+# left out of the mix, or the hiss of many such channels would bury the one that speaks.
+_SILENT_CHANNEL = 1e-3
 # Audio-only media shorter than declared by more than this (and 2 %) was cut off.
 _TRUNCATION_SLACK_S = 0.5
 
@@ -260,36 +271,35 @@ def decode(
     `media_unsupported_codec`, `media_unreadable`, `media_zero_duration`."""
     limits = limits or Limits.of(Settings())
     deadline = time.monotonic() + limits.decode_timeout_s
-    found = probe(media, min(_PROBE_TIMEOUT_S, limits.decode_timeout_s))
+    found = probe(media, limits.decode_timeout_s)
     track = choose_track(found, requested_track)
+    if track.channels > MAX_CHANNELS:
+        raise JobFailed(
+            "media_too_many_channels",
+            f"the audio track has {track.channels} channels; at most {MAX_CHANNELS} can be decoded",
+        )
     if found.duration_s is not None and found.duration_s > limits.max_seconds:
         raise too_long(limits, found.duration_s)
     offset = start_offset(media, found, track, max(deadline - time.monotonic(), 1.0))
 
     mix = _Pass(media, track, limits, deadline, on_progress)
-    energies, mean_energy, samples, cut_short = mix.run(target, channels=None)
-    downmix = "mono" if track.channels <= 1 else f"mean of {len(energies)} channels"
-    if len(energies) > 1 and samples:
-        loudest = max(energies)
-        active = [c for c, energy in enumerate(energies) if energy > loudest * _SILENT_CHANNEL]
-        uncorrelated = sum(energies) / len(energies) ** 2
-        if loudest > 0 and mean_energy < uncorrelated * _CANCELLING:
-            strongest = int(np.argmax(energies))
-            _, _, samples, cut_short = mix.run(target, channels=[strongest])
-            downmix = f"channel {strongest} alone (the {len(energies)} channels cancel in a mix)"
-        elif 0 < len(active) < len(energies):
-            _, _, samples, cut_short = mix.run(target, channels=active)
-            names = ", ".join(str(c) for c in active)
-            downmix = f"mean of channel(s) {names} ({len(energies) - len(active)} of {len(energies)} silent)"
+    covariance, samples, cut_short = mix.run(target, weights=None)
+    width = len(covariance)
+    downmix = "mono" if width == 1 else f"mean of {width} channels"
+    if width > 1 and samples:
+        weights, downmix = _aligned_mix(covariance)
+        if weights is not None:
+            _, samples, cut_short = mix.run(target, weights=weights)
     if samples == 0:
         raise JobFailed("media_zero_duration", "the audio track lasts 0 s")
     seconds = samples / SAMPLE_RATE
     declared = found.duration_s
     # Audio alone in its file should last as long as the file says; beside a video it may not.
+    # (`seconds` counts from the file's start: the decode pads the track's late start with silence.)
     short = (
         declared is not None
         and not found.other_streams
-        and declared - (offset + seconds) > max(_TRUNCATION_SLACK_S, 0.02 * declared)
+        and declared - seconds > max(_TRUNCATION_SLACK_S, 0.02 * declared)
     )
     info = MediaInfo(
         format=found.format_name,
@@ -312,6 +322,36 @@ def too_long(limits: Limits, seconds: float | None = None) -> JobFailed:
     return JobFailed("media_too_long", f"the media lasts {_clock(seconds)}, over {limit}")
 
 
+def _aligned_mix(covariance: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """How to mix channels whose covariance (float64, shape (n, n)) is given so that speech
+    survives: channels at least `_SILENT_CHANNEL` of the strongest's energy are averaged, each
+    turned, loudest first, to the polarity that adds to the mix so far (a channel that is the
+    inverse of another, whole or in part, would cancel it). Returns the weights (None: the plain
+    mean is right) and the mix in words."""
+    energies = np.diag(covariance)
+    width = len(energies)
+    strongest = int(np.argmax(energies))
+    if energies[strongest] <= 0:
+        return None, f"mean of {width} channels"
+    active = [c for c in range(width) if energies[c] >= energies[strongest] * _SILENT_CHANNEL]
+    # Loudest first, each channel joins the mix with the polarity that adds to what is there.
+    signs = np.zeros(width)
+    for c in sorted(active, key=lambda c: -energies[c]):
+        signs[c] = -1.0 if float(covariance[c] @ signs) < 0 else 1.0
+    inverted = [c for c in active if signs[c] < 0]
+    if len(active) == width and not inverted:
+        return None, f"mean of {width} channels"
+    weights = signs / len(active)
+    described = f"mean of channel(s) {', '.join(str(c) for c in active)} of {width}"
+    if inverted:
+        described += (
+            f", channel(s) {', '.join(str(c) for c in inverted)} inverted to match channel {strongest}"
+        )
+    if len(active) < width:
+        described += f"; {width - len(active)} near-silent left out"
+    return weights, described
+
+
 class _Pass:
     """One streaming decode of a track through ffmpeg's stdout: every channel at 16 kHz s16le,
     mixed here one second at a time, so the output on disk is mono whatever the channel count."""
@@ -327,15 +367,19 @@ class _Pass:
         self.media, self.track, self.limits = media, track, limits
         self.deadline, self.on_progress = deadline, on_progress
 
-    def run(self, target: Path, channels: list[int] | None) -> tuple[list[float], float, int, bool]:
-        """Decode into `target`, mixing `channels` (None: all). Returns each channel's energy
-        (mean square, full scale 1.0), the mix's energy, the samples written and whether ffmpeg
-        met damaged or missing data after some audio (the file was cut short)."""
+    def run(self, target: Path, weights: np.ndarray | None) -> tuple[np.ndarray, int, bool]:
+        """Decode into `target`, each output sample the channels' dot product with `weights`
+        (float64, shape (channels,); None: their mean). Returns the channels' covariance (float64,
+        shape (channels, channels), mean products at full scale 1.0), the samples written, and
+        whether ffmpeg met damaged or missing data after some audio (the file was cut short)."""
         width = max(self.track.channels, 1)
         command = [
             "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0",
             *_WHITELISTS, "-i", str(self.media), "-map", f"0:a:{self.track.index}",
             "-vn", "-sn", "-dn", "-f", "s16le", "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE),
+            # The file's own timeline: a late start and gaps (DTX, signal loss) become silence
+            # instead of being squeezed out (ffmpeg-filters(1), aresample: async, first_pts).
+            "-af", "aresample=async=1:min_hard_comp=0.1:first_pts=0",
             # The track's own channel count, kept: the mix is done here (see the module docstring).
             "-ac", str(width), "pipe:1",
         ]  # fmt: skip
@@ -354,8 +398,9 @@ class _Pass:
         # stderr is drained beside stdout, or a chatty ffmpeg blocks on a full pipe.
         reader = threading.Thread(target=lambda: stderr.append(process.stderr.read()), daemon=True)  # type: ignore[union-attr]
         reader.start()
-        sums = np.zeros(width, np.float64)
-        mix_sum, samples, over_limit = 0.0, 0, False
+        mixing = np.full(width, 1.0 / width) if weights is None else np.asarray(weights, np.float64)
+        products = np.zeros((width, width), np.float64)
+        samples, over_limit = 0, False
         try:
             with open(target, "wb") as out:
                 pending = b""
@@ -370,11 +415,9 @@ class _Pass:
                         continue
                     block = np.frombuffer(pending[:usable], np.int16).reshape(-1, width)
                     pending = pending[usable:]
-                    scaled = block.astype(np.float32) / 32768.0
-                    sums += (scaled.astype(np.float64) ** 2).sum(axis=0)
-                    chosen = scaled if channels is None else scaled[:, channels]
-                    mono = chosen.mean(axis=1)
-                    mix_sum += float((mono.astype(np.float64) ** 2).sum())
+                    scaled = block.astype(np.float64) / 32768.0
+                    products += scaled.T @ scaled
+                    mono = scaled @ mixing
                     out.write(np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16).tobytes())
                     samples += len(mono)
                     if samples > max_samples:
@@ -399,12 +442,9 @@ class _Pass:
         message = b"".join(stderr).decode(errors="replace")
         if returncode != 0 and samples == 0:
             raise refusal(message)
-        count = max(samples, 1)
         # ffmpeg met damaged data after some audio: what decoded is kept, and the file is cut short.
-        cut_short = samples > 0 and (
-            returncode != 0 or "partial file" in message or "Invalid data" in message
-        )
-        return [float(s / count) for s in sums], mix_sum / count, samples, cut_short
+        damaged = returncode != 0 or "partial file" in message
+        return products / max(samples, 1), samples, samples > 0 and damaged
 
 
 # -- helpers ------------------------------------------------------------------------------------

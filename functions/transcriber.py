@@ -326,10 +326,9 @@ class TranscriptionFunction:
         progress fractions go to `put` as they come, times relative to the whole file."""
         whole = Transcript(language=language)
         total = audio.samples
-        # Times go on the file's timeline: a track that starts at 5 s puts its first word after 5 s.
-        timeline = audio.media.start_offset_s if audio.media is not None else 0.0
+        # The decoded audio is on the file's timeline already (media.decode pads a late start).
         for index, (start, end) in enumerate(windows(audio, self.settings.audio_window_s)):
-            offset = timeline + start / SAMPLE_RATE
+            offset = start / SAMPLE_RATE
 
             def shifted(
                 segment: Segment, offset: float = offset, length: float = (end - start) / SAMPLE_RATE

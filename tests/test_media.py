@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from functions.media import JobFailed, Limits, decode, probe
-from tests.conftest import AUDIO, ffmpeg
+from tests.conftest import AUDIO, ROOT, ffmpeg
 
 LIMITS = Limits(max_seconds=4 * 3600, decode_timeout_s=120)
 
@@ -217,15 +220,43 @@ def test_channels_that_cancel_fall_back_to_the_strongest(tmp_path: Path, layout:
     assert audio.media is not None
     mono = audio.window(0, audio.samples)
     assert rms(mono) > 0.02, audio.media.downmix  # speech, not silence
-    if count == 2:
-        assert "alone" in audio.media.downmix
+    assert "inverted" in audio.media.downmix
 
 
-@pytest.mark.parametrize("count", [3, 12, 24])
-def test_any_channel_count_without_a_layout_decodes_and_silent_channels_do_not_dilute(
-    tmp_path: Path, count: int
-) -> None:
-    # Speech on channel 0 only, no channel mask: ffmpeg's own downmix refuses past 8 channels.
+def test_a_partly_inverted_channel_does_not_cancel_the_speech(tmp_path: Path) -> None:
+    # R = -speech + other sound at -6 dB: no longer an exact inverse, still a cancelling mean.
+    media = tmp_path / "partly.wav"
+    ffmpeg(
+        "-i", str(AUDIO / "librispeech-1995-1837-0001.wav"), "-i", str(AUDIO / "jfk.flac"),
+        "-filter_complex",
+        "[0:a]aresample=16000,pan=mono|c0=c0,asplit[s1][s2];[1:a]aresample=16000,pan=mono|c0=0.25*c0+0.25*c1[j];"
+        "[s2]volume=-1[neg];[neg][j]amix=inputs=2:normalize=0[r];[s1][r]join=inputs=2:channel_layout=stereo[o]",
+        "-map", "[o]", "-t", "8", "-c:a", "pcm_s16le", str(media),
+    )  # fmt: skip
+    speech = tmp_path / "speech.raw"
+    ffmpeg(
+        "-i",
+        str(AUDIO / "librispeech-1995-1837-0001.wav"),
+        "-t",
+        "8",
+        "-f",
+        "s16le",
+        "-ar",
+        "16000",
+        str(speech),
+    )
+    reference_speech = np.fromfile(speech, np.int16).astype(np.float64)
+    audio = decode(media, tmp_path / "a.s16le", LIMITS)
+    mixed = audio.window(0, audio.samples).astype(np.float64)
+    n = min(len(mixed), len(reference_speech))
+    correlation = np.dot(mixed[:n], reference_speech[:n]) / np.sqrt(
+        np.dot(mixed[:n], mixed[:n]) * np.dot(reference_speech[:n], reference_speech[:n])
+    )
+    assert abs(correlation) > 0.8  # the speech is what was kept (a plain mean kept the other sound)
+
+
+def speech_samples(tmp_path: Path) -> np.ndarray:
+    """The LibriSpeech clip as 16 kHz mono int16, shape (samples,)."""
     source = tmp_path / "mono.raw"
     ffmpeg(
         "-i",
@@ -238,10 +269,13 @@ def test_any_channel_count_without_a_layout_decodes_and_silent_channels_do_not_d
         "16000",
         str(source),
     )
-    mono = np.fromfile(source, np.int16)
+    return np.fromfile(source, np.int16)
+
+
+def poly_wav(path: Path, mono: np.ndarray, count: int) -> Path:
+    """A WAVE_FORMAT_EXTENSIBLE file of `count` channels with no channel mask, `mono` on the first."""
     frames = np.zeros((len(mono), count), np.int16)
     frames[:, 0] = mono
-    media = tmp_path / "poly.wav"
     block = 2 * count
     fmt = struct.pack("<HHIIHHHHI", 0xFFFE, count, 16000, 16000 * block, block, 16, 22, 16, 0)
     fmt += bytes.fromhex("0100000000001000800000aa00389b71")
@@ -249,7 +283,24 @@ def test_any_channel_count_without_a_layout_decodes_and_silent_channels_do_not_d
     body = (
         b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     )
-    media.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_more_channels_than_can_be_decoded_are_refused_plainly(tmp_path: Path) -> None:
+    media = poly_wav(tmp_path / "poly.wav", speech_samples(tmp_path)[:16_000], 65)
+    failure = refused(media, tmp_path)
+    assert failure.code == "media_too_many_channels"
+    assert "65 channels" in failure.message
+
+
+@pytest.mark.parametrize("count", [3, 12, 24, 64])
+def test_any_channel_count_without_a_layout_decodes_and_silent_channels_do_not_dilute(
+    tmp_path: Path, count: int
+) -> None:
+    # Speech on channel 0 only, no channel mask: ffmpeg's own downmix refuses past 8 channels.
+    mono = speech_samples(tmp_path)
+    media = poly_wav(tmp_path / "poly.wav", mono, count)
     audio = decode(media, tmp_path / "a.s16le", LIMITS)
     assert audio.media is not None and audio.media.track.channels == count
     assert abs(audio.seconds - len(mono) / 16000) < 0.01
@@ -257,11 +308,52 @@ def test_any_channel_count_without_a_layout_decodes_and_silent_channels_do_not_d
     assert rms(audio.window(0, audio.samples)) == pytest.approx(rms(mono / 32768.0), rel=0.02)
 
 
-def test_a_track_that_starts_late_keeps_its_offset(media_cases: Path, tmp_path: Path) -> None:
+def test_a_track_that_starts_late_is_decoded_on_the_files_timeline(media_cases: Path, tmp_path: Path) -> None:
     audio = decode(media_cases / "18_audio_track_starts_at_5s.mkv", tmp_path / "a.s16le", LIMITS)
     assert audio.media is not None
     assert 4.9 <= audio.media.start_offset_s <= 5.1
+    # Sample n is at n / 16000 s in the file: 5 s of silence, then the 11 s of speech.
+    assert 15.9 <= audio.seconds <= 16.1
+    assert rms(audio.window(0, int(4.8 * 16_000))) < 1e-3 < rms(audio.window(5 * 16_000, 16 * 16_000))
     assert not audio.media.truncated  # a video longer than its audio is not a cut-off file
+
+
+def test_a_gap_in_the_audio_stays_a_gap(tmp_path: Path) -> None:
+    # A recording with 5 s missing (Opus DTX, a muted tab, signal loss): the times after it stay put.
+    media = tmp_path / "gap.mkv"
+    ffmpeg(
+        "-i", str(AUDIO / "jfk.flac"), "-af", "aselect='not(between(t,3,8))'", "-c:a", "libopus", str(media)
+    )
+    audio = decode(media, tmp_path / "a.s16le", LIMITS)
+    assert 10.9 <= audio.seconds <= 11.1
+    assert audio.media is not None and not audio.media.truncated
+
+
+def test_a_header_that_inflates_to_gigabytes_is_refused_within_a_memory_budget(tmp_path: Path) -> None:
+    # A MOV whose header is zlib-compressed (`cmov`) and inflates to 512 MiB: without ffmpeg's
+    # -max_alloc, ffprobe allocated all of it (nested, gigabytes) from a file of a few hundred KB.
+    def atom(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I4s", len(body) + 8, kind) + body
+
+    inflated = 512 * 2**20
+    packer = zlib.compressobj(9)
+    compressed = b"".join(packer.compress(bytes(2**24)) for _ in range(inflated // 2**24)) + packer.flush()
+    cmov = atom(b"cmov", atom(b"dcom", b"zlib") + atom(b"cmvd", struct.pack(">I", inflated) + compressed))
+    bomb = tmp_path / "header.mov"
+    bomb.write_bytes(atom(b"ftyp", b"qt  \0\0\0\0qt  ") + atom(b"moov", cmov) + atom(b"mdat", b""))
+    assert bomb.stat().st_size < 2**20
+    # In a process of its own, so the peak of its children is this probe's alone.
+    script = (
+        "import resource, sys\nfrom pathlib import Path\nfrom functions.media import JobFailed, probe\n"
+        "try:\n    probe(Path(sys.argv[1]))\nexcept JobFailed as failure:\n    print(failure.code)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    code, peak_kib = result.stdout.split()
+    assert code.startswith("media_")
+    assert int(peak_kib) < 300 * 1024  # far below the 512 MiB the header asks for
 
 
 def test_a_cut_off_recording_keeps_all_that_decodes_and_says_so(media_cases: Path, tmp_path: Path) -> None:

@@ -83,9 +83,8 @@ class Optimize:
             return
         ids = {tracing.JOB_ID: done.job_id, tracing.RUN_ID: done.run_id, tracing.MODEL: done.model}
         with tracing.stage("optimize", {**ids, tracing.AUDIO_SECONDS: done.audio_seconds}) as span:
-            # Times are on the file's timeline: nothing may pass where the media ends on it.
             optimized = await asyncio.to_thread(
-                self.optimizer.run, segments, done.media_end_s(), done.language
+                self.optimizer.run, segments, done.audio_seconds, done.language
             )
             span.set_attributes(
                 {"klipnote.segment_count": len(segments), "klipnote.cue_count": len(optimized.cues)}
