@@ -32,6 +32,10 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("ingest", ["tests.benchmarks.ingest_bench"], "ingest jobs/s accepted and routed; per-hop latency"),
     ("replicas", ["tests.benchmarks.replicas_bench"],
      "one vs two model replicas on one queue; warm per-job overhead"),
+    ("intake", ["tests.benchmarks.intake_bench"],
+     "media intake (probe, allow-lists, channel mix, timeline) vs the plain ffmpeg decode it replaced"),
+    ("quality", ["tests.benchmarks.quality_bench"],
+     "WER/CER of the whisperx adapter on the dev set (10 en, 10 zh); doubtful segments dropped"),
 ]  # fmt: skip
 
 
