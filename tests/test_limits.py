@@ -27,13 +27,13 @@ from nats.js import JetStreamContext
 
 from events import binding, bus, catalogue, storage
 from events.models import ObjectRef, TranscriptionDispatched
-from events.runtime.function import Runtime, Subscription, alive
+from events.runtime.function import alive
 from events.runtime.jetstream import JetStreamHost
 from functions.ingest.uploads import upload_job_id
 from functions.transcriber import Segment, Transcript, TranscriptionFunction
 from infra.embedded.stack import EmbeddedStack
 from tests.conftest import AUDIO, messages_until, wait_for_job_end
-from tests.test_jetstream_host import make_consumer, running, valid_event
+from tests.test_jetstream_host import Recorder, make_consumer, running, valid_event
 from tests.test_uploads import minio_notification, notify
 
 
@@ -127,29 +127,13 @@ async def test_a_stalled_model_fails_its_job_and_frees_the_worker_once_it_stops(
         await js.delete_consumer(catalogue.TRANSCRIBE.name, consumer.durable)
 
 
-class Silent:
+class Silent(Recorder):
     """A handler that hangs without a word, or (`busy`) hangs while saying it is alive."""
 
     def __init__(self, consumer: catalogue.Consumer, busy: bool) -> None:
-        self.name = "silent"
-        self.consumer, self.busy = consumer, busy
+        super().__init__(consumer)
+        self.name, self.busy = "silent", busy
         self.deliveries: asyncio.Queue[str] = asyncio.Queue()
-
-    @property
-    def subscriptions(self) -> list[Subscription]:
-        return [Subscription(self.consumer, self.handle)]
-
-    async def start(self, runtime: Runtime) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    def ready(self) -> bool:
-        return True
-
-    def app(self) -> None:
-        return None
 
     async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
         await self.deliveries.put(event.get_id())
