@@ -98,11 +98,13 @@ class Optimizer:
         if audio_end <= 0:
             audio_end = math.inf
         removed: Counter[str] = Counter()
-        kept = [segment for segment in segments if not doubtful(segment)]
+        kept = []
         for segment in segments:
             if doubtful(segment):
                 removed["doubtful_segments"] += 1
                 removed["characters"] += visible_length(segment.text)
+            else:
+                kept.append(segment)
         spans = _timeline(kept, audio_end)
         converted = 0
         if self.traditional_to_simplified:
