@@ -8,6 +8,7 @@ id as their last token so one job's events can be filtered (`transcription.*.<jo
 | io.klipnote.transcription.requested.v1         | transcription.requested.<job>    | JOBS       |
 | io.klipnote.transcription.dispatched.v1        | transcribe.<model>               | TRANSCRIBE |
 | io.klipnote.transcription.queued.v1           | transcription.queued.<job>       | JOBS       |
+| io.klipnote.transcription.language_detected.v1 | transcription.language.<job>    | JOBS       |
 | io.klipnote.transcription.segment.v1           | segments.<job>                   | SEGMENTS   |
 | io.klipnote.transcription.progress.v1          | transcription.progress.<job>     | JOBS       |
 | io.klipnote.transcription.transcribed.v1       | transcription.transcribed.<job>  | JOBS       |
@@ -54,6 +55,9 @@ DISPATCHED = EventKind(
     "io.klipnote.transcription.dispatched.v1", models.TranscriptionDispatched, "transcribe", "model"
 )
 QUEUED = EventKind("io.klipnote.transcription.queued.v1", models.TranscriptionQueued, "transcription.queued")
+LANGUAGE_DETECTED = EventKind(
+    "io.klipnote.transcription.language_detected.v1", models.LanguageDetected, "transcription.language"
+)
 SEGMENT = EventKind("io.klipnote.transcription.segment.v1", models.SegmentTranscribed, "segments")
 PROGRESS = EventKind(
     "io.klipnote.transcription.progress.v1", models.TranscriptionProgress, "transcription.progress"
@@ -73,13 +77,14 @@ WEBHOOK = EventKind("io.klipnote.webhook.attempted.v1", models.WebhookAttempted,
 DEAD_LETTER = EventKind("io.klipnote.deadletter.v1", models.DeadLetter, "dlq", "consumer")
 
 KINDS = [
-    REQUESTED, DISPATCHED, QUEUED, SEGMENT, PROGRESS, TRANSCRIBED, COMPLETED, FAILED, WEBHOOK, DEAD_LETTER,
+    REQUESTED, DISPATCHED, QUEUED, LANGUAGE_DETECTED, SEGMENT, PROGRESS, TRANSCRIBED, COMPLETED, FAILED,
+    WEBHOOK, DEAD_LETTER,
 ]  # fmt: skip
 KINDS_BY_TYPE: dict[str, EventKind] = {kind.type: kind for kind in KINDS}
 
 # The events that move a job forward: a consumer giving up on one (dead letter) fails the job, so
 # no job is left waiting for a step that will never come.
-JOB_STEPS = (REQUESTED, DISPATCHED, TRANSCRIBED)
+JOB_STEPS = (REQUESTED, DISPATCHED, LANGUAGE_DETECTED, TRANSCRIBED)
 
 # MinIO's NATS target publishes raw S3 event records (not CloudEvents) on this subject.
 STORAGE_UPLOADS_SUBJECT = "storage.uploads"
@@ -119,7 +124,13 @@ def model_consumer(model: str) -> Consumer:
     return Consumer(model, TRANSCRIBE, DISPATCHED.subject(model))
 
 
-INGEST_ROUTER = Consumer("ingest-router", JOBS, f"{REQUESTED.subject_prefix}.>")
+# Requests, and jobs a model function hands over by the language it detected.
+INGEST_ROUTER = Consumer(
+    "ingest-router",
+    JOBS,
+    f"{REQUESTED.subject_prefix}.>",
+    extra_filters=[f"{LANGUAGE_DETECTED.subject_prefix}.>"],
+)
 INGEST_PROJECTOR = Consumer("ingest-projector", JOBS, "transcription.>", batch=64)
 OPTIMIZE = Consumer("optimize", JOBS, f"{TRANSCRIBED.subject_prefix}.>")
 # A job's end (completed or failed) calls its webhook; retries ride on JetStream redelivery.

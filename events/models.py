@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 OutputFormat = Literal["json", "srt", "vtt", "txt"]
+# Why a job went to its model (events/routing.py).
+RoutingReason = Literal["requested", "language rule", "detected language", "default"]
 DEFAULT_FORMATS: list[OutputFormat] = ["json", "srt", "vtt", "txt"]
 
 
@@ -118,6 +120,14 @@ class TranscriptionDispatched(EventData):
     media: ObjectRef
     model: str
     language: str | None = None
+    language_probability: float | None = Field(
+        None, ge=0.0, le=1.0, description="Set when `language` was detected by the model that handed "
+        "the job over."
+    )  # fmt: skip
+    routing_reason: RoutingReason | None = Field(
+        None, description="Why this model: `default` with no language means the model function detects "
+        "the language and may hand the job over (events/routing.py)."
+    )  # fmt: skip
     formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
     audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
 
@@ -127,6 +137,25 @@ class TranscriptionQueued(EventData):
 
     job_id: str
     model: str
+    routing_reason: RoutingReason | None = None
+    handed_over_from: str | None = Field(
+        None, description="The model that detected the language and handed the job over to this one."
+    )
+
+
+class LanguageDetected(EventData):
+    """The model function that received a job naming neither model nor language listened to it
+    (functions/language.py) and applied the language rules: the job stays, or, with `handover`,
+    leaves this model and ingest re-dispatches it to the model the rules name."""
+
+    job_id: str
+    run_id: str
+    model: str = Field(description="The model function that listened.")
+    language: str = Field(description="ISO 639-1 code, as Whisper's language tokens name it.")
+    probability: float = Field(ge=0.0, le=1.0)
+    speech_seconds: float = Field(ge=0.0, description="Seconds of speech listened to.")
+    windows: int = Field(ge=0, description="Stretches of speech (up to 30 s each) listened to.")
+    handover: bool = Field(description="The job leaves this model for the one the language rules name.")
 
 
 class Word(EventData):

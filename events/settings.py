@@ -52,7 +52,9 @@ class Settings(BaseSettings):
         "whisperx", description="Model used when neither the request nor a language rule picks one."
     )
     enabled_models: Annotated[list[str], NoDecode] = Field(
-        default=["whisperx"], description="Models that may receive jobs (comma separated)."
+        default=["whisperx", "belle2"],
+        description="Models that may receive jobs (comma separated). The embedded stack runs a "
+        "process for each.",
     )
     language_models: dict[str, str] = Field(
         default_factory=lambda: {"zh": "belle2"},
@@ -116,6 +118,12 @@ class Settings(BaseSettings):
         None, description="CTranslate2 compute type (default int8 on CPU, float16 on CUDA)."
     )
     batch_size: int = Field(4, description="Batched inference size of the model functions.")
+    beam_size: int = Field(
+        5,
+        ge=1,
+        description="Beam search width of both models (1 decodes greedily); a result the "
+        "usual checks refuse (compression ratio, log-probability) is decoded again at higher temperatures.",
+    )
     alignment_models: dict[str, Path] = Field(
         default_factory=dict,
         description="Local wav2vec2 checkpoints for forced alignment, by language "
@@ -123,6 +131,12 @@ class Settings(BaseSettings):
     )
     nltk_data_dir: Path | None = Field(
         None, description="NLTK data (punkt_tab) for alignment (default: <model cache>/nltk_data)."
+    )
+    language_id_windows: int = Field(
+        3,
+        ge=1,
+        description="Language identification listens to up to this many clips of speech (30 s "
+        "each), spread across the file, when a job names no language.",
     )
     audio_window_s: float = Field(
         600.0,

@@ -26,8 +26,9 @@ from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 from minio.error import S3Error
 
-from events import binding, catalogue, storage, tracing
+from events import binding, catalogue, routing, storage, tracing
 from events.models import (
+    LanguageDetected,
     SegmentTranscribed,
     TranscriptionDispatched,
     TranscriptionFailed,
@@ -38,7 +39,9 @@ from events.models import (
 from events.runtime.function import Runtime, Subscription, TransientError, alive
 from events.settings import Settings
 from functions import media as intake
+from functions.language import Identified, identify
 from functions.media import SAMPLE_RATE, DecodedAudio, JobFailed
+from functions.vad import SpeechDetector
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +72,25 @@ class Transcript:
 
 
 class ModelAdapter(Protocol):
-    """What is specific to one model. Both methods block; the skeleton runs them in a thread.
+    """What is specific to one model. Its methods block; the skeleton runs them in a thread.
 
-    `transcribe` gets one window of 16 kHz mono float32 audio (times relative to the window),
-    calls `on_segment` as soon as it has a segment and `on_progress` with the fraction of the
-    window done, and may raise JobFailed for input it cannot transcribe."""
+    `transcribe` gets one window of 16 kHz mono float32 audio (times relative to the window) and
+    the file's language (given, detected by the skeleton, or `default_language`), calls
+    `on_segment` as soon as it has a segment and `on_progress` with the fraction of the window
+    done, and may raise JobFailed for input it cannot transcribe.
+
+    `detect_language` gives the probability of each language the model knows (ISO 639-1 codes,
+    summing to 1) for one clip of at most 30 s of 16 kHz mono float32 audio: the skeleton's
+    language identification (functions/language.py) calls it on clips of the file's speech."""
 
     name: str
+    # The language of a job that names none, when it is not routed by detection (belle2, a
+    # Mandarin fine-tune: "zh"); None: the skeleton detects it.
+    default_language: str | None
 
     def load(self) -> None: ...
+
+    def detect_language(self, audio: np.ndarray) -> dict[str, float]: ...
 
     def transcribe(
         self,
@@ -126,6 +139,7 @@ class TranscriptionFunction:
         self.name = adapter.name
         self.settings = settings
         self.store: Minio = storage.client(settings)
+        self.listener: SpeechDetector | None = None  # the VAD language identification listens with
         self.load_seconds: float | None = None
         self.loads = 0
         # Jobs handled by this replica: beside `loads`, shows that a warm worker loads nothing per job.
@@ -141,6 +155,7 @@ class TranscriptionFunction:
         started = time.perf_counter()
         try:
             await asyncio.to_thread(self.adapter.load)
+            self.listener = await asyncio.to_thread(SpeechDetector)
         except Exception as error:
             # Stay up and say why: a crash loop would only repeat the same failure, faster.
             self.problem = f"the {self.name} model could not be loaded: {error}"
@@ -213,13 +228,28 @@ class TranscriptionFunction:
             media.unlink()  # the decoded copy is all the model needs
             timings["decode"] = time.perf_counter() - started
 
+            language, probability = job.language, job.language_probability
+            routed_here = routing.routed_by_detection(job)
+            if language is None and (routed_here or self.adapter.default_language is None):
+                started = time.perf_counter()
+                heard = await self._listen(job, run_id, audio, ids)
+                timings["language"] = time.perf_counter() - started
+                if heard is not None:
+                    language, probability = heard.language, heard.probability
+                    if routed_here:  # the record shows what was heard, and ingest hands the job over
+                        event_id = f"{job.job_id}:language"
+                        yield self._event(catalogue.LANGUAGE_DETECTED, heard, job.job_id, event_id)
+                        if heard.handover:
+                            return  # ingest re-dispatches the job to the model the rules name
+            language = language or self.adapter.default_language
+
             started = time.perf_counter()
             sequence = 0
-            transcript = Transcript(language=job.language)
+            transcript = Transcript(language=language, language_probability=probability)
             # `segments` spans the publishing of the segments, from the first to the last.
             with contextlib.ExitStack() as publishing:
                 with tracing.stage("model", {**ids, tracing.AUDIO_SECONDS: audio.seconds}) as model:
-                    async for item in self._transcribe(audio, job.language):
+                    async for item in self._transcribe(audio, language):
                         if isinstance(item, Segment):
                             if sequence == 0:
                                 segments = publishing.enter_context(tracing.stage("segments", ids))
@@ -233,7 +263,10 @@ class TranscriptionFunction:
                         elif isinstance(item, float):
                             yield self._progress(job, run_id, "transcribing", item)
                         else:
-                            transcript = item
+                            transcript.segments, transcript.alignment = item.segments, item.alignment
+                            if transcript.language is None:  # the adapter detected it
+                                transcript.language = item.language
+                                transcript.language_probability = item.language_probability
                     timings["transcribe"] = time.perf_counter() - started
                     rtf = timings["transcribe"] / audio.seconds
                     model.set_attributes({tracing.RTF: rtf, "klipnote.segment_count": sequence})
@@ -319,15 +352,68 @@ class TranscriptionFunction:
 
         worker.add_done_callback(recovered)
 
+    async def _listen(
+        self, job: TranscriptionDispatched, run_id: str, audio: DecodedAudio, ids: dict[str, str]
+    ) -> LanguageDetected | None:
+        """The language the file speaks and, for a job routed by detection, whether the language
+        rules send it to another model (`handover`)."""
+        with tracing.stage("language", ids) as span:
+            identified = await asyncio.to_thread(self.identify_language, audio)
+            if identified is None:
+                return None
+            heard = LanguageDetected(
+                job_id=job.job_id, run_id=run_id, model=self.name, language=identified.language,
+                probability=round(identified.probability, 4), speech_seconds=identified.speech_seconds,
+                windows=identified.windows,
+                handover=routing.routed_by_detection(job) and self._leaves(identified.language),
+            )  # fmt: skip
+            span.set_attributes(
+                {
+                    "klipnote.language": heard.language,
+                    "klipnote.language_probability": heard.probability,
+                    "klipnote.speech_seconds": heard.speech_seconds,
+                    "klipnote.handover": heard.handover,
+                }
+            )
+        log.info(
+            "heard %s (p=%.2f in %.1f s of speech)%s",
+            heard.language,
+            heard.probability,
+            heard.speech_seconds,
+            ": handing the job over" if heard.handover else "",
+            extra={"model": self.name, "run_id": run_id},
+        )
+        return heard
+
+    def identify_language(self, audio: DecodedAudio) -> Identified | None:
+        """The language the file speaks, by the model, from clips of its speech across the whole
+        file (blocking; functions/language.py)."""
+        if self.listener is None:  # start() loads it; a function used without start() loads it here
+            self.listener = SpeechDetector()
+        return identify(
+            audio.window(0, audio.samples),
+            self.adapter.detect_language,
+            self.listener,
+            self.settings.language_id_windows,
+        )
+
+    def _leaves(self, language: str) -> bool:
+        """Whether the language rules send a job in `language` to another model than this one."""
+        try:
+            return routing.choose_model(None, language, self.settings, detected=True).model != self.name
+        except routing.RoutingError:
+            return False  # no model to hand over to by this function's settings: it keeps the job
+
     def transcribe_audio(
         self, audio: DecodedAudio, language: str | None, put: Callable[[Segment | float], None]
     ) -> Transcript:
         """The whole decoded file through the model, window by window (blocking): segments and
-        progress fractions go to `put` as they come, times relative to the whole file."""
+        progress fractions go to `put` as they come, times relative to the whole file. `language`
+        is the file's (the adapter detects it from the first window when it is None)."""
         whole = Transcript(language=language)
         total = audio.samples
         # The decoded audio is on the file's timeline already (media.decode pads a late start).
-        for index, (start, end) in enumerate(windows(audio, self.settings.audio_window_s)):
+        for start, end in windows(audio, self.settings.audio_window_s):
             offset = start / SAMPLE_RATE
 
             def shifted(
@@ -349,7 +435,7 @@ class TranscriptionFunction:
                 put((start + fraction * (end - start)) / total)
 
             part = self.adapter.transcribe(audio.window(start, end), whole.language, shifted, progress)
-            if index == 0:
+            if whole.language is None:
                 # The first window's language holds for the rest: one file, one language.
                 whole.language = part.language
                 whole.language_probability = part.language_probability

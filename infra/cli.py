@@ -572,7 +572,15 @@ def _describe(event: dict[str, Any]) -> str | None:
         name = data.get("filename") or f"s3://{media.get('bucket')}/{media.get('key')}"
         return f"requested    {name}"
     if kind == client.QUEUED:
-        return f"queued       for {data.get('model')}"
+        why = data.get("routing_reason")
+        if data.get("handed_over_from"):
+            why = f"handed over by {data['handed_over_from']}: {why}"
+        return f"queued       for {data.get('model')}" + (f" ({why})" if why else "")
+    if kind == client.LANGUAGE_DETECTED:
+        return (
+            f"language     {data.get('language')} (p={float(data.get('probability') or 0):.2f}, "
+            f"{float(data.get('speech_seconds') or 0):.1f} s heard)"
+        )
     if kind == client.TRANSCRIBED:
         language = data.get("language") or "?"
         count = data.get("segment_count")

@@ -27,6 +27,7 @@ from events import catalogue
 # The event types the commands tell apart, as the API's event stream carries them.
 REQUESTED = catalogue.REQUESTED.type
 QUEUED = catalogue.QUEUED.type
+LANGUAGE_DETECTED = catalogue.LANGUAGE_DETECTED.type
 PROGRESS = catalogue.PROGRESS.type
 TRANSCRIBED = catalogue.TRANSCRIBED.type
 COMPLETED = catalogue.COMPLETED.type

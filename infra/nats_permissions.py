@@ -127,6 +127,7 @@ def users() -> list[User]:
                 [
                     _every(catalogue.SEGMENT),
                     _every(catalogue.PROGRESS),
+                    _every(catalogue.LANGUAGE_DETECTED),
                     _every(catalogue.TRANSCRIBED),
                     _every(catalogue.FAILED),
                     catalogue.dead_letter_subject(consumer.durable),

@@ -29,8 +29,9 @@ PRODUCTION_REQUIRED: dict[str, tuple[str, ...]] = {
     "S3_ACCESS_KEY": ("*",),
     "S3_SECRET_KEY": ("*",),
     "S3_SECURE": ("*",),
-    "ENABLED_MODELS": ("ingest",),
-    "DEFAULT_TRANSCRIPTION_MODEL": ("ingest",),
+    # Model functions apply the routing rules too (a job routed by the language they hear).
+    "ENABLED_MODELS": ("ingest", "whisperx", "belle2"),
+    "DEFAULT_TRANSCRIPTION_MODEL": ("ingest", "whisperx", "belle2"),
     "API_KEY": ("ingest",),
     "WHISPERX_MODEL_DIR": ("whisperx",),
     "BELLE2_MODEL_DIR": ("belle2",),

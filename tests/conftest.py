@@ -26,7 +26,7 @@ from events import binding, catalogue, storage
 from events.settings import Settings
 from functions.ingest.jobs import JobState
 from infra.embedded.stack import EmbeddedStack, Ports
-from infra.models import assemble_whisper_base
+from infra.models import assemble_whisper_base, derive_whisper_base_hf
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT.parent / "shared" / "audio"
@@ -69,6 +69,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterat
         uploads_reconcile_interval_s=0,
     )
     yield from started_stack(tmp_path_factory, "stack", settings)
+
+
+@pytest.fixture(scope="session")
+def routing_stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[EmbeddedStack]:
+    """The embedded stack as it runs by default: both models (whisperx, and belle2 on the
+    transformers checkpoint derived from the bundled whisper-base), routing by language."""
+    settings = Settings(model_cache_dir=model_cache, enabled_models=["whisperx", "belle2"])
+    derive_whisper_base_hf(assemble_whisper_base(model_cache), settings.belle2_model_path())
+    yield from started_stack(tmp_path_factory, "routing-stack", settings)
+
+
+@pytest.fixture(scope="session")
+async def routing_js(routing_stack: EmbeddedStack) -> AsyncIterator[JetStreamContext]:
+    connection = await nats.connect(routing_stack.settings.nats_url)
+    yield connection.jetstream()
+    await connection.close()
+
+
+@pytest.fixture
+async def routing_api(routing_stack: EmbeddedStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=routing_stack.api_url, timeout=60) as client:
+        yield client
 
 
 def started_stack(

@@ -20,6 +20,16 @@ def sample(kind: EventKind) -> models.EventData:
         ),
         catalogue.DISPATCHED.type: models.TranscriptionDispatched(job_id=job, media=MEDIA, model="whisperx"),
         catalogue.QUEUED.type: models.TranscriptionQueued(job_id=job, model="whisperx"),
+        catalogue.LANGUAGE_DETECTED.type: models.LanguageDetected(
+            job_id=job,
+            run_id="r1",
+            model="whisperx",
+            language="zh",
+            probability=0.98,
+            speech_seconds=12.5,
+            windows=1,
+            handover=True,
+        ),
         catalogue.SEGMENT.type: models.SegmentTranscribed(
             job_id=job,
             run_id="r1",

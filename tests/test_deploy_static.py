@@ -5,6 +5,8 @@ deployment sets against the settings model, and the generated tables against the
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import functools
 import json
 import os
@@ -92,6 +94,57 @@ def _pins(function: str) -> dict[str, Requirement]:
             requirement = Requirement(line)
             pins[requirement.name.lower()] = requirement
     return pins
+
+
+def first_party_modules(start: Path) -> set[Path]:
+    """The repository's Python files `start` imports, directly or not (function-level imports
+    included: a model image imports its model lazily), with their packages' __init__ files."""
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] not in ("events", "functions", "infra"):
+                    continue
+                for depth in range(1, len(parts) + 1):
+                    base = ROOT.joinpath(*parts[:depth])
+                    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                        if candidate.is_file():
+                            todo.append(candidate)
+    return seen
+
+
+def sent_to_the_build(function: str, path: Path) -> bool:
+    """Whether the image's .dockerignore (`*`, then `!pattern` exceptions) sends `path`."""
+    patterns = (ROOT / "functions" / function / "Dockerfile.dockerignore").read_text().splitlines()
+    relative = path.relative_to(ROOT).as_posix()
+    sent = False
+    for pattern in (line.strip() for line in patterns):
+        if not pattern or pattern.startswith("#"):
+            continue
+        keep = pattern.startswith("!")
+        if fnmatch.fnmatch(relative, pattern.lstrip("!").replace("**", "*")):
+            sent = keep
+    return sent
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_module_a_function_imports_is_sent_to_its_image(function: str) -> None:
+    """The image copies only what its .dockerignore lets through: a module left out is an image
+    that cannot start (functions/media.py was, once)."""
+    modules = first_party_modules(ROOT / "functions" / function / "function.py")
+    missing = sorted(str(path.relative_to(ROOT)) for path in modules if not sent_to_the_build(function, path))
+    assert not missing, f"{function}'s Dockerfile.dockerignore leaves out {missing}"
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

@@ -3,13 +3,25 @@ production, the whisper-base checkpoint derived at setup in the embedded stack) 
 transformers, decoding VAD speech regions in batches.
 
 BELLE-2 was fine-tuned without timestamp tokens, so its own timestamps are guesses: every segment
-is one speech region from the VAD (functions/belle2/vad.py), decoded without timestamps, and its
+is one speech region from the VAD (functions/vad.py), decoded without timestamps, and its
 start and end are the region's.
+
+Each region is decoded as openai-whisper's transcribe.py decodes a 30 s window (decode_with_fallback
+and the no-speech check after it; faster-whisper does the same): beam search at temperature 0, and
+a result that repeats itself or is too unlikely is decoded again by sampling at rising
+temperatures. The rule is applied here, region by region, not through transformers' own
+`temperature=(...)` and `*_threshold` options of generate(), which 4.57 does apply to short-form
+input but not correctly for a batch: the no-speech probabilities are computed once for the whole
+batch and then indexed by position in the smaller fallback batch (a re-decoded region is judged by
+another region's), asking for scores fails once re-decoded results differ in length, and the
+encoder runs again at every temperature.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -17,13 +29,18 @@ from typing import Any
 import numpy as np
 
 from events.settings import Settings
-from functions.belle2.vad import Region, SpeechDetector
 from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript
+from functions.vad import Region, SpeechDetector
 
 NAME = "belle2"
 # A Mandarin fine-tune: its language detection is not what it was trained for, so a job that
 # names no language is decoded as Chinese.
 DEFAULT_LANGUAGE = "zh"
+# openai-whisper's transcribe() defaults, which faster-whisper keeps.
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+COMPRESSION_RATIO_THRESHOLD = 2.4  # zlib ratio of the text's UTF-8: above it, the text repeats itself
+LOGPROB_THRESHOLD = -1.0  # mean log-probability of the tokens and the end of text: below it, a guess
+NO_SPEECH_THRESHOLD = 0.6  # P(<|nospeech|>) after <|startoftranscript|>: above it (and a guess), silence
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
 
 
@@ -50,6 +67,47 @@ def check_model_dir(path: Path) -> None:
     raise ModelUnavailable(f"belle2 model directory {path} holds no model weights; {hint}")
 
 
+def compression_ratio(text: str) -> float:
+    """openai-whisper's measure of repetition: UTF-8 length over zlib-compressed length."""
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One region decoded at one temperature."""
+
+    text: str
+    avg_logprob: float  # as openai-whisper: sum over the text tokens and the end token / (tokens + 1)
+    no_speech_prob: (
+        float  # P(<|nospeech|>) right after <|startoftranscript|>: the region's, whatever the pass
+    )
+    temperature: float
+
+    @property
+    def compression_ratio(self) -> float:
+        return compression_ratio(self.text)
+
+
+CONTEXT_S = 0.5  # silence heard either side of a region, as Whisper heard it in training
+
+
+def with_context(regions: Sequence[Region], samples: int) -> list[Region]:
+    """Each region widened by up to CONTEXT_S either side, for the decoder's ears only (the
+    segment keeps the region's times), never past the middle of the pause to its neighbour, so no
+    word is heard twice. A region cut tight at its first syllable loses it: on
+    ../shared/audio/dev/zh_funasr_asr_example.wav 0.2 s of padding gave 3 wrong characters, 0.5 s
+    none (tests/benchmarks/quality_bench.py)."""
+    context = int(CONTEXT_S * SAMPLE_RATE)
+    widened = []
+    for i, region in enumerate(regions):
+        before = region.start if i == 0 else (region.start - regions[i - 1].end) // 2
+        after = samples - region.end if i + 1 == len(regions) else (regions[i + 1].start - region.end) // 2
+        start, end = region.start - min(context, max(before, 0)), region.end + min(context, max(after, 0))
+        widened.append(Region(start, end))
+    return widened
+
+
 def _batches(regions: Sequence[Region], size: int) -> Iterator[list[Region]]:
     it = iter(regions)
     while batch := list(islice(it, max(size, 1))):
@@ -58,6 +116,14 @@ def _batches(regions: Sequence[Region], size: int) -> Iterator[list[Region]]:
 
 class Belle2:
     name = NAME
+    # A job that names no language and is not routed by language detection is decoded as this
+    # (typed as ModelAdapter declares it: None there means "detect it").
+    default_language: str | None = DEFAULT_LANGUAGE
+    # The fallback rule (openai-whisper's transcribe.py); instance attributes may override them.
+    temperatures: tuple[float, ...] = TEMPERATURES
+    compression_ratio_threshold: float = COMPRESSION_RATIO_THRESHOLD
+    logprob_threshold: float = LOGPROB_THRESHOLD
+    no_speech_threshold: float = NO_SPEECH_THRESHOLD
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -68,6 +134,8 @@ class Belle2:
         self.device = "cpu"
         self.dtype: Any = None
         self.languages: set[str] = set()
+        self.language_ids: dict[str, int] = {}  # "zh" -> id of <|zh|>
+        self.no_speech_id = -1
 
     def load(self) -> None:
         check_model_dir(self.model_dir)
@@ -85,8 +153,14 @@ class Belle2:
         ).to(self.device)
         self.model.eval()
         self.processor = AutoProcessor.from_pretrained(self.model_dir, local_files_only=True)
-        lang_to_id = getattr(self.model.generation_config, "lang_to_id", None) or {}
-        self.languages = {token.strip("<|>") for token in lang_to_id}
+        generation_config = self.model.generation_config
+        lang_to_id = getattr(generation_config, "lang_to_id", None) or {}
+        self.language_ids = {token.strip("<|>"): int(i) for token, i in lang_to_id.items()}
+        self.languages = set(self.language_ids)
+        # <|nospeech|> (<|nocaptions|> before large-v3) sits just before <|notimestamps|>.
+        vocab = self.processor.tokenizer.get_vocab()
+        no_speech = [vocab[token] for token in ("<|nospeech|>", "<|nocaptions|>") if token in vocab]
+        self.no_speech_id = no_speech[0] if no_speech else int(generation_config.no_timestamps_token_id) - 1
         self.detector = SpeechDetector()
 
     def transcribe(
@@ -99,7 +173,7 @@ class Belle2:
         assert self.detector is not None, "load() first"
         if len(audio) == 0:
             raise JobFailed("media_zero_duration", "the audio track lasts 0 s")
-        language = (language or DEFAULT_LANGUAGE).lower().split("-")[0]
+        language = (language or self.default_language or DEFAULT_LANGUAGE).lower().split("-")[0]
         if language not in self.languages:
             raise JobFailed("language_unsupported", f"{self.name} cannot transcribe language {language!r}")
         transcript = Transcript(language=language)
@@ -107,8 +181,10 @@ class Belle2:
         if not regions:  # silence, music: nothing to decode, and nothing for the model to invent
             on_progress(1.0)
             return transcript
-        for batch in _batches(regions, self.settings.batch_size):
-            for region, (text, avg_logprob) in zip(batch, self.decode(audio, batch, language), strict=True):
+        size = self.settings.batch_size
+        heard = with_context(regions, len(audio))
+        for batch, context in zip(_batches(regions, size), _batches(heard, size), strict=True):
+            for region, (text, avg_logprob) in zip(batch, self.decode(audio, context, language), strict=True):
                 if not text:
                     continue  # a region the model heard nothing in (breath, noise)
                 segment = Segment(
@@ -123,30 +199,167 @@ class Belle2:
             on_progress(batch[-1].end / len(audio))
         return transcript
 
+    def detect_language(self, audio: np.ndarray) -> dict[str, float]:
+        """Probability of each language the checkpoint knows ("zh", "en", ...), summing to 1, for
+        16 kHz mono float32 audio; only its first 30 s (one Whisper window) are heard.
+
+        One forward pass: the decoder's first step after <|startoftranscript|>, softmax over the
+        language tokens only; what `WhisperForConditionalGeneration.detect_language` and
+        openai-whisper's detect_language compute before taking the argmax. Silence gets a
+        distribution like any other input: what to make of it is the caller's decision.
+        """
+        import torch
+
+        assert self.model is not None, "load() first"
+        clip = np.asarray(audio[: 30 * SAMPLE_RATE], dtype=np.float32)
+        features = self.processor.feature_extractor(
+            clip, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        ).input_features.to(self.device, self.dtype)
+        with torch.inference_mode():
+            logits = self._first_step_logits(self.model.get_encoder()(features).last_hidden_state)[0]
+        codes = list(self.language_ids)
+        probs = logits[[self.language_ids[code] for code in codes]].float().softmax(dim=-1)
+        return {code: float(p) for code, p in zip(codes, probs.tolist(), strict=True)}
+
     def decode(self, audio: np.ndarray, regions: list[Region], language: str) -> list[tuple[str, float]]:
-        """Text and mean token log-probability of each region, decoded as one batch."""
+        """Text and mean token log-probability of each region; "" for a region judged silent.
+
+        The regions are encoded and decoded as one batch with beam search (`settings.beam_size`
+        beams; 1 is greedy) at temperature 0. Then, region by region, openai-whisper's rule
+        (transcribe.py: decode_with_fallback and the no-speech check after it):
+
+        - a result whose text compresses too well (zlib ratio > 2.4: it repeats itself) or whose
+          mean log-probability is below -1.0 is refused, and the region is decoded again, alone
+          and from its encoder output, by sampling at the next of 0.2, 0.4 ... 1.0;
+        - a result below -1.0 from a region whose P(<|nospeech|>) after <|startoftranscript|>
+          exceeds 0.6 is silence: no fallback, and the region gives empty text;
+        - when every temperature is refused, the result with the best mean log-probability among
+          those that do not repeat themselves is kept (faster-whisper's choice; openai-whisper
+          keeps the last).
+        """
         import torch
 
         clips = [audio[region.start : region.end] for region in regions]
         features = self.processor.feature_extractor(
             clips, sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features.to(self.device, self.dtype)
-        with torch.inference_mode():
-            out = self.model.generate(
-                features,
-                language=language,
-                task="transcribe",
-                return_timestamps=False,
-                return_dict_in_generate=True,
-                output_scores=True,
-            )
-            scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-        generated = out.sequences[:, -scores.shape[1] :]
-        eos = self.model.generation_config.eos_token_id
         results = []
-        for tokens, logprobs in zip(generated, scores, strict=True):
-            keep = tokens != eos  # padding after the end of a shorter text
-            mean = float(logprobs[keep].float().mean()) if bool(keep.any()) else 0.0
-            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            results.append((text, mean))
+        with torch.inference_mode():
+            encoded = self.model.get_encoder()(features).last_hidden_state
+            for i, first in enumerate(self._generate(encoded, language, self.temperatures[0])):
+                chosen = self._fallback(encoded[i : i + 1], language, first)
+                results.append(("" if self._silent(chosen) else chosen.text, chosen.avg_logprob))
         return results
+
+    def _refused(self, result: Decoded) -> bool:
+        return (
+            result.compression_ratio > self.compression_ratio_threshold
+            or result.avg_logprob < self.logprob_threshold
+        )
+
+    def _silent(self, result: Decoded) -> bool:
+        return (
+            result.no_speech_prob > self.no_speech_threshold and result.avg_logprob < self.logprob_threshold
+        )
+
+    def _fallback(self, encoded: Any, language: str, first: Decoded) -> Decoded:
+        """The accepted result of one region, decoding it again at higher temperatures as needed."""
+        result, tried = first, [first]
+        for temperature in self.temperatures[1:]:
+            if not self._refused(result) or self._silent(result):
+                return result
+            result = self._generate(encoded, language, temperature)[0]
+            tried.append(result)
+        if not self._refused(result) or self._silent(result):
+            return result
+        repeating = self.compression_ratio_threshold
+        candidates = [r for r in tried if r.compression_ratio <= repeating] or tried
+        return max(candidates, key=lambda r: r.avg_logprob)
+
+    def _first_step_logits(self, encoded: Any) -> Any:
+        """Decoder logits right after <|startoftranscript|>, one row per encoded clip: where Whisper
+        reads the language and the no-speech probability."""
+        import torch
+
+        start = torch.full(
+            (encoded.shape[0], 1), self.model.generation_config.decoder_start_token_id, device=encoded.device
+        )
+        hidden = self.model.get_decoder()(
+            input_ids=start, encoder_hidden_states=encoded, use_cache=False
+        ).last_hidden_state
+        return self.model.get_output_embeddings()(hidden[:, -1])
+
+    def _generate(self, encoded: Any, language: str, temperature: float) -> list[Decoded]:
+        """Decode encoder outputs without timestamps: beam search at temperature 0, sampling from
+        the whole distribution (no top-k) above it; then score what was decoded."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        options: dict[str, Any] = {"temperature": temperature, "num_beams": self.settings.beam_size}
+        if temperature > 0:
+            options.update(do_sample=True, top_k=0, num_beams=1)
+        out = self.model.generate(
+            # a new wrapper each time: generate() swaps in the tensor repeated for the beams
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+            language=language,
+            task="transcribe",
+            return_timestamps=False,
+            return_dict_in_generate=True,  # the sequences with their prompt and end token
+            **options,
+        )
+        expected = self._prompt(language)
+        prompt = len(expected)
+        eos = self.model.generation_config.eos_token_id
+        rows = []
+        for sequence in out.sequences.tolist():
+            if sequence[:prompt] != expected:  # the text would be cut in the wrong place
+                raise RuntimeError(f"generate() started from {sequence[:prompt]}, not {expected}")
+            generated = sequence[prompt:]
+            end = generated.index(eos) + 1 if eos in generated else len(generated)  # then padding
+            rows.append(sequence[: prompt + end])
+        tokenizer = self.processor.tokenizer
+        return [
+            Decoded(
+                tokenizer.decode(row[prompt:], skip_special_tokens=True).strip(), avg, no_speech, temperature
+            )
+            for row, (no_speech, avg) in zip(rows, self._score(encoded, rows, prompt), strict=True)
+        ]
+
+    def _prompt(self, language: str) -> list[int]:
+        """<|startoftranscript|><|language|><|transcribe|><|notimestamps|>: what generate() starts from."""
+        config = self.model.generation_config
+        return [
+            config.decoder_start_token_id,
+            self.language_ids[language],
+            config.task_to_id["transcribe"],
+            config.no_timestamps_token_id,
+        ]
+
+    def _score(self, encoded: Any, rows: list[list[int]], prompt: int) -> list[tuple[float, float]]:
+        """P(<|nospeech|>) and openai-whisper's avg_logprob of each decoded row (prompt, text tokens,
+        end token if one came), by teacher forcing: one decoder pass over the rows.
+
+        Scoring after the fact rather than asking generate() for its scores keeps beam search from
+        storing a vocabulary-wide row per beam and step (4 MB a step for 4 regions x 5 beams). The
+        log-probabilities are the model's at temperature 1 (openai-whisper's too, whatever the
+        sampling temperature); the end token counts, and the length is text tokens + 1.
+        """
+        import torch
+
+        eos = self.model.generation_config.eos_token_id
+        ids = torch.full((len(rows), max(map(len, rows))), eos, dtype=torch.long, device=encoded.device)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, device=encoded.device)
+        hidden = self.model.get_decoder()(
+            input_ids=ids, encoder_hidden_states=encoded, use_cache=False
+        ).last_hidden_state
+        project = self.model.get_output_embeddings()
+        scores = []
+        for i, row in enumerate(rows):
+            # position j predicts token j + 1; one row at a time bounds the vocabulary-wide matrix
+            logprobs = project(hidden[i, : len(row) - 1]).float().log_softmax(dim=-1)
+            no_speech = float(logprobs[0, self.no_speech_id].exp())
+            targets = torch.tensor(row[prompt:], device=encoded.device).unsqueeze(-1)
+            total = float(logprobs[prompt - 1 :].gather(-1, targets).sum())
+            text_tokens = len(row) - prompt - (1 if row[-1] == eos and len(row) > prompt else 0)
+            scores.append((no_speech, total / (text_tokens + 1)))
+        return scores

@@ -24,7 +24,7 @@ from nats.js.api import DeliverPolicy
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events import binding, catalogue, storage
+from events import binding, catalogue, routing, storage
 from events.models import (
     AUDIO_TRACK_DESCRIPTION,
     DEFAULT_FORMATS,
@@ -34,7 +34,6 @@ from events.models import (
     WebhookTarget,
     split_formats,
 )
-from functions.ingest import routing
 from functions.ingest.jobs import (
     JobRecord,
     JobState,

@@ -12,8 +12,9 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 
-from events import binding, catalogue, storage, tracing
+from events import binding, catalogue, routing, storage, tracing
 from events.models import (
+    LanguageDetected,
     OutputFormat,
     TranscriptionDispatched,
     TranscriptionFailed,
@@ -22,7 +23,6 @@ from events.models import (
 )
 from events.runtime.function import Runtime, Subscription
 from events.settings import Settings
-from functions.ingest import routing
 from functions.ingest.api import content_disposition, create_app, result_filename
 from functions.ingest.jobs import JobRecord, JobStore, job_id_for, valid_job_id
 from functions.ingest.uploads import BucketDrop, decode_notification
@@ -141,22 +141,28 @@ class Ingest:
         assert record is not None
         return record
 
-    async def admit(self, request: TranscriptionRequested) -> str:
-        """The model a request goes to, once its webhook passes the guard (SSRF, signing secret);
-        RoutingError or WebhookRefused, each with its code, when it cannot run. Requests from
-        other systems pass the same checks as the API's, at the API and again at the router."""
-        model = routing.choose_model(request.model, request.language, self.settings)
+    async def admit(self, request: TranscriptionRequested) -> routing.Route:
+        """The model a request goes to and why, once its webhook passes the guard (SSRF, signing
+        secret); RoutingError or WebhookRefused, each with its code, when it cannot run. Requests
+        from other systems pass the same checks as the API's, at the API and again at the router."""
+        route = routing.choose_model(request.model, request.language, self.settings)
         if request.webhook is not None:
             await self.webhooks.check_async(request.webhook)
-        return model
+        return route
 
     # -- handlers --------------------------------------------------------------------------
 
     async def route(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        """A request to its model's queue; or a job a model function handed over by the language
+        it detected, to the model the language rules name."""
+        if binding.kind_of(event) is catalogue.LANGUAGE_DETECTED:
+            async for out in self._hand_over(binding.parse_data(event, LanguageDetected)):
+                yield out
+            return
         request = binding.parse_data(event, TranscriptionRequested)
         job_id = _checked_job_id(event, request)
         try:
-            model = await self.admit(request)
+            route = await self.admit(request)
         except (routing.RoutingError, WebhookRefused) as error:
             failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
             yield binding.new_event(
@@ -166,21 +172,59 @@ class Ingest:
         job = TranscriptionDispatched(
             job_id=job_id,
             media=request.media,
-            model=model,
+            model=route.model,
             language=request.language,
             formats=request.formats,
             audio_track=request.audio_track,
+            routing_reason=route.reason,
         )
         # Deterministic ids: a repeated request is a JetStream duplicate, not a second job.
         yield binding.new_event(
             catalogue.DISPATCHED, job, function=NAME, subject=job_id, event_id=f"{job_id}:dispatched"
         )
+        queued = TranscriptionQueued(job_id=job_id, model=route.model, routing_reason=route.reason)
         yield binding.new_event(
-            catalogue.QUEUED,
-            TranscriptionQueued(job_id=job_id, model=model),
-            function=NAME,
-            subject=job_id,
-            event_id=f"{job_id}:queued",
+            catalogue.QUEUED, queued, function=NAME, subject=job_id, event_id=f"{job_id}:queued"
+        )
+
+    async def _hand_over(self, detected: LanguageDetected) -> AsyncIterator[CloudEvent]:
+        """Re-dispatch a handed-over job with the language its first model heard: the target
+        trusts it and detects nothing, so a job is handed over at most once (and the event ids
+        make a repeated hand-over a JetStream duplicate)."""
+        job_id = detected.job_id
+        if not detected.handover:
+            return  # the model keeps the job: the projector records what it heard
+        # The store's current view: a job that ended meanwhile (failed, say) is not revived.
+        record = await self.jobs.current(job_id)
+        if record is None or record.finished:
+            log.info("not handing over job %s: %s", job_id, "no record" if record is None else record.state)
+            return
+        try:
+            route = routing.choose_model(None, detected.language, self.settings, detected=True)
+        except routing.RoutingError as error:
+            failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
+            yield binding.new_event(
+                catalogue.FAILED, failed, function=NAME, subject=job_id, event_id=f"{job_id}:failed:routing"
+            )
+            return
+        job = TranscriptionDispatched(
+            job_id=job_id,
+            media=record.media,
+            model=route.model,
+            language=detected.language,
+            language_probability=detected.probability,
+            formats=record.formats,
+            audio_track=record.audio_track,
+            routing_reason=route.reason,
+        )
+        yield binding.new_event(
+            catalogue.DISPATCHED, job, function=NAME, subject=job_id, event_id=f"{job_id}:dispatched:handover"
+        )
+        queued = TranscriptionQueued(
+            job_id=job_id, model=route.model, routing_reason=route.reason, handed_over_from=detected.model
+        )
+        yield binding.new_event(
+            catalogue.QUEUED, queued, function=NAME, subject=job_id, event_id=f"{job_id}:queued:handover"
         )
 
     async def project(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:

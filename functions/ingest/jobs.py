@@ -17,7 +17,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
 from events import binding, catalogue, models
-from events.models import MediaInfo, ObjectRef, OutputFormat, WebhookTarget, utcnow
+from events.models import MediaInfo, ObjectRef, OutputFormat, RoutingReason, WebhookTarget, utcnow
 
 _JOB_NAMESPACE = uuid.UUID("5f1c2a9e-3a47-4c1f-9b7e-6c0d7f9e1a21")
 # A job id is a KV key and the last token of NATS subjects: no dots, wildcards or spaces.
@@ -86,8 +86,14 @@ class JobFields(BaseModel):
     model: str | None = None
     language: str | None = None
     detected_language: str | None = None
+    language_probability: float | None = Field(None, description="Of the detected language.")
+    routing_reason: RoutingReason | None = Field(
+        None,
+        description="Why the job went to its model: requested, language rule, detected language, default.",
+    )
     formats: list[OutputFormat] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
+    audio_track: int | None = Field(None, description="The audio track asked for (0-based), if any.")
     run_id: str | None = None
     stage: str | None = None
     progress: float = 0.0
@@ -173,6 +179,7 @@ def apply(
             language=request.language,
             formats=request.formats,
             metadata=request.metadata,
+            audio_track=request.audio_track,
             webhook=WebhookStatus(url=shown_url(request.webhook.url)) if request.webhook else None,
             webhook_target=webhook_target if _same_target(webhook_target, request) else request.webhook,
         )
@@ -219,11 +226,26 @@ def _advance(record: JobRecord, event: CloudEvent, kind: catalogue.EventKind) ->
     job = record.model_copy(deep=True)
     if kind is catalogue.QUEUED:
         queued = binding.parse_data(event, models.TranscriptionQueued)
-        if not _moves(job, JobState.QUEUED):
+        if _handed_over(job, queued):
+            # Back on a queue, another model's: the first one only listened.
+            job.state, job.model, job.run_id = JobState.QUEUED, queued.model, None
+            job.stage, job.progress = None, 0.0
+            job.routing_reason = queued.routing_reason or job.routing_reason
+        elif _moves(job, JobState.QUEUED):
+            job.state, job.model = JobState.QUEUED, queued.model
+            job.routing_reason = queued.routing_reason or job.routing_reason
+        elif job.routing_reason is None and queued.routing_reason and job.model in (None, queued.model):
+            job.routing_reason = queued.routing_reason  # the model's progress came first
+        else:
             return None
-        job.state, job.model = JobState.QUEUED, queued.model
+    elif kind is catalogue.LANGUAGE_DETECTED:
+        detected = binding.parse_data(event, models.LanguageDetected)
+        job.detected_language, job.language_probability = detected.language, round(detected.probability, 4)
+        job.routing_reason = "detected language"
     elif kind is catalogue.PROGRESS:
         progress = binding.parse_data(event, models.TranscriptionProgress)
+        if job.model is not None and progress.model != job.model:
+            return None  # a late report of the model that handed the job over
         if not _moves(job, JobState.TRANSCRIBING, allow_same=True):
             return None
         job.state, job.model, job.run_id = JobState.TRANSCRIBING, progress.model, progress.run_id
@@ -235,6 +257,8 @@ def _advance(record: JobRecord, event: CloudEvent, kind: catalogue.EventKind) ->
         job.state, job.run_id, job.model = JobState.TRANSCRIBED, done.run_id, done.model
         job.stage, job.progress = "optimizing", 1.0
         job.detected_language, job.audio_seconds = done.language, done.audio_seconds
+        if done.language_probability is not None:
+            job.language_probability = round(done.language_probability, 4)
         job.segment_count, job.media_info = done.segment_count, done.media_info
     elif kind is catalogue.COMPLETED:
         completed = binding.parse_data(event, models.TranscriptionCompleted)
@@ -265,6 +289,17 @@ def _webhook_attempted(record: JobRecord, attempt: models.WebhookAttempted) -> J
         }
     )
     return job
+
+
+def _handed_over(job: JobRecord, queued: models.TranscriptionQueued) -> bool:
+    """Whether `queued` puts the job on the queue of the model it was handed over to, from the
+    model that still holds it in the record (not a repeat, nor a stale copy after the new model
+    began)."""
+    return (
+        queued.handed_over_from is not None
+        and job.model == queued.handed_over_from
+        and job.state in (JobState.QUEUED, JobState.TRANSCRIBING)
+    )
 
 
 def _moves(job: JobRecord, to: JobState, allow_same: bool = False) -> bool:

@@ -31,6 +31,7 @@ CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
 
 class WhisperX:
     name = NAME
+    default_language: str | None = None  # multilingual: a job that names no language is listened to first
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -63,6 +64,7 @@ class WhisperX:
             vad_method="pyannote",
             threads=self.settings.cpu_threads,
             local_files_only=True,
+            asr_options={"beam_size": self.settings.beam_size},
         )
         # Configured aligners load now: a wrong path fails readiness, not the first job in that language.
         for language in self.settings.alignment_models:
@@ -85,9 +87,10 @@ class WhisperX:
             raise JobFailed("language_unsupported", f"whisperx cannot transcribe language {language!r}")
         pipeline = self.pipeline
         transcript = Transcript(language=language)
-        if language is None:
-            transcript.language, transcript.language_probability = self.detect_language(audio)
-        language = transcript.language
+        if language is None:  # called without the skeleton's identification: this window's
+            probabilities = self.detect_language(audio)
+            language = max(probabilities, key=probabilities.__getitem__)
+            transcript.language, transcript.language_probability = language, probabilities[language]
         regions = pipeline.vad_model(
             {"waveform": Pyannote.preprocess_audio(audio), "sample_rate": SAMPLE_RATE}
         )
@@ -126,7 +129,13 @@ class WhisperX:
         Whisper may still end a chunk early and drop the rest of its speech (whisperx's batched
         pipeline returned 8.6 s of a 15.5 s recording, case 14 of ../shared/cases): as Whisper's own
         sequential decoding seeks to its last timestamp, the untranscribed rest of a chunk that
-        still holds speech is decoded again, until a pass adds nothing."""
+        still holds speech is decoded again, until a pass adds nothing.
+
+        Batched decoding has no temperature fallback: a chunk whose result Whisper's own rules
+        refuse (openai-whisper's transcribe.py: zlib compression ratio over 2.4, a decoding loop,
+        or mean log-probability under -1.0, unless the chunk is silence) is decoded again by
+        faster-whisper's sequential `WhisperModel.transcribe`, which falls back to sampling at
+        rising temperatures."""
         from faster_whisper.transcribe import BatchedInferencePipeline
 
         # The file's language is forced (multilingual=False: no detection per chunk).
@@ -144,6 +153,9 @@ class WhisperX:
                 decoded = self._forward(audio, [chunk for _, chunk in pending], tokenizer, options, batched)
                 rests = []
                 for (slot, chunk), segments in zip(pending, decoded, strict=True):
+                    if self._refused(segments, options):
+                        found[slot].extend(self._sequential(audio, chunk, tokenizer, with_words=with_words))
+                        continue
                     found[slot].extend(segments)
                     if segments and (rest := _untranscribed(chunk, segments[-1].end)) is not None:
                         rests.append((slot, rest))
@@ -151,19 +163,75 @@ class WhisperX:
             for slot, segments in enumerate(found):
                 yield first + slot, segments
 
+    @staticmethod
+    def _refused(segments: list[Segment], options: Any) -> bool:
+        """Whether Whisper's rules refuse one chunk's batched result (the log-probabilities are the
+        chunk's, shared by its segments)."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        if not segments or segments[0].avg_logprob is None:
+            return False
+        logprob, no_speech = segments[0].avg_logprob, segments[0].no_speech_prob or 0.0
+        if options.no_speech_threshold is not None and no_speech > options.no_speech_threshold:
+            if options.log_prob_threshold is not None and logprob < options.log_prob_threshold:
+                return False  # silence: optimize drops what the model made of it
+        ratio = get_compression_ratio(" ".join(segment.text for segment in segments))
+        too_repetitive = (
+            options.compression_ratio_threshold is not None and ratio > options.compression_ratio_threshold
+        )
+        too_unlikely = options.log_prob_threshold is not None and logprob < options.log_prob_threshold
+        return too_repetitive or too_unlikely
+
+    def _sequential(
+        self, audio: np.ndarray, chunk: dict[str, Any], tokenizer: Any, *, with_words: bool
+    ) -> list[Segment]:
+        """One chunk through faster-whisper's sequential decoding, with its temperature fallback."""
+        model = self.pipeline.model
+        start, end = chunk["start"], chunk["end"]
+        parts, _ = model.transcribe(
+            audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)],
+            language=tokenizer.language_code,
+            task="transcribe",
+            beam_size=self.settings.beam_size,
+            word_timestamps=with_words,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        segments = []
+        for part in parts:
+            text = part.text.strip()
+            if not text:
+                continue
+            words = [
+                Word(
+                    word=w.word.strip(),
+                    start=round(start + w.start, 3),
+                    end=round(start + w.end, 3),
+                    score=round(w.probability, 4),
+                )
+                for w in part.words or []
+                if w.word.strip()
+            ]
+            first = min(start + part.start, end)
+            segments.append(
+                Segment(
+                    start=round(first, 3),
+                    end=round(min(max(start + part.end, first), end), 3),
+                    text=text,
+                    words=words or None,
+                    avg_logprob=part.avg_logprob,
+                    no_speech_prob=part.no_speech_prob,
+                    language=tokenizer.language_code,
+                )
+            )
+        return segments
+
     def _forward(
         self, audio: np.ndarray, chunks: list[dict[str, Any]], tokenizer: Any, options: Any, batched: Any
     ) -> list[list[Segment]]:
         """One batch of chunks through the model: each chunk's segments (times on the whole audio)."""
-        from faster_whisper.audio import pad_or_trim
-
-        model = self.pipeline.model
         pieces = [audio[int(c["start"] * SAMPLE_RATE) : int(c["end"] * SAMPLE_RATE)] for c in chunks]
-        # Features as faster-whisper's batched pipeline makes them: the chunk's own log-mel, padded
-        # to 30 s after. whisperx's (the audio zero-padded first) scored a little better on the
-        # English dev clips but lost words on speech without pauses (case 19 of ../shared/cases:
-        # both 砸自己的脚 dropped) and invented text on a 0.45 s word (case 13).
-        features = np.stack([pad_or_trim(model.feature_extractor(piece)[..., :-1]) for piece in pieces])
+        features = self._features(pieces)
         metadata = [
             {"offset": chunk["start"], "duration": len(piece) / SAMPLE_RATE}
             for chunk, piece in zip(chunks, pieces, strict=True)
@@ -202,18 +270,26 @@ class WhisperX:
             decoded.append(segments)
         return decoded
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        """Language and its probability from the first 30 s (whisperx logs but drops it)."""
-        from whisperx.audio import N_SAMPLES, log_mel_spectrogram
+    def _features(self, pieces: list[np.ndarray]) -> np.ndarray:
+        # Features as faster-whisper's batched pipeline makes them: the chunk's own log-mel, padded
+        # to 30 s after. whisperx's (the audio zero-padded first) scored a little better on the
+        # English dev clips but lost words on speech without pauses (case 19 of ../shared/cases:
+        # both 砸自己的脚 dropped) and invented text on a 0.45 s word (case 13).
+        from faster_whisper.audio import pad_or_trim
 
         model = self.pipeline.model
-        mel = log_mel_spectrogram(
-            audio[:N_SAMPLES],
-            n_mels=model.feat_kwargs.get("feature_size") or 80,
-            padding=max(0, N_SAMPLES - audio.shape[0]),
-        )
-        token, probability = model.model.detect_language(model.encode(mel))[0][0]
-        return token[2:-2], float(probability)
+        return np.stack([pad_or_trim(model.feature_extractor(piece)[..., :-1]) for piece in pieces])
+
+    def detect_language(self, audio: np.ndarray) -> dict[str, float]:
+        """The probability of each language (ISO 639-1 code) for a clip of at most 30 s (float32,
+        16 kHz mono; longer audio: its first 30 s), from the model's language tokens, with the
+        features faster-whisper's `WhisperModel.detect_language` computes."""
+        from faster_whisper.audio import pad_or_trim
+
+        model = self.pipeline.model
+        features = pad_or_trim(model.feature_extractor(audio[: 30 * SAMPLE_RATE]))
+        ranked = model.model.detect_language(model.encode(features))[0]
+        return {token[2:-2]: float(probability) for token, probability in ranked}
 
     # -- forced alignment ---------------------------------------------------------------------
 

@@ -34,8 +34,11 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
      "one vs two model replicas on one queue; warm per-job overhead"),
     ("intake", ["tests.benchmarks.intake_bench"],
      "media intake (probe, allow-lists, channel mix, timeline) vs the plain ffmpeg decode it replaced"),
-    ("quality", ["tests.benchmarks.quality_bench"],
-     "WER/CER of the whisperx adapter on the dev set (10 en, 10 zh); doubtful segments dropped"),
+    ("quality", ["tests.benchmarks.quality_bench", "--markdown"],
+     "WER/CER per clip of ../shared/audio: the pipeline through the stack (no language named) vs bare "
+     "faster-whisper and bare whisperx; the model chosen and the language detected"),
+    ("routing", ["tests.benchmarks.routing_bench"],
+     "what routing by the spoken language adds to a job (seconds); memory of the default stack"),
 ]  # fmt: skip
 
 

@@ -1,8 +1,10 @@
-"""Speech regions for decoding: Silero VAD v6 (the ONNX file faster-whisper ships), run block by
-block so an hour of audio costs a few MB beyond the audio itself.
+"""Speech regions: Silero VAD v6 (the ONNX file faster-whisper ships), run block by block so an
+hour of audio costs a few MB beyond the audio itself.
 
-BELLE-2 was fine-tuned without timestamp tokens, so a segment's time comes from here: each
-region is decoded on its own and becomes one segment spanning the speech the VAD heard.
+Two users: language identification (functions/language.py) listens to these regions only, and
+belle2 decodes them. BELLE-2 was fine-tuned without timestamp tokens, so its segments' times
+come from here: each region is decoded on its own and becomes one segment spanning the speech
+the VAD heard.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.transcriber import SAMPLE_RATE
+from functions.media import SAMPLE_RATE
 
 WINDOW = 512  # samples per Silero probability (32 ms)
 CONTEXT = 64  # samples of the previous window the v6 model reads with each window
