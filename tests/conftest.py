@@ -75,7 +75,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterat
 def routing_stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[EmbeddedStack]:
     """The embedded stack as it runs by default: both models (whisperx, and belle2 on the
     transformers checkpoint derived from the bundled whisper-base), routing by language."""
-    settings = Settings(model_cache_dir=model_cache, enabled_models=["whisperx", "belle2"])
+    # Greedy decoding: these tests are about routing and the platform, and five beams through
+    # transformers on two CPU cores make every belle2 job several times slower
+    # (tests/test_belle2_model.py covers beam search).
+    settings = Settings(model_cache_dir=model_cache, enabled_models=["whisperx", "belle2"], beam_size=1)
     derive_whisper_base_hf(assemble_whisper_base(model_cache), settings.belle2_model_path())
     yield from started_stack(tmp_path_factory, "routing-stack", settings)
 

@@ -5,6 +5,8 @@ refusals for bad models and bad audio. The model is loaded once."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import pickle
 import resource
@@ -116,30 +118,35 @@ def test_long_input_is_decoded_region_by_region_with_bounded_memory(belle2: Bell
     audio = np.concatenate(parts)
     assert len(audio) / RATE == pytest.approx(600, abs=1)
 
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+
     def rss_mb() -> float:
+        # Freed heap first goes back to the system: beam search reallocates its cross-attention
+        # cache at every step (transformers reorders it for the beams), and glibc keeps a varying
+        # few hundred MB of such freed blocks. That is the allocator's slack, not growth.
+        libc.malloc_trim(0)
         return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
 
     samples: list[float] = []
     adapter = belle2
-    batch_size = adapter.settings.batch_size
-    adapter.settings = adapter.settings.model_copy(update={"batch_size": 2})  # four batches
+    batch_size, beam_size = adapter.settings.batch_size, adapter.settings.beam_size
+    # Four batches; greedy, since what is measured is memory against the audio's length, and five
+    # beams make this test take minutes on two cores.
+    adapter.settings = adapter.settings.model_copy(update={"batch_size": 2, "beam_size": 1})
     try:
         before = rss_mb()
         transcript = adapter.transcribe(audio, "en", lambda s: None, lambda f: samples.append(rss_mb()))
     finally:
-        adapter.settings = adapter.settings.model_copy(update={"batch_size": batch_size})
+        restored = {"batch_size": batch_size, "beam_size": beam_size}
+        adapter.settings = adapter.settings.model_copy(update=restored)
 
     assert len(transcript.segments) == 8
     for i, segment in enumerate(transcript.segments):
         assert i * 75 - 0.25 <= segment.start < segment.end <= i * 75 + 12  # the VAD pads 0.2 s
     assert len(samples) == 4
     # A batch's features and decoder state, not the ten minutes: the allocator's slack aside,
-    # memory stays where one batch puts it. Beam search keeps a cross-attention cache (keys and
-    # values of the 1500 encoder frames, every decoder layer) per beam: 37 MB each for base.
-    config = adapter.model.config
-    cross_cache_mb = config.decoder_layers * 2 * config.max_source_positions * config.d_model * 4 / 2**20
-    beams_state_mb = 2 * (adapter.settings.beam_size - 1) * cross_cache_mb
-    assert max(samples) - before < 300 + beams_state_mb, (before, samples, beams_state_mb)
+    # memory stays where one batch puts it.
+    assert max(samples) - before < 300, (before, samples)
 
 
 def speech_probabilities(*spans: tuple[float, float], seconds: float) -> np.ndarray:
