@@ -51,6 +51,8 @@ def misrouted(clip: Path, language: str, job: dict[str, Any]) -> str | None:
     return None if found == wanted else f"{clip.name}: {found} (error: {job.get('error')})"
 
 
+# 24 jobs, each Mandarin one transcribed twice over (listened to, then handed over).
+@pytest.mark.timeout(1200)
 async def test_every_clip_goes_to_the_model_for_the_language_it_speaks_through_the_api(
     routing_api: httpx.AsyncClient, routing_js: JetStreamContext
 ) -> None:
@@ -78,6 +80,8 @@ async def spaced_han(api: httpx.AsyncClient, job_id: str) -> list[str]:
     return found
 
 
+# 24 jobs, each Mandarin one transcribed twice over (listened to, then handed over).
+@pytest.mark.timeout(1200)
 async def test_every_clip_goes_to_the_model_for_the_language_it_speaks_through_a_bucket_drop(
     routing_stack: EmbeddedStack, routing_api: httpx.AsyncClient, routing_js: JetStreamContext
 ) -> None:
@@ -95,6 +99,7 @@ async def test_every_clip_goes_to_the_model_for_the_language_it_speaks_through_a
     assert not wrong, "\n".join(wrong)
 
 
+@pytest.mark.timeout(1000)
 @pytest.mark.parametrize("opening", ["music", "ring tones"])
 async def test_mandarin_after_half_a_minute_of_music_or_tones_goes_to_belle2_in_one_trace(
     routing_api: httpx.AsyncClient, routing_js: JetStreamContext, tmp_path: Path, opening: str
