@@ -41,6 +41,8 @@ class StallingModel:
     """A test double of a model adapter whose first job hangs (no segment, no progress) until the
     test releases it, as a wedged GPU kernel would; later jobs transcribe at once."""
 
+    default_language = "en"  # the job names no language; this model needs none detected
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.release = threading.Event()
@@ -49,6 +51,9 @@ class StallingModel:
 
     def load(self) -> None:
         return None
+
+    def detect_language(self, audio: np.ndarray) -> dict[str, float]:
+        return {"en": 1.0}
 
     def transcribe(
         self,
