@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from events.errors import CodedError
 from events.models import RoutingReason, TranscriptionDispatched
 from events.settings import Settings
 
@@ -25,11 +26,8 @@ MODELS: dict[str, str] = {
 }
 
 
-class RoutingError(ValueError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class RoutingError(CodedError, ValueError):
+    """A request no enabled model can take (unknown or disabled model, no rule for the language)."""
 
 
 @dataclass(frozen=True)

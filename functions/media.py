@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from events.errors import CodedError
 from events.models import AudioTrack, MediaInfo
 from events.settings import Settings
 
@@ -79,14 +80,9 @@ _PROBE_TIMEOUT_S = 600.0
 _MAX_TITLE = 200
 
 
-class JobFailed(Exception):
+class JobFailed(CodedError):
     """The job cannot succeed (bad media, a refused option): reported as a `failed` event with
     `code` and `message`, not retried."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,11 @@ from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 from minio.error import S3Error
 
-from events import binding, catalogue, routing, storage, tracing
+from events import binding, catalogue, lifecycle, routing, storage, tracing
 from events.models import (
     LanguageDetected,
     SegmentTranscribed,
     TranscriptionDispatched,
-    TranscriptionFailed,
     TranscriptionProgress,
     TranscriptionTranscribed,
     Word,
@@ -184,14 +183,7 @@ class TranscriptionFunction:
                 yield out
         except JobFailed as error:
             log.warning("job failed: %s", error.message, extra={"job_id": job.job_id})
-            failed = TranscriptionFailed(
-                job_id=job.job_id,
-                code=error.code,
-                message=error.message,
-                function=self.name,
-                run_id=run_id,
-            )
-            yield self._event(catalogue.FAILED, failed, job.job_id, f"{job.job_id}:failed")
+            yield lifecycle.failed(job.job_id, error, function=self.name, run_id=run_id)
 
     async def _run(self, job: TranscriptionDispatched, run_id: str) -> AsyncIterator[CloudEvent]:
         timings: dict[str, float] = {}
@@ -237,7 +229,7 @@ class TranscriptionFunction:
                 if heard is not None:
                     language, probability = heard.language, heard.probability
                     if routed_here:  # the record shows what was heard, and ingest hands the job over
-                        event_id = f"{job.job_id}:language"
+                        event_id = lifecycle.language_id(job.job_id)
                         yield self._event(catalogue.LANGUAGE_DETECTED, heard, job.job_id, event_id)
                         if heard.handover:
                             return  # ingest re-dispatches the job to the model the rules name
@@ -258,7 +250,9 @@ class TranscriptionFunction:
                                 end=item.end, text=item.text, words=item.words, language=item.language,
                                 avg_logprob=item.avg_logprob, no_speech_prob=item.no_speech_prob,
                             )  # fmt: skip
-                            yield self._event(catalogue.SEGMENT, segment, job.job_id, f"{run_id}:{sequence}")
+                            yield self._event(
+                                catalogue.SEGMENT, segment, job.job_id, lifecycle.segment_id(run_id, sequence)
+                            )
                             sequence += 1
                         elif isinstance(item, float):
                             yield self._progress(job, run_id, "transcribing", item)
@@ -288,7 +282,7 @@ class TranscriptionFunction:
             audio_seconds=audio.seconds, formats=job.formats, timings=timings,
             alignment=transcript.alignment, media_info=audio.media,
         )  # fmt: skip
-        yield self._event(catalogue.TRANSCRIBED, done, job.job_id, f"{run_id}:transcribed")
+        yield self._event(catalogue.TRANSCRIBED, done, job.job_id, lifecycle.transcribed_id(run_id))
 
     async def _transcribe(
         self, audio: DecodedAudio, language: str | None

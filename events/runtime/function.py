@@ -15,18 +15,14 @@ from nats.js import JetStreamContext
 from events import binding
 from events.bus import Publisher
 from events.catalogue import Consumer
+from events.errors import CodedError
 from events.settings import Settings
 
 Handler = Callable[[CloudEvent], AsyncIterator[CloudEvent]]
 
 
-class PermanentError(Exception):
+class PermanentError(CodedError):
     """Retrying cannot help (the event itself is wrong): the host dead-letters it at once."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class TransientError(Exception):

@@ -28,10 +28,11 @@ from cloudevents.core.v1.event import CloudEvent
 from nats.aio.msg import Msg
 from opentelemetry import trace
 
-from events import binding, logs, metrics, tracing
+from events import binding, lifecycle, logs, metrics, tracing
 from events.bus import Publisher, connect
-from events.catalogue import DEAD_LETTER, FAILED, JOB_STEPS, Consumer
-from events.models import DeadLetter, TranscriptionFailed
+from events.catalogue import DEAD_LETTER, JOB_STEPS, Consumer
+from events.errors import CodedError
+from events.models import DeadLetter
 from events.runtime.function import (
     ACTIVITY,
     DELIVERY_ATTEMPT,
@@ -291,20 +292,13 @@ class JetStreamHost:
             DEAD_LETTER,
             letter,
             function=self.function.name,
-            event_id=f"dlq:{consumer.durable}:{sequence}",
+            event_id=lifecycle.dead_letter_id(consumer.durable, sequence),
         )
         await self.runtime.publisher.publish(event)
         if job_step is not None and (job_id := _job_id(job_step)) is not None:
-            failed = TranscriptionFailed(
-                job_id=job_id,
-                code="gave_up",
-                message=f"{self.function.name} gave up on this job: {reason}",
-                function=self.function.name,
-            )
+            gave_up = CodedError("gave_up", f"{self.function.name} gave up on this job: {reason}")
             await self.runtime.publisher.publish(
-                binding.new_event(
-                    FAILED, failed, function=self.function.name, subject=job_id, event_id=f"{job_id}:failed"
-                )
+                lifecycle.failed(job_id, gave_up, function=self.function.name)
             )
         await msg.term()
         log.error("dead-lettered: %s", reason, extra={"consumer": consumer.durable})

@@ -12,12 +12,11 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 
-from events import binding, catalogue, routing, storage, tracing
+from events import binding, catalogue, lifecycle, routing, storage, tracing
 from events.models import (
     LanguageDetected,
     OutputFormat,
     TranscriptionDispatched,
-    TranscriptionFailed,
     TranscriptionQueued,
     TranscriptionRequested,
 )
@@ -133,7 +132,7 @@ class Ingest:
                 request,
                 function=NAME,
                 subject=request.job_id,
-                event_id=f"{request.job_id}:requested",
+                event_id=lifecycle.requested_id(request.job_id) if request.job_id else None,
                 traceparent=tracing.current_traceparent(),
             )
             await self._runtime.publisher.publish(event)
@@ -164,10 +163,7 @@ class Ingest:
         try:
             route = await self.admit(request)
         except (routing.RoutingError, WebhookRefused) as error:
-            failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
-            yield binding.new_event(
-                catalogue.FAILED, failed, function=NAME, subject=job_id, event_id=f"{job_id}:failed:routing"
-            )
+            yield lifecycle.failed(job_id, error, function=NAME, step="routing")
             return
         job = TranscriptionDispatched(
             job_id=job_id,
@@ -180,11 +176,11 @@ class Ingest:
         )
         # Deterministic ids: a repeated request is a JetStream duplicate, not a second job.
         yield binding.new_event(
-            catalogue.DISPATCHED, job, function=NAME, subject=job_id, event_id=f"{job_id}:dispatched"
+            catalogue.DISPATCHED, job, function=NAME, subject=job_id, event_id=lifecycle.dispatched_id(job_id)
         )
         queued = TranscriptionQueued(job_id=job_id, model=route.model, routing_reason=route.reason)
         yield binding.new_event(
-            catalogue.QUEUED, queued, function=NAME, subject=job_id, event_id=f"{job_id}:queued"
+            catalogue.QUEUED, queued, function=NAME, subject=job_id, event_id=lifecycle.queued_id(job_id)
         )
 
     async def _hand_over(self, detected: LanguageDetected) -> AsyncIterator[CloudEvent]:
@@ -202,10 +198,7 @@ class Ingest:
         try:
             route = routing.choose_model(None, detected.language, self.settings, detected=True)
         except routing.RoutingError as error:
-            failed = TranscriptionFailed(job_id=job_id, code=error.code, message=error.message, function=NAME)
-            yield binding.new_event(
-                catalogue.FAILED, failed, function=NAME, subject=job_id, event_id=f"{job_id}:failed:routing"
-            )
+            yield lifecycle.failed(job_id, error, function=NAME, step="routing")
             return
         job = TranscriptionDispatched(
             job_id=job_id,
@@ -218,13 +211,21 @@ class Ingest:
             routing_reason=route.reason,
         )
         yield binding.new_event(
-            catalogue.DISPATCHED, job, function=NAME, subject=job_id, event_id=f"{job_id}:dispatched:handover"
+            catalogue.DISPATCHED,
+            job,
+            function=NAME,
+            subject=job_id,
+            event_id=lifecycle.dispatched_id(job_id, handover=True),
         )
         queued = TranscriptionQueued(
             job_id=job_id, model=route.model, routing_reason=route.reason, handed_over_from=detected.model
         )
         yield binding.new_event(
-            catalogue.QUEUED, queued, function=NAME, subject=job_id, event_id=f"{job_id}:queued:handover"
+            catalogue.QUEUED,
+            queued,
+            function=NAME,
+            subject=job_id,
+            event_id=lifecycle.queued_id(job_id, handover=True),
         )
 
     async def project(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:

@@ -39,7 +39,8 @@ from cloudevents.core.v1.event import CloudEvent
 from opentelemetry.trace import StatusCode
 from standardwebhooks import Webhook
 
-from events import binding, catalogue, tracing
+from events import binding, catalogue, lifecycle, tracing
+from events.errors import CodedError
 from events.models import (
     OutputFormat,
     TranscriptionCompleted,
@@ -83,13 +84,8 @@ _METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_add
 REFUSALS = frozenset({"webhook_unsigned", "webhook_scheme", "webhook_invalid", "webhook_forbidden"})
 
 
-class WebhookRefused(ValueError):
+class WebhookRefused(CodedError, ValueError):
     """A webhook target ingest will not call (SSRF guard, no signing secret)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # -- SSRF guard ---------------------------------------------------------------------------------
@@ -446,7 +442,7 @@ class WebhookDeliverer:
             attempted,
             function="ingest",
             subject=attempted.job_id,
-            event_id=f"{attempted.job_id}:webhook:{attempted.attempt}",
+            event_id=lifecycle.webhook_id(attempted.job_id, attempted.attempt),
         )
         try:
             await self.ingest.jobs.project(event, attempted.job_id)

@@ -16,13 +16,13 @@ from minio.error import S3Error
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from events import binding, catalogue, storage, tracing
+from events import binding, catalogue, lifecycle, storage, tracing
+from events.errors import CodedError
 from events.models import (
     ObjectRef,
     OutputFormat,
     SegmentTranscribed,
     TranscriptionCompleted,
-    TranscriptionFailed,
     TranscriptionTranscribed,
 )
 from events.runtime.function import PermanentError, Runtime, Subscription, TransientError
@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 NAME = "optimize"
 
 
-class SegmentsIncomplete(Exception):
-    pass
+class SegmentsIncomplete(CodedError):
+    """The transcribed event names more segments than the stream holds for its run (yet)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("segments_incomplete", message)
 
 
 class Optimize:
@@ -70,16 +73,7 @@ class Optimize:
         try:
             segments = await self.segments_of(done)
         except SegmentsIncomplete as error:
-            failed = TranscriptionFailed(
-                job_id=done.job_id,
-                code="segments_incomplete",
-                message=str(error),
-                function=NAME,
-                run_id=done.run_id,
-            )
-            yield binding.new_event(
-                catalogue.FAILED, failed, function=NAME, subject=done.job_id, event_id=f"{done.job_id}:failed"
-            )
+            yield lifecycle.failed(done.job_id, error, function=NAME, run_id=done.run_id)
             return
         ids = {tracing.JOB_ID: done.job_id, tracing.RUN_ID: done.run_id, tracing.MODEL: done.model}
         with tracing.stage("optimize", {**ids, tracing.AUDIO_SECONDS: done.audio_seconds}) as span:
@@ -126,7 +120,7 @@ class Optimize:
             completed,
             function=NAME,
             subject=done.job_id,
-            event_id=f"{done.job_id}:completed",
+            event_id=lifecycle.completed_id(done.job_id),
         )
 
     async def segments_of(self, done: TranscriptionTranscribed) -> list[SegmentTranscribed]:

@@ -1,0 +1,82 @@
+"""A job's lifecycle events: their deterministic ids and the constructors every function uses.
+
+At-least-once delivery makes every step happen more than once; a deterministic CloudEvent id
+(`<job>:<step>`) turns a repeat into a duplicate that JetStream's de-duplication window and the
+job projector drop (docs/reliability.md). Each step's id is built here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from cloudevents.core.v1.event import CloudEvent
+
+from events import binding, catalogue
+from events.errors import CodedError
+from events.models import TranscriptionFailed
+
+
+def requested_id(job_id: str) -> str:
+    return f"{job_id}:requested"
+
+
+def dispatched_id(job_id: str, *, handover: bool = False) -> str:
+    """The first dispatch, or the one after a language hand-over (at most one per job)."""
+    return f"{job_id}:dispatched:handover" if handover else f"{job_id}:dispatched"
+
+
+def queued_id(job_id: str, *, handover: bool = False) -> str:
+    return f"{job_id}:queued:handover" if handover else f"{job_id}:queued"
+
+
+def language_id(job_id: str) -> str:
+    return f"{job_id}:language"
+
+
+def segment_id(run_id: str, sequence: int) -> str:
+    """A segment of one run (one model attempt); `sequence` counts from 0."""
+    return f"{run_id}:{sequence}"
+
+
+def transcribed_id(run_id: str) -> str:
+    return f"{run_id}:transcribed"
+
+
+def completed_id(job_id: str) -> str:
+    return f"{job_id}:completed"
+
+
+def webhook_id(job_id: str, attempt: int) -> str:
+    """One webhook delivery attempt (1 for the first)."""
+    return f"{job_id}:webhook:{attempt}"
+
+
+def failed_id(job_id: str, step: str | None = None) -> str:
+    """A job's failure; `step` names a failure that may precede a later, different one (routing)."""
+    return f"{job_id}:failed:{step}" if step else f"{job_id}:failed"
+
+
+def dead_letter_id(durable: str, sequence: int) -> str:
+    """A dead letter, by the consumer and the stream sequence of the message it replaces."""
+    return f"dlq:{durable}:{sequence}"
+
+
+def failed(
+    job_id: str,
+    error: CodedError,
+    *,
+    function: str,
+    run_id: str | None = None,
+    step: str | None = None,
+    traceparent: str | None = None,
+) -> CloudEvent:
+    """The `failed` event of `job_id`: `error`'s code and message, from `function`."""
+    data = TranscriptionFailed(
+        job_id=job_id, code=error.code, message=error.message, function=function, run_id=run_id
+    )
+    return binding.new_event(
+        catalogue.FAILED,
+        data,
+        function=function,
+        subject=job_id,
+        event_id=failed_id(job_id, step),
+        traceparent=traceparent,
+    )
