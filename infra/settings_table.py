@@ -5,7 +5,7 @@
 
 The settings model is the one source; this module only adds which settings a production
 deployment must set, because their defaults are right only on a laptop (loopback endpoints,
-the development secret). tests/test_deploy_static.py holds every manifest to that list.
+the development secret). tests/deploy/test_deploy_static.py holds every manifest to that list.
 """
 
 from __future__ import annotations

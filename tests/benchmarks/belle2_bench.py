@@ -109,7 +109,7 @@ def main() -> int:
 
     reference = " ".join((AUDIO / n.replace(".flac", ".txt").replace(".wav", ".txt")).read_text().strip()
                          for n in SPEECH)  # fmt: skip
-    from tests.test_end_to_end import wer
+    from tests.support.quality import wer
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{torch.get_num_threads()} threads, device {adapter.device}, {adapter.model_dir}")  # fmt: skip

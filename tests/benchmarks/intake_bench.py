@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from functions.media import JobFailed, Limits, decode
-from tests.benchmarks.media import long_english_clip
-from tests.conftest import CASES_SCRIPT
+from tests.support.media import long_english_clip
+from tests.support.paths import CASES_SCRIPT
 
 LIMITS = Limits(max_seconds=4 * 3600, decode_timeout_s=600)
 

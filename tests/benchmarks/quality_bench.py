@@ -76,7 +76,7 @@ from events.models import SegmentTranscribed
 from events.settings import Settings
 from functions.media import DecodedAudio, decode
 from functions.optimize.chinese import to_simplified
-from tests.conftest import AUDIO
+from tests.support.paths import AUDIO
 
 # The models are local: whisperx and transformers (imported later, in the functions below) must
 # never try a hub.

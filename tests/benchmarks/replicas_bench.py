@@ -29,8 +29,8 @@ from events import catalogue
 from events.settings import Settings
 from infra.embedded.stack import EmbeddedStack, Ports, free_port
 from infra.models import assemble_whisper_base
-from tests.benchmarks.media import long_english_clip
-from tests.conftest import job_events, wait_for_state
+from tests.support.jobs import job_events, wait_for_state
+from tests.support.media import long_english_clip
 
 
 async def batch(stack: EmbeddedStack, clip: Path, jobs: int) -> tuple[float, list[float]]:

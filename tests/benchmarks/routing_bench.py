@@ -30,8 +30,9 @@ from events import binding, catalogue
 from events.settings import Settings
 from infra.embedded.stack import EmbeddedStack, Ports
 from infra.models import assemble_whisper_base, derive_whisper_base_hf
-from tests.benchmarks.media import long_english_clip
-from tests.conftest import AUDIO, job_events
+from tests.support.jobs import job_events
+from tests.support.media import long_english_clip
+from tests.support.paths import AUDIO
 
 
 async def timed_job(api: httpx.AsyncClient, js: Any, path: Path, **form: str) -> tuple[float, dict[str, Any]]:

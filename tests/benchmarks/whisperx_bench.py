@@ -22,7 +22,7 @@ from functions.media import decode
 from functions.transcriber import Segment, TranscriptionFunction
 from functions.whisperx.model import WhisperX
 from infra.models import assemble_whisper_base
-from tests.benchmarks.media import long_english_clip
+from tests.support.media import long_english_clip
 
 
 def peak_rss_mb() -> float:

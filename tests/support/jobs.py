@@ -1,0 +1,135 @@
+"""Following jobs on a running stack: submit, read a job's events, wait for a state."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from events import binding, catalogue, storage
+from events.settings import Settings
+from functions.ingest.jobs import JobState
+from infra.embedded.stack import EmbeddedStack, Ports
+
+
+def started_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str, settings: Settings, **options: Any
+) -> Iterator[EmbeddedStack]:
+    """The body of a stack fixture: a stack of its own on free ports, stopped after its tests."""
+    with EmbeddedStack(
+        tmp_path_factory.mktemp(name), ports=Ports.free(), settings=settings, **options
+    ) as stack:
+        yield stack
+
+
+FINISHED_STATES = {JobState.COMPLETED.value, JobState.FAILED.value}
+
+
+async def messages_until(
+    js: JetStreamContext,
+    subject: str,
+    done: Callable[[Msg], bool],
+    timeout: float | None,
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+    *,
+    per_message: float | None = None,
+    after_subscribing: Callable[[], Awaitable[object]] | None = None,
+) -> list[Msg]:
+    """The messages on `subject` (an ordered consumer) up to and including the first that `done`
+    accepts. `timeout` bounds the whole read (None: unbounded), `per_message` the wait for each
+    message (by default `timeout`); `after_subscribing` runs once the subscription exists (to
+    publish what a `DeliverPolicy.NEW` read is to see). Always unsubscribes."""
+    wait = per_message if per_message is not None else timeout
+    assert wait is not None, "a read with no bound at all"
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=deliver_policy)
+    messages: list[Msg] = []
+    try:
+        if after_subscribing is not None:
+            await after_subscribing()
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await sub.next_msg(timeout=wait)
+                messages.append(msg)
+                if done(msg):
+                    return messages
+    finally:
+        await sub.unsubscribe()
+
+
+async def subject_count(js: JetStreamContext, subject: str) -> int:
+    """How many messages the JOBS stream holds on `subject` now."""
+    info = await js.stream_info(catalogue.JOBS.name, subjects_filter=subject)
+    return (info.state.subjects or {}).get(subject, 0)
+
+
+async def job_events(js: JetStreamContext, job_id: str, until: set[str], timeout: float) -> list[Any]:
+    """Every lifecycle event of a job, read from the JOBS stream until one of `until` types."""
+    messages = await messages_until(
+        js,
+        catalogue.job_events_subject(job_id),
+        lambda msg: binding.decode(msg.headers, msg.data).get_type() in until,
+        timeout,
+    )
+    return [binding.decode(msg.headers, msg.data) for msg in messages]
+
+
+async def wait_for_job_end(js: JetStreamContext, job_id: str, timeout: float = 180) -> Any:
+    """The job's `completed` or `failed` event."""
+    ends = {catalogue.COMPLETED.type, catalogue.FAILED.type}
+    return (await job_events(js, job_id, ends, timeout))[-1]
+
+
+async def submit(api: httpx.AsyncClient, path: Path, **form: str) -> str:
+    with open(path, "rb") as body:
+        response = await api.post("/v1/jobs", files={"file": (path.name, body)}, data=form)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def wait_for_record(
+    js: JetStreamContext, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
+    """The job record once `until` holds for it (a KV watch on the jobs bucket, no polling)."""
+    kv = await js.key_value(catalogue.JOBS_KV_BUCKET)
+    watcher = await kv.watch(job_id)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                entry = await watcher.updates(timeout=timeout)
+                if entry is None or not entry.value:
+                    continue  # the marker after the initial values
+                record: dict[str, Any] = json.loads(entry.value)
+                if until(record):
+                    return record
+    finally:
+        await watcher.stop()
+
+
+async def wait_for_state(js: JetStreamContext, job_id: str, states: set[str], timeout: float = 30) -> Any:
+    """The job record once the projector has brought it to one of `states` (a KV watch)."""
+    return await wait_for_record(js, job_id, lambda record: record["state"] in states, timeout)
+
+
+async def finished_job(
+    api: httpx.AsyncClient, js: JetStreamContext, job_id: str, timeout: float = 180
+) -> dict[str, Any]:
+    """The job record once ingest has recorded its end: watched in the jobs KV, not polled."""
+    await wait_for_job_end(js, job_id, timeout)
+    await wait_for_state(js, job_id, FINISHED_STATES, timeout)
+    job: dict[str, Any] = (await api.get(f"/v1/jobs/{job_id}")).json()
+    return job
+
+
+def put(stack: EmbeddedStack, key: str, data: bytes) -> None:
+    """Put `data` into the stack's uploads bucket under `key`."""
+    storage.client(stack.settings).put_object(stack.settings.uploads_bucket, key, io.BytesIO(data), len(data))
