@@ -13,10 +13,9 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 from minio.error import S3Error
-from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from events import binding, catalogue, lifecycle, storage, tracing
+from events import binding, catalogue, lifecycle, reader, storage, tracing
 from events.errors import CodedError
 from events.models import (
     ObjectRef,
@@ -130,37 +129,32 @@ class Optimize:
             return []
         found: dict[int, SegmentTranscribed] = {}
         subject = catalogue.SEGMENT.subject(done.job_id)
-        try:
-            sub = await self._runtime.js.subscribe(
-                subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-            )
-        except NotFoundError as error:
-            raise TransientError(f"SEGMENTS stream unavailable: {error}") from error
         # Segments are published before `transcribed`, so a gap means a lost segment, not a
         # slow one: waiting a while covers a stream still catching up, then the job fails.
         deadline = time.monotonic() + self.settings.optimize_segment_wait_s
         try:
-            while len(found) < done.segment_count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    missing = sorted(set(range(done.segment_count)) - set(found))
-                    raise SegmentsIncomplete(
-                        f"run {done.run_id} has {len(found)} of {done.segment_count} segments; "
-                        f"missing sequence numbers {missing[:20]}"
-                    )
-                try:
-                    msg = await sub.next_msg(timeout=remaining)
-                except TimeoutError:
-                    continue
-                try:
-                    segment = binding.parse_data(binding.decode(msg.headers, msg.data), SegmentTranscribed)
-                except binding.MalformedEvent as error:
-                    log.warning("skipping a malformed segment event: %s", error)
-                    continue
-                if segment.run_id == done.run_id and segment.sequence < done.segment_count:
-                    found[segment.sequence] = segment
-        finally:
-            await sub.unsubscribe()
+            async with reader.reading(self._runtime.js, subject) as segments:
+                while len(found) < done.segment_count:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        missing = sorted(set(range(done.segment_count)) - set(found))
+                        raise SegmentsIncomplete(
+                            f"run {done.run_id} has {len(found)} of {done.segment_count} segments; "
+                            f"missing sequence numbers {missing[:20]}"
+                        )
+                    msg = await segments.next(remaining)
+                    if msg is None:
+                        continue
+                    try:
+                        event = binding.decode(msg.headers, msg.data)
+                        segment = binding.parse_data(event, SegmentTranscribed)
+                    except binding.MalformedEvent as error:
+                        log.warning("skipping a malformed segment event: %s", error)
+                        continue
+                    if segment.run_id == done.run_id and segment.sequence < done.segment_count:
+                        found[segment.sequence] = segment
+        except NotFoundError as error:
+            raise TransientError(f"SEGMENTS stream unavailable: {error}") from error
         return [found[index] for index in range(done.segment_count)]
 
     def _write(self, job_id: str, fmt: OutputFormat, body: bytes) -> ObjectRef:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue, storage
+from events.reader import read_until as messages_until
 from events.settings import Settings
 from functions.ingest.jobs import JobState
 from infra.embedded.stack import EmbeddedStack, Ports
@@ -32,37 +31,6 @@ def started_stack(
 
 
 FINISHED_STATES = {JobState.COMPLETED.value, JobState.FAILED.value}
-
-
-async def messages_until(
-    js: JetStreamContext,
-    subject: str,
-    done: Callable[[Msg], bool],
-    timeout: float | None,
-    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
-    *,
-    per_message: float | None = None,
-    after_subscribing: Callable[[], Awaitable[object]] | None = None,
-) -> list[Msg]:
-    """The messages on `subject` (an ordered consumer) up to and including the first that `done`
-    accepts. `timeout` bounds the whole read (None: unbounded), `per_message` the wait for each
-    message (by default `timeout`); `after_subscribing` runs once the subscription exists (to
-    publish what a `DeliverPolicy.NEW` read is to see). Always unsubscribes."""
-    wait = per_message if per_message is not None else timeout
-    assert wait is not None, "a read with no bound at all"
-    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=deliver_policy)
-    messages: list[Msg] = []
-    try:
-        if after_subscribing is not None:
-            await after_subscribing()
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await sub.next_msg(timeout=wait)
-                messages.append(msg)
-                if done(msg):
-                    return messages
-    finally:
-        await sub.unsubscribe()
 
 
 async def subject_count(js: JetStreamContext, subject: str) -> int:
