@@ -12,6 +12,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 OutputFormat = Literal["json", "srt", "vtt", "txt"]
+# The media type of each result format, as stored and as served (SubRip has no registered type:
+# application/x-subrip is what players and browsers know; text/vtt is W3C WebVTT's registered type).
+MEDIA_TYPES: dict[OutputFormat, str] = {
+    "json": "application/json",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+    "txt": "text/plain; charset=utf-8",
+}
 # Why a job went to its model (events/routing.py).
 RoutingReason = Literal["requested", "language rule", "detected language", "default"]
 DEFAULT_FORMATS: list[OutputFormat] = ["json", "srt", "vtt", "txt"]

@@ -28,6 +28,7 @@ from events import binding, catalogue, routing, storage
 from events.models import (
     AUDIO_TRACK_DESCRIPTION,
     DEFAULT_FORMATS,
+    MEDIA_TYPES,
     ObjectRef,
     OutputFormat,
     TranscriptionRequested,
@@ -50,12 +51,6 @@ from functions.ingest.webhooks import WebhookRefused
 if TYPE_CHECKING:
     from functions.ingest.function import Ingest
 
-_MEDIA_TYPES = {
-    "json": "application/json",
-    "srt": "application/x-subrip",
-    "vtt": "text/vtt",
-    "txt": "text/plain; charset=utf-8",
-}
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 # The API's own uploads live under this prefix; bucket notifications and the reconcile leave it
 # alone (the API has announced those objects itself). Unlikely to be a folder of the users' own.
@@ -337,7 +332,7 @@ def create_app(ingest: "Ingest") -> FastAPI:
             raise problem(404, "result_missing", str(error)) from error
         disposition = content_disposition(result_filename(record.filename, record.id, fmt))
         return StreamingResponse(
-            _chunks(response), media_type=_MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition}
+            _chunks(response), media_type=MEDIA_TYPES[fmt], headers={"Content-Disposition": disposition}
         )
 
     @app.post("/v1/events", status_code=202, dependencies=[Depends(authorize)], responses=_ERRORS)

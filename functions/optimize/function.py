@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 from events import binding, catalogue, lifecycle, reader, storage, tracing
 from events.errors import CodedError
 from events.models import (
+    MEDIA_TYPES,
     ObjectRef,
     OutputFormat,
     SegmentTranscribed,
@@ -165,7 +166,7 @@ class Optimize:
                 key,
                 io.BytesIO(body),
                 len(body),
-                content_type=outputs.CONTENT_TYPES[fmt],
+                content_type=MEDIA_TYPES[fmt],
             )
         except S3Error as error:
             if error.code in _STORE_REFUSES:  # no retry can help: the job fails with the reason
@@ -180,7 +181,7 @@ class Optimize:
             key=key,
             etag=result.etag,
             size=len(body),
-            content_type=outputs.CONTENT_TYPES[fmt],
+            content_type=MEDIA_TYPES[fmt],
         )
 
 

@@ -16,13 +16,6 @@ from events.models import OutputFormat
 from functions.optimize.cues import Cue
 from functions.optimize.script import run_on
 
-CONTENT_TYPES: dict[OutputFormat, str] = {
-    "json": "application/json",
-    "srt": "application/x-subrip",
-    "vtt": "text/vtt",
-    "txt": "text/plain; charset=utf-8",
-}
-
 
 def srt_text(text: str) -> str:
     """SubRip has no escaping, and readers find timing lines by their arrow: an arrow in the
