@@ -1,42 +1,26 @@
 """Job records: one JetStream KV entry per job, written only by the projector below from the
-lifecycle events. Events may arrive twice or out of order; a record only moves forward."""
+lifecycle events. Events may arrive twice or out of order; a record only moves forward.
+
+The record's shape is `functions.ingest.schema`; job ids are `functions.ingest.ids`.
+"""
 
 from __future__ import annotations
 
-import re
-import uuid
-from datetime import datetime
-from enum import StrEnum
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
-from nats.js import JetStreamContext
-from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.api import DeliverPolicy
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, Field
 
 from events import binding, catalogue, models
-from events.models import MediaInfo, ObjectRef, OutputFormat, RoutingReason, WebhookTarget, utcnow
-
-_JOB_NAMESPACE = uuid.UUID("5f1c2a9e-3a47-4c1f-9b7e-6c0d7f9e1a21")
-# A job id is a KV key and the last token of NATS subjects: no dots, wildcards or spaces.
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
-
-def valid_job_id(job_id: str) -> bool:
-    """Whether a job id (ours are hex; another system may name its own) fits KV keys and subjects."""
-    return bool(_JOB_ID.match(job_id))
-
-
-class JobState(StrEnum):
-    REQUESTED = "requested"
-    QUEUED = "queued"
-    TRANSCRIBING = "transcribing"
-    TRANSCRIBED = "transcribed"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
+from events.models import WebhookTarget, utcnow
+from events.reader import SubjectReader
+from events.runtime.function import Runtime
+from functions.ingest.ids import checked_job_id, job_id_for, valid_job_id
+from functions.ingest.schema import JobError, JobRecord, JobState, WebhookStatus, shown_url
 
 _RANK = {
     JobState.REQUESTED: 0,
@@ -48,113 +32,14 @@ _RANK = {
 }
 
 
-class JobError(BaseModel):
-    code: str
-    message: str
-    function: str
+class JobLedger(Protocol):
+    """The part of the job store a webhook deliverer needs: read a record, project an event."""
 
+    async def get(self, job_id: str) -> JobRecord | None: ...
 
-class WebhookStatus(BaseModel):
-    """How a job's webhook delivery stands (projected from `webhook.attempted` events)."""
-
-    url: str = Field(description="The receiver, shown without query string or credentials.")
-    state: Literal["pending", "delivered", "retrying", "failed"] = "pending"
-    attempts: int = 0
-    status_code: int | None = None
-    error: str | None = None
-    next_attempt_in_s: float | None = None
-
-
-def shown_url(url: str) -> str:
-    """A URL as records and logs may show it: no user:password, query or fragment (tokens live there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-class JobFields(BaseModel):
-    """What a job is, as its record keeps it and the API shows it."""
-
-    id: str
-    state: JobState
-    media: ObjectRef
-    filename: str | None = None
-    requested_model: str | None = None
-    model: str | None = None
-    language: str | None = None
-    detected_language: str | None = None
-    language_probability: float | None = Field(None, description="Of the detected language.")
-    routing_reason: RoutingReason | None = Field(
-        None,
-        description="Why the job went to its model: requested, language rule, detected language, default.",
-    )
-    formats: list[OutputFormat] = Field(default_factory=list)
-    metadata: dict[str, str] = Field(default_factory=dict)
-    audio_track: int | None = Field(None, description="The audio track asked for (0-based), if any.")
-    run_id: str | None = None
-    stage: str | None = None
-    progress: float = 0.0
-    audio_seconds: float | None = None
-    media_info: MediaInfo | None = None
-    segment_count: int | None = None
-    results: dict[OutputFormat, ObjectRef] = Field(default_factory=dict)
-    stats: dict[str, object] = Field(default_factory=dict)
-    error: JobError | None = None
-    webhook: WebhookStatus | None = None
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-
-
-class JobRecord(JobFields):
-    """The record in the `jobs` KV bucket."""
-
-    # Kept in the record for the webhook deliverer; never part of an API answer (headers are secrets).
-    webhook_target: WebhookTarget | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (JobState.COMPLETED, JobState.FAILED)
-
-    def public(self) -> JobView:
-        return JobView.model_validate(self.model_dump(exclude={"webhook_target"}))
-
-
-class JobView(JobFields):
-    """A job as the API shows it: the record without secrets, with links to its results."""
-
-    links: dict[OutputFormat, str] = Field(
-        default_factory=dict, description="Presigned download links of the results (they expire)."
-    )
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex
-
-
-def object_job_id(bucket: str, key: str, etag: str | None) -> str:
-    """The job of one stored object (bucket, key, eTag): however it is announced (a bucket
-    notification, the reconcile, a request by reference), it makes this one job."""
-    return uuid.uuid5(_JOB_NAMESPACE, f"object\n{bucket}\n{key}\n{normalise_etag(etag or '')}").hex
-
-
-def normalise_etag(etag: str) -> str:
-    # S3 quotes eTags in headers and listings; MinIO's records do not.
-    return etag.strip().strip('"')
-
-
-def keyed_job_id(idempotency_key: str) -> str:
-    """The job of an API request carrying an `Idempotency-Key`: a retried request is the same job."""
-    return uuid.uuid5(_JOB_NAMESPACE, f"request\n{idempotency_key}").hex
-
-
-def job_id_for(event: CloudEvent, request: models.TranscriptionRequested) -> str:
-    """A request from another system has no job id: derive one, so its repeats make one job."""
-    if request.job_id:
-        return request.job_id
-    return uuid.uuid5(_JOB_NAMESPACE, f"{event.get_source()}\n{event.get_id()}").hex
+    async def project(
+        self, event: CloudEvent, job_id: str, webhook_target: WebhookTarget | None = None
+    ) -> JobRecord | None: ...
 
 
 def apply(
@@ -307,19 +192,39 @@ def _moves(job: JobRecord, to: JobState, allow_same: bool = False) -> bool:
     return target > current or (allow_same and target == current)
 
 
-class JobStore:
-    """Reads and compare-and-set writes of job records in the `jobs` KV bucket."""
+class JobsBus(Protocol):
+    """The reads of the bus the job store makes (a function's `Runtime`): the `jobs` bucket's
+    keys (the subjects of its `KV_jobs` stream), a job's last event of a kind, a job's events."""
 
-    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
+    async def stream_subjects(self, stream: str, subjects_filter: str) -> list[str]: ...
+
+    async def last_event(self, stream: catalogue.Stream, subject: str) -> CloudEvent | None: ...
+
+    def reading(
+        self, subject: str, deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    ) -> AbstractAsyncContextManager[SubjectReader]: ...
+
+
+class JobStore:
+    """Reads and compare-and-set writes of job records in the `jobs` KV bucket (a `JobLedger`),
+    and reads of the jobs' events in the JOBS stream."""
+
+    def __init__(self, kv: KeyValue, bus: JobsBus) -> None:
         self.kv = kv
-        self.js = js
+        self.bus = bus
+
+    @classmethod
+    async def open(cls, runtime: Runtime) -> JobStore:
+        """The store over the `jobs` bucket (provisioning made it; nats-py's
+        `BucketNotFoundError` when it did not)."""
+        return cls(await runtime.key_value(catalogue.JOBS_KV_BUCKET), runtime)
 
     async def job_ids(self) -> list[str]:
         """Every job's key, from the KV stream's subjects (nats-py's `kv.keys()` can end its
         listing before the first key when the server is busy)."""
         prefix = f"$KV.{catalogue.JOBS_KV_BUCKET}."
-        info = await self.js.stream_info(f"KV_{catalogue.JOBS_KV_BUCKET}", subjects_filter=f"{prefix}>")
-        return [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
+        subjects = await self.bus.stream_subjects(f"KV_{catalogue.JOBS_KV_BUCKET}", f"{prefix}>")
+        return [subject.removeprefix(prefix) for subject in subjects]
 
     async def get(self, job_id: str) -> JobRecord | None:
         try:
@@ -338,15 +243,29 @@ class JobStore:
             return record
         for kind in (catalogue.COMPLETED, catalogue.FAILED):
             try:
-                raw = await self.js.get_last_msg(catalogue.JOBS.name, kind.subject(job_id))
-            except NotFoundError:
-                continue
-            try:
-                event = binding.decode(raw.headers, raw.data or b"")
+                event = await self.bus.last_event(catalogue.JOBS, kind.subject(job_id))
             except binding.MalformedEvent:
                 continue  # the projector dead-letters it; the record stays as it is
+            if event is None:
+                continue
             return await self.project(event, job_id) or record
         return record
+
+    async def events(self, job_id: str, wait_s: float) -> AsyncIterator[CloudEvent | None]:
+        """The job's lifecycle events from its request on, as they happen, until its end
+        (`completed` or `failed`, included); None whenever `wait_s` seconds pass without one (a
+        reader's chance to keep its connection alive)."""
+        ends = {catalogue.COMPLETED.type, catalogue.FAILED.type}
+        async with self.bus.reading(catalogue.job_events_subject(job_id)) as reader:
+            while True:
+                msg = await reader.next(wait_s)
+                if msg is None:
+                    yield None
+                    continue
+                event = binding.decode(msg.headers, msg.data)
+                yield event
+                if event.get_type() in ends:
+                    return
 
     async def list(self, state: JobState | None = None) -> list[JobRecord]:
         """Every record, newest first (a scan of the bucket: fine for thousands of jobs; an index
@@ -379,3 +298,27 @@ class JobStore:
                 return updated
             except KeyWrongLastSequenceError:
                 continue  # someone else wrote first: re-read and re-apply
+
+
+class Projector:
+    """The projector's handler: every lifecycle event of the JOBS stream onto its job's record."""
+
+    def __init__(self, jobs: JobStore) -> None:
+        self.jobs = jobs
+
+    async def project(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        """Apply `event` to its job's record; emits nothing. MalformedEvent when the event names
+        no job, or a job id no job can have."""
+        kind = binding.kind_of(event)
+        data = event.get_data()
+        if kind is catalogue.REQUESTED:
+            job_id = checked_job_id(event, binding.parse_data(event, models.TranscriptionRequested))
+        elif isinstance(data, dict) and isinstance(data.get("job_id"), str):
+            job_id = data["job_id"]
+            if not valid_job_id(job_id):
+                raise binding.MalformedEvent(f"{event.get_type()}: job_id {job_id!r} is no job's id")
+        else:
+            raise binding.MalformedEvent(f"{event.get_type()} carries no job_id")
+        await self.jobs.project(event, job_id)
+        return
+        yield  # an async generator that emits nothing

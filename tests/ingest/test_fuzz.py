@@ -19,7 +19,6 @@ import asyncio
 import json
 import string
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -35,9 +34,10 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from events import binding, catalogue
 from events.models import EventData, ObjectRef, TranscriptionRequested, WebhookTarget
 from events.settings import Settings
+from functions.ingest.admission import Admission
 from functions.ingest.api import create_app
-from functions.ingest.uploads import NOTIFICATION_TYPE, _notification_of, decode_notification, upload_job_id
-from functions.ingest.webhooks import WebhookDeliverer
+from functions.ingest.ids import object_job_id
+from functions.ingest.uploads.notification import NOTIFICATION_TYPE, decode_notification, notification_of
 from infra.embedded.stack import EmbeddedStack
 from tests.support.paths import API_KEY, WEBHOOK_SECRET
 
@@ -174,11 +174,11 @@ def test_the_s3_record_parser_decodes_or_refuses_anything(body: bytes) -> None:
         assert str(refused)
         return
     assert event.get_type() == NOTIFICATION_TYPE
-    notification = _notification_of(event)  # what the handler reads back must hold
+    notification = notification_of(event)  # what the handler reads back must hold
     for record in notification.records:
         if record.created:
             assert record.s3.object.etag
-            upload_job_id(record.s3.bucket.name, record.key, record.s3.object.etag)
+            object_job_id(record.s3.bucket.name, record.key, record.s3.object.etag)
 
 
 # -- the API's models --------------------------------------------------------------------------------
@@ -219,9 +219,8 @@ def test_the_models_validate_or_refuse_anything(model: type[EventData], data: st
 
 def options_app() -> Any:
     values = Settings(webhook_secret=WEBHOOK_SECRET, enabled_models=["whisperx"])
-    fake: Any = SimpleNamespace(settings=values)
-    fake.webhooks = WebhookDeliverer(fake)
-    return create_app(fake)
+    # No gateway: the options are refused (or the missing media is) before any job is made.
+    return create_app(values, Admission.from_settings(values), lambda: None)
 
 
 hosts = (

@@ -18,8 +18,11 @@ from nats.js.api import KeyValueConfig
 from events import binding, catalogue
 from events.bus import Publisher
 from events.models import ObjectRef, TranscriptionRequested
+from events.runtime.function import Runtime
 from events.settings import Settings
-from functions.ingest.jobs import JobState, JobStore, job_id_for
+from functions.ingest.ids import job_id_for
+from functions.ingest.jobs import JobStore
+from functions.ingest.schema import JobState
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import finished_job, put, submit
 from tests.support.paths import AUDIO, reference
@@ -131,7 +134,9 @@ async def test_a_read_catches_the_record_up_with_the_jobs_end_event(
     """A store over a KV bucket no projector writes stands in for a projector a moment behind: the
     end event is in the JOBS stream, the record still says `requested`."""
     bucket = f"jobs-lagging-{uuid.uuid4().hex[:8]}"
-    store = JobStore(await js.create_key_value(KeyValueConfig(bucket=bucket, history=1)), js)
+    settings = Settings()
+    runtime = Runtime(settings, Publisher(js, settings), js)
+    store = JobStore(await js.create_key_value(KeyValueConfig(bucket=bucket, history=1)), runtime)
     job_id = uuid.uuid4().hex
     try:
         request = TranscriptionRequested(job_id=job_id, media=ObjectRef(bucket="uploads", key=job_id))
@@ -139,7 +144,8 @@ async def test_a_read_catches_the_record_up_with_the_jobs_end_event(
         data = sample(end).model_copy(update={"job_id": job_id})
         await Publisher(js, Settings()).publish(binding.new_event(end, data, function="test"))
 
-        assert (await store.get(job_id)).state == JobState.REQUESTED  # type: ignore[union-attr]
+        before = await store.get(job_id)
+        assert before is not None and before.state == JobState.REQUESTED
         record = await store.current(job_id)
         assert record is not None and record.state == state
         assert (await store.get(job_id)) == record  # written back, once, as the projector would
@@ -348,6 +354,23 @@ async def test_a_request_from_another_system_for_a_disabled_model_fails_clearly(
 
     job = await finished_job(api, js, other_systems_job(event))
     assert job["state"] == "failed" and job["error"]["code"] == "model_disabled"
+
+
+async def test_every_way_in_refuses_a_language_that_is_no_code(
+    api: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    """One admission for every way in: the form, a CloudEvent over HTTP (422) and one on NATS (the
+    job fails at routing) refuse `english!` alike."""
+    media = ObjectRef(bucket="uploads", key="crm/x.wav")
+    over_http = requested_event(media, uuid.uuid4().hex, language="english!")
+    headers, body = binding.encode(over_http, "structured")
+    response = await api.post("/v1/events", content=body, headers=headers)
+    assert response.status_code == 422 and problem_code(response) == "language_invalid"
+
+    on_nats = requested_event(media, uuid.uuid4().hex, language="english!")
+    await publish_as_another_system(js, on_nats)
+    job = await finished_job(api, js, other_systems_job(on_nats))
+    assert job["state"] == "failed" and job["error"]["code"] == "language_invalid"
 
 
 async def test_ingest_keeps_serving_after_bad_input(api: httpx.AsyncClient, js: JetStreamContext) -> None:

@@ -29,15 +29,12 @@ from nats.js.api import DeliverPolicy
 from events import binding, catalogue, storage
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested
 from events.settings import Settings
-from functions.ingest.api import display_filename
-from functions.ingest.jobs import JobRecord, JobState, object_job_id
-from functions.ingest.uploads import (
-    NOTIFICATION_TYPE,
-    RECONCILE_GRACE_S,
-    BucketDrop,
-    decode_notification,
-    upload_job_id,
-)
+from functions.ingest.ids import object_job_id
+from functions.ingest.naming import display_filename
+from functions.ingest.schema import JobRecord, JobState
+from functions.ingest.uploads.drop import BucketDrop
+from functions.ingest.uploads.notification import NOTIFICATION_TYPE, decode_notification
+from functions.ingest.uploads.reconcile import RECONCILE_GRACE_S, Reconciler
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import (
     finished_job,
@@ -71,18 +68,18 @@ def test_minio_documented_put_event_is_wrapped_for_the_handler() -> None:
     assert event.get_type() == NOTIFICATION_TYPE
     assert event.get_type() not in catalogue.KINDS_BY_TYPE  # internal, never published
     # The host logs the subject as the job id: the object's.
-    assert event.get_subject() == upload_job_id(
+    assert event.get_subject() == object_job_id(
         "uploads", "in/Meeting 01.wav", "bcb093e2627818d7278803006ff96384"
     )
 
 
 def test_job_id_is_one_per_object_version() -> None:
-    one = upload_job_id("uploads", "a b.wav", "abc")
-    assert one == upload_job_id("uploads", "a b.wav", '"abc"')  # quoted as S3 listings quote it
+    one = object_job_id("uploads", "a b.wav", "abc")
+    assert one == object_job_id("uploads", "a b.wav", '"abc"')  # quoted as S3 listings quote it
     assert one == object_job_id("uploads", "a b.wav", "abc")  # as the API's requests by reference
-    assert one != upload_job_id("uploads", "a b.wav", "abd")
-    assert one != upload_job_id("uploads", "a  b.wav", "abc")
-    assert one != upload_job_id("other", "a b.wav", "abc")
+    assert one != object_job_id("uploads", "a b.wav", "abd")
+    assert one != object_job_id("uploads", "a  b.wav", "abc")
+    assert one != object_job_id("other", "a b.wav", "abc")
 
 
 @pytest.mark.parametrize(
@@ -119,49 +116,44 @@ def test_wrong_record_shapes_are_refused_with_where_they_are() -> None:
         decode_notification(None, encoded(negative))
 
 
-# -- the handler, with a stand-in for the rest of ingest --------------------------------------
+# -- the handler, with a stand-in for the gateway ---------------------------------------------
 
 
-class StandInJobs:
+class StandInIntake:
+    """Stands in for the gateway (an `Intake`): records what would be submitted; its job records
+    are a dict."""
+
     def __init__(self) -> None:
         self.records: dict[str, JobRecord] = {}
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        return self.records.get(job_id)
-
-    async def list(self) -> list[JobRecord]:
-        return list(self.records.values())
-
-
-class StandInIngest:
-    """Stands in for `Ingest`: records what would be requested; its job store is a dict."""
-
-    def __init__(self, settings: Settings | None = None, store: Any = None) -> None:
-        self.settings = settings or Settings()
-        self.jobs = StandInJobs()
-        self.store = store
         self.requests: list[TranscriptionRequested] = []
         self.requested = asyncio.Event()
 
-    async def request(self, request: TranscriptionRequested) -> None:
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        return self.records.get(job_id)
+
+    async def list_jobs(self, state: JobState | None = None) -> list[JobRecord]:
+        return [record for record in self.records.values() if state in (None, record.state)]
+
+    async def submit(self, request: TranscriptionRequested, traceparent: str | None = None) -> JobRecord:
         assert request.job_id is not None
         self.requests.append(request)
         record = JobRecord(id=request.job_id, state=JobState.REQUESTED, media=request.media)
-        self.jobs.records.setdefault(request.job_id, record)
+        self.records.setdefault(request.job_id, record)
         self.requested.set()
+        return self.records[request.job_id]
 
 
-async def handled(ingest: StandInIngest, *documents: dict[str, Any]) -> list[TranscriptionRequested]:
-    drop = BucketDrop(ingest)  # type: ignore[arg-type]
+async def handled(intake: StandInIntake, *documents: dict[str, Any]) -> list[TranscriptionRequested]:
+    drop = BucketDrop(Settings().uploads_bucket, intake)
     for document in documents:
         async for _ in drop.handle(decode_notification(None, encoded(document))):
             pass
-    return ingest.requests
+    return intake.requests
 
 
 async def test_the_documented_put_requests_one_job_with_its_options() -> None:
-    (request,) = await handled(StandInIngest(), minio_payload())
-    assert request.job_id == upload_job_id("uploads", "in/Meeting 01.wav", "bcb093e2627818d7278803006ff96384")
+    (request,) = await handled(StandInIntake(), minio_payload())
+    assert request.job_id == object_job_id("uploads", "in/Meeting 01.wav", "bcb093e2627818d7278803006ff96384")
     assert request.media.bucket == "uploads"
     assert request.media.key == "in/Meeting 01.wav"  # in%2FMeeting+01.wav, unescaped
     assert request.media.size == 4004 and request.media.content_type == "audio/wav"
@@ -172,13 +164,13 @@ async def test_the_documented_put_requests_one_job_with_its_options() -> None:
 
 async def test_repeats_of_a_notification_request_one_job() -> None:
     document = minio_payload()
-    assert len(await handled(StandInIngest(), *[copy.deepcopy(document) for _ in range(5)])) == 1
+    assert len(await handled(StandInIntake(), *[copy.deepcopy(document) for _ in range(5)])) == 1
 
 
 async def test_escaped_keys_are_unescaped_and_the_filename_is_the_last_component() -> None:
     keys = ["a+b/c d%2Fe é 中文.wav", "..hidden/..passwd", "x/..y/ z.mp3", "100% sure?.wav"]
     requests = await handled(
-        StandInIngest(), *[minio_notification(key, f"e{i}") for i, key in enumerate(keys)]
+        StandInIntake(), *[minio_notification(key, f"e{i}") for i, key in enumerate(keys)]
     )
     assert [r.media.key for r in requests] == keys  # the key is just a key
     # The name as the user wrote it, for the record and downloads (the key alone is fetched).
@@ -201,14 +193,14 @@ async def test_multipart_upload_is_a_created_object_with_its_dash_n_etag() -> No
         "a3f0c2d1e4b5a6978877665544332211-3",
         event_name="s3:ObjectCreated:CompleteMultipartUpload",
     )
-    (request,) = await handled(StandInIngest(), document)
+    (request,) = await handled(StandInIntake(), document)
     assert request.media.etag == "a3f0c2d1e4b5a6978877665544332211-3"
-    assert request.job_id == upload_job_id("uploads", "big/talk.mp4", "a3f0c2d1e4b5a6978877665544332211-3")
+    assert request.job_id == object_job_id("uploads", "big/talk.mp4", "a3f0c2d1e4b5a6978877665544332211-3")
 
 
 @pytest.mark.parametrize("event_name", ["s3:ObjectCreated:Post", "s3:ObjectCreated:Copy"])
 async def test_every_object_created_event_requests_a_job(event_name: str) -> None:
-    assert len(await handled(StandInIngest(), minio_notification("k.wav", "e", event_name=event_name))) == 1
+    assert len(await handled(StandInIntake(), minio_notification("k.wav", "e", event_name=event_name))) == 1
 
 
 async def test_deletes_other_buckets_api_uploads_and_folder_markers_make_no_job() -> None:
@@ -222,12 +214,12 @@ async def test_deletes_other_buckets_api_uploads_and_folder_markers_make_no_job(
         minio_notification("klipnote-api/0123/talk.wav", "e"),
         minio_notification("folder/", "e", size=0),
     ]
-    assert await handled(StandInIngest(), *ignored) == []
+    assert await handled(StandInIntake(), *ignored) == []
 
 
 async def test_a_zero_byte_object_still_gets_a_job() -> None:
     # The model function fails it with `media_empty` (checked on the stack below).
-    (request,) = await handled(StandInIngest(), minio_notification("empty.wav", "d41d8cd9", size=0))
+    (request,) = await handled(StandInIntake(), minio_notification("empty.wav", "d41d8cd9", size=0))
     assert request.media.size == 0
 
 
@@ -239,7 +231,7 @@ async def test_options_ride_in_user_metadata_whatever_the_case_of_their_names() 
         "X-Amz-Meta-Webhook": "https://hooks.example.com/klipnote",
         "language": "fr",  # not user metadata: ignored
     }
-    (request,) = await handled(StandInIngest(), minio_notification("k.wav", "e", metadata=metadata))
+    (request,) = await handled(StandInIntake(), minio_notification("k.wav", "e", metadata=metadata))
     assert request.model == "whisperx" and request.language == "en"
     assert request.formats == ["srt", "vtt"]  # the unknown one is dropped (and logged)
     assert request.webhook is not None and request.webhook.url == "https://hooks.example.com/klipnote"
@@ -248,7 +240,7 @@ async def test_options_ride_in_user_metadata_whatever_the_case_of_their_names() 
 
 async def test_a_webhook_that_is_not_a_url_is_dropped_and_the_job_still_made() -> None:
     document = minio_notification("k.wav", "e", metadata={"X-Amz-Meta-Webhook": "ftp://x"})
-    (request,) = await handled(StandInIngest(), document)
+    (request,) = await handled(StandInIntake(), document)
     assert request.webhook is None
 
 
@@ -278,35 +270,35 @@ class FlakyStore:
             StandInObject("a/../b.flac", "e5", age_s=60),  # the client would refuse to stat it
         ]
 
-    def list_objects(self, bucket: str, recursive: bool = False) -> Iterator[StandInObject]:
+    def list_objects(self, bucket_name: str, *, recursive: bool = False) -> Iterator[StandInObject]:
         self.listings += 1
         if self.listings <= self.down_for:
             raise ConnectionRefusedError("store down")
         assert recursive
         return iter(self.objects)
 
-    def stat_object(self, bucket: str, key: str) -> StandInObject:
-        if ".." in key.split("/"):
+    def stat_object(self, bucket_name: str, object_name: str) -> StandInObject:
+        if ".." in object_name.split("/"):
             raise ValueError("object name with '.' or '..' path segment is not supported")
-        return next(obj for obj in self.objects if obj.object_name == key)
+        return next(obj for obj in self.objects if obj.object_name == object_name)
 
 
 async def test_reconcile_survives_a_store_that_is_down_and_requests_what_no_notification_announced() -> None:
     store = FlakyStore(down_for=2)
-    ingest = StandInIngest(Settings(uploads_reconcile_interval_s=0.01), store)
-    drop = BucketDrop(ingest)  # type: ignore[arg-type]
-    task = asyncio.create_task(drop.reconcile_forever())
+    intake = StandInIntake()
+    reconciler = Reconciler(BucketDrop(Settings().uploads_bucket, intake), store, interval_s=0.01)
+    task = asyncio.create_task(reconciler.reconcile_forever())
     try:
-        await asyncio.wait_for(ingest.requested.wait(), 10)
+        await asyncio.wait_for(intake.requested.wait(), 10)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert store.listings >= 3
-    (request,) = ingest.requests
+    (request,) = intake.requests
     assert request.media.key == "old.flac" and request.language == "en"
-    assert request.job_id == upload_job_id("uploads", "old.flac", "e1")
+    assert request.job_id == object_job_id("uploads", "old.flac", "e1")
     # The next round finds the job and requests nothing more.
-    assert await drop.reconcile_once() == []
+    assert await reconciler.reconcile_once() == []
 
 
 async def test_reconcile_leaves_objects_that_another_systems_request_named() -> None:
@@ -318,18 +310,18 @@ async def test_reconcile_leaves_objects_that_another_systems_request_named() -> 
         StandInObject("crm/3.flac", "v2", age_s=60),  # named without one, before this version
         StandInObject("crm/4.flac", "v2", age_s=60),  # another version than the one named
     ]
-    ingest = StandInIngest(store=store)
+    intake = StandInIntake()
     now = datetime.now(UTC)
     for name, etag, made in [("1", "v1", now), ("2", None, now), ("3", None, now - timedelta(hours=1)),
                              ("4", "v1", now)]:  # fmt: skip
         media = ObjectRef(bucket="uploads", key=f"crm/{name}.flac", etag=etag)
         record = JobRecord(id=uuid.uuid4().hex, state=JobState.COMPLETED, media=media, created_at=made)
-        ingest.jobs.records[record.id] = record
-    drop = BucketDrop(ingest)  # type: ignore[arg-type]
+        intake.records[record.id] = record
+    reconciler = Reconciler(BucketDrop(Settings().uploads_bucket, intake), store, interval_s=60)
 
-    await drop.reconcile_once()
+    await reconciler.reconcile_once()
 
-    assert [request.media.key for request in ingest.requests] == ["crm/3.flac", "crm/4.flac"]
+    assert [request.media.key for request in intake.requests] == ["crm/3.flac", "crm/4.flac"]
 
 
 # -- on the running stack ---------------------------------------------------------------------
@@ -374,7 +366,7 @@ async def reconcile_round(store: Minio, js: JetStreamContext) -> dict[str, Any]:
     key = f"probes/{uuid.uuid4().hex}.wav"
     etag = await put(store, key, None)
     return await wait_for_state(
-        js, upload_job_id("uploads", key, etag), ALL_STATES, timeout=RECONCILE_GRACE_S + 30
+        js, object_job_id("uploads", key, etag), ALL_STATES, timeout=RECONCILE_GRACE_S + 30
     )
 
 
@@ -388,7 +380,7 @@ async def test_a_storm_of_one_notification_makes_exactly_one_completed_job(
     document = minio_notification(key, etag, size=(AUDIO / "jfk.flac").stat().st_size,
                                   metadata={"X-Amz-Meta-Language": "en"})  # fmt: skip
     await notify(drop_js, document, times=20)
-    job_id = upload_job_id("uploads", key, etag)
+    job_id = object_job_id("uploads", key, etag)
 
     job = await finished_job(drop_api, drop_js, job_id)
     assert job["state"] == "completed", job
@@ -404,7 +396,7 @@ async def test_a_file_dropped_without_notification_is_transcribed_by_the_reconci
     """SeaweedFS sends no notification: the reconcile alone turns the file into a transcript."""
     key = "Eingang/Präsident Kennedy/jfk - speech 1961 ☃.flac"
     etag = await put(store, key, AUDIO / "jfk.flac", {"X-Amz-Meta-Formats": "srt,txt"})
-    job_id = upload_job_id("uploads", key, etag)
+    job_id = object_job_id("uploads", key, etag)
 
     job = await finished_job(drop_api, drop_js, job_id)
     assert job["state"] == "completed", job
@@ -422,7 +414,7 @@ async def test_a_file_dropped_into_the_bucket_ends_as_a_completed_job_and_a_veri
         key = f"dropbox/{uuid.uuid4().hex}/interview.wav"
         metadata = {"X-Amz-Meta-Webhook": f"{receiver.url}/hook/dropped", "X-Amz-Meta-Language": "en"}
         etag = await put(store, key, AUDIO / "librispeech-1995-1837-0001.wav", metadata)
-        job_id = upload_job_id("uploads", key, etag)
+        job_id = object_job_id("uploads", key, etag)
 
         job = await finished_job(drop_api, drop_js, job_id)
         [hit] = await receiver.wait_hits("dropped", 1, timeout=60)
@@ -443,13 +435,13 @@ async def test_a_late_notification_after_the_reconcile_made_the_job_adds_nothing
     reconcile already requested; a second notification behind it shows the consumer went past it."""
     key, after = "late/first.wav", "late/second.wav"
     etag = await put(store, key, None)
-    job_id = upload_job_id("uploads", key, etag)
+    job_id = object_job_id("uploads", key, etag)
     await wait_for_state(drop_js, job_id, ALL_STATES, timeout=RECONCILE_GRACE_S + 30)
 
     await notify(drop_js, minio_notification(key, etag, size=0), times=3)
     after_etag = await put(store, after, None)
     await notify(drop_js, minio_notification(after, after_etag, size=0))
-    await wait_for_state(drop_js, upload_job_id("uploads", after, after_etag), ALL_STATES)
+    await wait_for_state(drop_js, object_job_id("uploads", after, after_etag), ALL_STATES)
 
     assert [record.id for record in await jobs_of(drop_js, key)] == [job_id]
     assert await requests_published(drop_js, job_id) == 1
@@ -460,7 +452,7 @@ async def test_a_zero_byte_object_gets_a_failed_job_with_a_clear_code(
 ) -> None:
     key = "drops/empty recording.wav"
     etag = await put(store, key, None)
-    end = await wait_for_job_end(drop_js, upload_job_id("uploads", key, etag), timeout=RECONCILE_GRACE_S + 60)
+    end = await wait_for_job_end(drop_js, object_job_id("uploads", key, etag), timeout=RECONCILE_GRACE_S + 60)
     assert end.get_type() == catalogue.FAILED.type
     assert end.get_data()["code"] == "media_empty"
 
@@ -498,7 +490,7 @@ async def test_a_malformed_notification_is_dead_lettered_and_the_next_one_is_han
         assert reason in letter.reason
         assert letter.consumer == "ingest-uploads" and letter.subject == catalogue.STORAGE_UPLOADS_SUBJECT
         assert letter.body == body.decode()  # MinIO's record is kept whole
-    job = await finished_job(drop_api, drop_js, upload_job_id("uploads", key, etag))
+    job = await finished_job(drop_api, drop_js, object_job_id("uploads", key, etag))
     assert job["state"] == "completed" and job["language"] == "en"  # made by the notification
 
 

@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import nats
 import pytest
 from aiohttp import web
+from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -46,16 +46,14 @@ from events.models import (
 )
 from events.runtime.function import DELIVERY_ATTEMPT, PermanentError, RetryLater
 from events.settings import Settings
-from functions.ingest.jobs import JobRecord, JobState, WebhookStatus, apply, shown_url
-from functions.ingest.webhooks import (
-    Allowlist,
-    WebhookDeliverer,
-    WebhookRefused,
-    forbidden_reason,
-    next_delay,
-    retry_after_s,
-    webhook_id,
-)
+from functions.ingest.jobs import apply
+from functions.ingest.links import ResultLinks
+from functions.ingest.schema import JobRecord, JobState, WebhookStatus, shown_url
+from functions.ingest.webhooks.delivery import WebhookDeliverer
+from functions.ingest.webhooks.errors import WebhookRefused
+from functions.ingest.webhooks.guard import Allowlist, WebhookGuard, forbidden_reason
+from functions.ingest.webhooks.schedule import next_delay, retry_after_s
+from functions.ingest.webhooks.signing import webhook_id
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import messages_until, started_stack, wait_for_record
 from tests.support.webhook_receiver import Receiver, Reply, serving
@@ -71,9 +69,13 @@ RECORD_WAIT_S = 15.0  # how long a test waits for the job record to get somewher
 # -- the guard, without servers ---------------------------------------------------------------
 
 
-def deliverer(**settings: Any) -> WebhookDeliverer:
+def hook_settings(**settings: Any) -> Settings:
     values: dict[str, Any] = {"webhook_secret": SECRET, "webhook_allowed_hosts": [], **settings}
-    return WebhookDeliverer(SimpleNamespace(settings=Settings(**values)))  # type: ignore[arg-type]
+    return Settings(**values)
+
+
+def guard(**settings: Any) -> WebhookGuard:
+    return WebhookGuard.from_settings(hook_settings(**settings))
 
 
 def target(url: str) -> WebhookTarget:
@@ -104,7 +106,7 @@ def target(url: str) -> WebhookTarget:
     ],
 )
 async def test_guard_refuses_private_addresses(url: str) -> None:
-    hooks = deliverer()
+    hooks = guard()
     with pytest.raises(WebhookRefused) as refused:
         hooks.check(target(url))
     assert refused.value.code == "webhook_forbidden"
@@ -126,7 +128,7 @@ async def test_guard_refuses_private_addresses(url: str) -> None:
     ],
 )
 async def test_guard_accepts_public_and_allowlisted(url: str, allowed: list[str]) -> None:
-    hooks = deliverer(webhook_allowed_hosts=allowed)
+    hooks = guard(webhook_allowed_hosts=allowed)
     hooks.check(target(url))
     await hooks.check_async(target(url))
 
@@ -134,13 +136,13 @@ async def test_guard_accepts_public_and_allowlisted(url: str, allowed: list[str]
 @pytest.mark.parametrize("url", ["ftp://example.com/hook", "file:///etc/passwd", "gopher://127.0.0.1/"])
 def test_guard_refuses_other_schemes(url: str) -> None:
     with pytest.raises(WebhookRefused) as refused:
-        deliverer(webhook_allowed_hosts=["127.0.0.1"]).check(target(url))
+        guard(webhook_allowed_hosts=["127.0.0.1"]).check(target(url))
     assert refused.value.code == "webhook_scheme"
 
 
 def test_no_secret_no_webhooks() -> None:
     with pytest.raises(WebhookRefused) as refused:
-        deliverer(webhook_secret=None).check(target("https://93.184.215.14/hook"))
+        guard(webhook_secret=None).check(target("https://93.184.215.14/hook"))
     assert refused.value.code == "webhook_unsigned"
 
 
@@ -178,7 +180,7 @@ def test_retry_after_and_schedule() -> None:
 
 
 class FakeJobs:
-    """A JobStore of one record, projected with the real projector."""
+    """A job store (a `JobLedger`) of one record, projected with the real projector."""
 
     def __init__(self, record: JobRecord) -> None:
         self.record = record
@@ -186,17 +188,17 @@ class FakeJobs:
     async def get(self, job_id: str) -> JobRecord | None:
         return self.record if job_id == self.record.id else None
 
-    async def project(self, event: Any, job_id: str) -> JobRecord | None:
-        self.record = apply(self.record, event) or self.record
+    async def project(
+        self, event: CloudEvent, job_id: str, webhook_target: WebhookTarget | None = None
+    ) -> JobRecord | None:
+        self.record = apply(self.record, event, webhook_target) or self.record
         return self.record
 
 
-async def no_links(record: JobRecord) -> dict[str, str]:
-    return {}  # the job in hand completed with no results to link
-
-
-def in_process(url: str, **settings: Any) -> tuple[WebhookDeliverer, FakeJobs]:
-    hooks = deliverer(webhook_schedule_s=SCHEDULE, **settings)
+def in_process(
+    url: str, tls: ssl.SSLContext | None = None, **settings: Any
+) -> tuple[WebhookDeliverer, FakeJobs]:
+    values = hook_settings(webhook_schedule_s=SCHEDULE, **settings)
     record = JobRecord(
         id="job1",
         state=JobState.COMPLETED,
@@ -205,9 +207,9 @@ def in_process(url: str, **settings: Any) -> tuple[WebhookDeliverer, FakeJobs]:
         webhook_target=WebhookTarget(url=url, headers={"Authorization": STATIC_TOKEN}),
     )
     jobs = FakeJobs(record)
-    hooks.ingest = SimpleNamespace(  # type: ignore[assignment]
-        settings=hooks.settings, jobs=jobs, result_links=no_links
-    )
+    # The job in hand completed with no results: the real links part presigns nothing (no store call).
+    links = ResultLinks(storage.client(values), values.result_link_expiry_s)
+    hooks = WebhookDeliverer(values, jobs, links, WebhookGuard.from_settings(values), tls=tls)
     return hooks, jobs
 
 
@@ -290,14 +292,13 @@ async def test_https_goes_to_the_checked_address_with_the_hosts_name(tls_cert: t
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        hooks, _ = in_process(f"https://localhost:{port}/hook", webhook_allowed_hosts=["localhost"])
-        hooks._ssl = ssl.create_default_context(cafile=str(cert))
+        trusted = ssl.create_default_context(cafile=str(cert))
+        hooks, _ = in_process(f"https://localhost:{port}/hook", trusted, webhook_allowed_hosts=["localhost"])
         attempts, error = await deliver_once(hooks, 1)
         assert error is None and [a.outcome for a in attempts] == ["delivered"]
         assert seen_hosts == [f"localhost:{port}"] and verified[0]["data"]["id"] == "job1"
         # The same server under a name its certificate does not carry: TLS refuses it.
-        hooks, _ = in_process(f"https://127.0.0.1:{port}/hook", webhook_allowed_hosts=["127.0.0.1"])
-        hooks._ssl = ssl.create_default_context(cafile=str(cert))
+        hooks, _ = in_process(f"https://127.0.0.1:{port}/hook", trusted, webhook_allowed_hosts=["127.0.0.1"])
         attempts, error = await deliver_once(hooks, 1)
         assert isinstance(error, RetryLater) and "connection failed" in (attempts[0].error or "")
     finally:

@@ -14,7 +14,11 @@ from minio import Minio
 from nats.js import JetStreamContext
 
 from events import catalogue
-from functions.ingest.jobs import JobRecord, JobStore
+from events.bus import Publisher
+from events.runtime.function import Runtime
+from events.settings import Settings
+from functions.ingest.jobs import JobStore
+from functions.ingest.schema import JobRecord
 from tests.support.jobs import (
     subject_count,
 )
@@ -79,7 +83,8 @@ async def notify(js: JetStreamContext, document: dict[str, Any], times: int = 1)
 
 
 async def jobs_of(js: JetStreamContext, key: str) -> list[JobRecord]:
-    store = JobStore(await js.key_value(catalogue.JOBS_KV_BUCKET), js)
+    settings = Settings()
+    store = await JobStore.open(Runtime(settings, Publisher(js, settings), js))
     return [
         record for record in await store.list() if (record.media.bucket, record.media.key) == ("uploads", key)
     ]

@@ -1,0 +1,40 @@
+"""The HTTP API of ingest (`/v1`). A job is the same whichever way it came in: the API only
+stores the upload (or checks the referenced object), admits the request and submits it through
+the gateway; routing and state follow from events.
+
+One router per resource (`jobs`, `events`, `results`), FastAPI dependencies for the API key and
+the gateway (`dependencies`), one error body (`problems`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from events.settings import Settings
+from functions.ingest.admission import Admission
+from functions.ingest.api import events, jobs, problems, results
+from functions.ingest.api.dependencies import Parts
+from functions.ingest.gateway import Gateway
+
+
+def create_app(settings: Settings, admission: Admission, gateway: Callable[[], Gateway | None]) -> FastAPI:
+    """The API's ASGI app. `gateway` gives the gateway once ingest has started (None before:
+    routes that need it answer 503 `not_ready`); `admission` checks requests from the start."""
+    app = FastAPI(
+        title="KlipNote",
+        version="1",
+        summary="Self-hosted speech-to-text: submit media, follow the job, fetch transcripts.",
+        description=(
+            "Jobs come from `POST /v1/jobs` (an upload or an object already in storage), from files "
+            "dropped into the uploads bucket, and from `io.klipnote.transcription.requested.v1` "
+            "CloudEvents (on NATS, or `POST /v1/events`), whose data follows the JSON Schema at "
+            "`/v1/schemas/transcription-requested.json`. Errors answer `{detail: {code, message}}`."
+        ),
+    )
+    app.state.ingest = Parts(settings, admission, gateway)
+    problems.install(app)
+    for router in (jobs.router, events.router, results.router, events.schemas):
+        app.include_router(router)
+    return app

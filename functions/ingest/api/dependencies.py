@@ -1,0 +1,69 @@
+"""The API's FastAPI dependencies: the API key, and the parts routes work with (settings, the
+admission, the gateway once ingest has started)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from events.settings import Settings
+from functions.ingest.admission import Admission
+from functions.ingest.api.problems import problem
+from functions.ingest.gateway import Gateway
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the routes work with. `gateway` gives the gateway, or None until ingest has started
+    (the API is served from the moment the process is up; the job store and the bus come later)."""
+
+    settings: Settings
+    admission: Admission
+    gateway: Callable[[], Gateway | None]
+
+    def started_gateway(self) -> Gateway:
+        """The gateway; a 503 `not_ready` answer while ingest is still starting."""
+        gateway = self.gateway()
+        if gateway is None:
+            raise problem(503, "not_ready", "ingest is still starting; try again shortly")
+        return gateway
+
+
+def parts(request: Request) -> Parts:
+    """The parts `create_app` was given (kept in the app's state)."""
+    given: Parts = request.app.state.ingest
+    return given
+
+
+def authorize(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Refuse (401 `unauthorized`) without `Authorization: Bearer <API_KEY>`, when API_KEY is set;
+    the key is compared in constant time."""
+    api_key = parts(request).settings.api_key
+    if api_key is None:
+        return
+    if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), api_key.encode()):
+        raise problem(
+            401,
+            "unauthorized",
+            "a valid API key is required (Authorization: Bearer)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def use_gateway(request: Request) -> Gateway:
+    """The started gateway (503 `not_ready` before)."""
+    return parts(request).started_gateway()
+
+
+PartsDep = Annotated[Parts, Depends(parts)]
+GatewayDep = Annotated[Gateway, Depends(use_gateway)]

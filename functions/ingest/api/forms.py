@@ -1,0 +1,79 @@
+"""The form fields of `POST /v1/jobs` that need more than FastAPI's checks: output formats,
+echoed metadata, the webhook's URL and static header. Each refusal is a 422 with its code."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from events.models import DEFAULT_FORMATS, OutputFormat, WebhookTarget, split_formats
+from functions.ingest.api.problems import problem
+
+_MAX_METADATA_BYTES = 4096
+# A header a webhook call may carry: an RFC 9110 token for its name, no control characters in its
+# value (a CR/LF would smuggle a header of its own).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
+_HEADER_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]{1,4096}$")
+
+
+@dataclass(frozen=True)
+class Options:
+    formats: list[OutputFormat]
+    metadata: dict[str, str]
+    webhook: WebhookTarget | None
+
+
+def parse_options(
+    formats: str | None, metadata: str | None, webhook_url: str | None, webhook_header: str | None
+) -> Options:
+    """The options of a job from its form fields; raises the 422 `formats_invalid`,
+    `metadata_invalid` (not a JSON object of strings, or over 4096 bytes) or `webhook_invalid`."""
+    return Options(_formats(formats), _metadata(metadata), _webhook(webhook_url, webhook_header))
+
+
+def _formats(formats: str | None) -> list[OutputFormat]:
+    if not formats:
+        return list(DEFAULT_FORMATS)
+    chosen, unknown = split_formats(formats)
+    if unknown or not chosen:
+        raise problem(422, "formats_invalid", f"formats are among {', '.join(DEFAULT_FORMATS)}")
+    return chosen
+
+
+def _metadata(metadata: str | None) -> dict[str, str]:
+    if not metadata:
+        return {}
+    if len(metadata.encode()) > _MAX_METADATA_BYTES:
+        raise problem(422, "metadata_invalid", f"metadata is limited to {_MAX_METADATA_BYTES} bytes")
+    try:
+        echoed = json.loads(metadata)
+    except json.JSONDecodeError as error:
+        raise problem(422, "metadata_invalid", f"metadata is not JSON: {error}") from error
+    except RecursionError as error:  # [[[[...]]]] nested deeper than the parser goes
+        raise problem(422, "metadata_invalid", "metadata is nested too deeply") from error
+    if not isinstance(echoed, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in echoed.items()
+    ):
+        raise problem(422, "metadata_invalid", "metadata is a JSON object of strings")
+    return echoed
+
+
+def _webhook(webhook_url: str | None, webhook_header: str | None) -> WebhookTarget | None:
+    if not webhook_url:
+        return None
+    headers = {}
+    if webhook_header:
+        name, sep, value = webhook_header.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not _HEADER_NAME.match(name) or not _HEADER_VALUE.match(value):
+            raise problem(
+                422, "webhook_invalid", "webhook_header is `Name: value`, with no control characters"
+            )
+        headers[name] = value
+    try:
+        return WebhookTarget(url=webhook_url, headers=headers)
+    except ValidationError as error:
+        raise problem(422, "webhook_invalid", "webhook_url must be an http(s) URL") from error

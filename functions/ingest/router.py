@@ -1,0 +1,149 @@
+"""The router: `transcription.requested` → `transcribe.<model>`, and a job a model function
+handed over by the language it detected → the model the language rules name (events/routing.py).
+
+Every job leaves the router the same way: `dispatched` (the work, on the model's queue) then
+`queued` (for the job record), with deterministic ids so a repeated request or hand-over is a
+JetStream duplicate, not a second job."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from cloudevents.core.v1.event import CloudEvent
+
+from events import binding, catalogue, lifecycle, routing
+from events.models import (
+    LanguageDetected,
+    ObjectRef,
+    OutputFormat,
+    TranscriptionDispatched,
+    TranscriptionQueued,
+    TranscriptionRequested,
+)
+from events.settings import Settings
+from functions.ingest import NAME
+from functions.ingest.admission import REFUSALS, Admission
+from functions.ingest.ids import checked_job_id
+from functions.ingest.schema import JobRecord
+
+log = logging.getLogger(__name__)
+
+
+class CurrentJobs(Protocol):
+    """How the router reads a job's record (the job store's `current`)."""
+
+    async def current(self, job_id: str) -> JobRecord | None: ...
+
+
+class Router:
+    """The handler of the router's consumer: admits requests by the one `admission` every way in
+    uses, and reads a job's record in `jobs` before handing it over."""
+
+    def __init__(self, settings: Settings, admission: Admission, jobs: CurrentJobs) -> None:
+        self.settings = settings
+        self.admission = admission
+        self.jobs = jobs
+
+    async def route(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        """A request to its model's queue, or a `failed` (step `routing`) with the refusal's code
+        when admission refuses it; or a job a model function handed over by the language it
+        detected, to the model the language rules name. MalformedEvent for a request whose
+        job id cannot be one."""
+        if binding.kind_of(event) is catalogue.LANGUAGE_DETECTED:
+            async for out in self._hand_over(binding.parse_data(event, LanguageDetected)):
+                yield out
+            return
+        request = binding.parse_data(event, TranscriptionRequested)
+        job_id = checked_job_id(event, request)
+        try:
+            route = await self.admission.admit(
+                model=request.model, language=request.language, webhook=request.webhook
+            )
+        except REFUSALS as error:
+            yield lifecycle.failed(job_id, error, function=NAME, step="routing")
+            return
+        for out in _dispatch(
+            job_id,
+            route,
+            media=request.media,
+            language=request.language,
+            formats=request.formats,
+            audio_track=request.audio_track,
+        ):
+            yield out
+
+    async def _hand_over(self, detected: LanguageDetected) -> AsyncIterator[CloudEvent]:
+        """Re-dispatch a handed-over job with the language its first model heard: the target
+        trusts it and detects nothing, so a job is handed over at most once (and the event ids
+        make a repeated hand-over a JetStream duplicate)."""
+        job_id = detected.job_id
+        if not detected.handover:
+            return  # the model keeps the job: the projector records what it heard
+        # The store's current view: a job that ended meanwhile (failed, say) is not revived.
+        record = await self.jobs.current(job_id)
+        if record is None or record.finished:
+            log.info("not handing over job %s: %s", job_id, "no record" if record is None else record.state)
+            return
+        try:
+            route = routing.choose_model(None, detected.language, self.settings, detected=True)
+        except routing.RoutingError as error:
+            yield lifecycle.failed(job_id, error, function=NAME, step="routing")
+            return
+        for out in _dispatch(
+            job_id,
+            route,
+            media=record.media,
+            language=detected.language,
+            formats=record.formats,
+            audio_track=record.audio_track,
+            language_probability=detected.probability,
+            handed_over_from=detected.model,
+        ):
+            yield out
+
+
+def _dispatch(
+    job_id: str,
+    route: routing.Route,
+    *,
+    media: ObjectRef,
+    language: str | None,
+    formats: list[OutputFormat],
+    audio_track: int | None,
+    language_probability: float | None = None,
+    handed_over_from: str | None = None,
+) -> list[CloudEvent]:
+    """`dispatched` and `queued` of a job going to `route.model`; a hand-over (from the model
+    `handed_over_from`) has ids of its own, as it follows the first dispatch."""
+    handover = handed_over_from is not None
+    job = TranscriptionDispatched(
+        job_id=job_id,
+        media=media,
+        model=route.model,
+        language=language,
+        language_probability=language_probability,
+        formats=formats,
+        audio_track=audio_track,
+        routing_reason=route.reason,
+    )
+    queued = TranscriptionQueued(
+        job_id=job_id, model=route.model, routing_reason=route.reason, handed_over_from=handed_over_from
+    )
+    return [
+        binding.new_event(
+            catalogue.DISPATCHED,
+            job,
+            function=NAME,
+            subject=job_id,
+            event_id=lifecycle.dispatched_id(job_id, handover=handover),
+        ),
+        binding.new_event(
+            catalogue.QUEUED,
+            queued,
+            function=NAME,
+            subject=job_id,
+            event_id=lifecycle.queued_id(job_id, handover=handover),
+        ),
+    ]

@@ -1,0 +1,230 @@
+"""The webhook deliverer: the handler of `completed` / `failed` that calls a job's webhook, once
+per attempt, on the schedule (see the package's docstring for the rules)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+from cloudevents.core.v1.event import CloudEvent
+from opentelemetry.trace import StatusCode
+from standardwebhooks import Webhook
+
+from events import binding, catalogue, lifecycle, tracing
+from events.models import TranscriptionCompleted, TranscriptionFailed, WebhookAttempted
+from events.runtime.function import DELIVERY_ATTEMPT, PermanentError, RetryLater
+from events.settings import Settings
+from functions.ingest import NAME
+from functions.ingest.jobs import JobLedger
+from functions.ingest.links import ResultLinks
+from functions.ingest.schema import JobRecord
+from functions.ingest.webhooks import payload, signing
+from functions.ingest.webhooks.errors import REFUSALS, WebhookRefused
+from functions.ingest.webhooks.guard import Pinned, WebhookGuard
+from functions.ingest.webhooks.schedule import next_delay, retry_after_s
+
+# The package's logger: every webhook line of ingest's log is under one name.
+log = logging.getLogger("functions.ingest.webhooks")
+
+_USER_AGENT = "KlipNote-Webhooks/1"
+# What an attempt came to (`WebhookAttempted.outcome`).
+Outcome = Literal["delivered", "retrying", "gave_up", "refused"]
+# A `completed` may overtake the projection of its job's request: wait this many deliveries.
+_RECORD_WAITS, _RECORD_WAIT_S = 5, 1.0
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one attempt got: a status code, or an error; and a Retry-After if any."""
+
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        return self.error or f"HTTP {self.status_code}"
+
+
+class WebhookDeliverer:
+    """Calls a job's webhook when the job ends. Reads and records attempts through `jobs` (the
+    job store), links results with `links`, checks the target again with `guard` at every
+    attempt. Settings: `WEBHOOK_SECRET`, `WEBHOOK_SCHEDULE_S`, `WEBHOOK_TIMEOUT_S` (seconds),
+    `RESULT_LINK_EXPIRY_S`. `tls` verifies HTTPS receivers (the system's CAs by default)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobLedger,
+        links: ResultLinks,
+        guard: WebhookGuard,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.links = links
+        self.guard = guard
+        self._tls = tls
+
+    async def deliver(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        """On `completed` / `failed`: call the job's webhook, if it has one. Yields the attempt's
+        `webhook.attempted`; raises RetryLater (the next attempt's delay) or PermanentError (gave
+        up, or the target is refused: the message goes to the DLQ)."""
+        kind = binding.kind_of(event)
+        ended: TranscriptionCompleted | TranscriptionFailed
+        if kind is catalogue.COMPLETED:
+            ended, state = binding.parse_data(event, TranscriptionCompleted), "completed"
+        elif kind is catalogue.FAILED:
+            ended, state = binding.parse_data(event, TranscriptionFailed), "failed"
+        else:
+            return
+        job_id = ended.job_id
+        delivery = DELIVERY_ATTEMPT.get()
+        record = await self.jobs.get(job_id)
+        if record is None:
+            if delivery < _RECORD_WAITS:  # the projector may not have written the request yet
+                raise RetryLater(f"job {job_id} has no record yet", _RECORD_WAIT_S)
+            log.info("no record of job %s: no webhook to call", job_id)
+            return
+        target, status = record.webhook_target, record.webhook
+        if target is None or status is None:
+            return
+        if record.finished and record.state != state:
+            return  # the job's record ended the other way: that end is the one announced
+        if status.state in ("delivered", "failed"):
+            # Done or given up (a repeated announcement of the job's end calls nobody). While a
+            # delivery is retrying, a repeat joins it: same webhook-id, the next attempt number.
+            log.info("webhook of job %s already %s: not calling again", job_id, status.state)
+            return
+        # The attempt number is the record's count plus one rather than the message's delivery
+        # count: waits for the record, or a crash before an attempt, are not attempts. Each
+        # attempt is recorded (below) before the message goes back, so the count survives restarts.
+        attempt = status.attempts + 1
+        hook_id = signing.webhook_id(job_id, kind)
+        schedule = list(self.settings.webhook_schedule_s) or [0.0]
+
+        def attempted(outcome: Outcome, answer: _Answer | None = None, **extra: Any) -> WebhookAttempted:
+            return WebhookAttempted(
+                job_id=job_id,
+                webhook_id=hook_id,
+                attempt=attempt,
+                outcome=outcome,
+                status_code=answer.status_code if answer else None,
+                error=answer.error if answer else None,
+                **extra,
+            )
+
+        if isinstance(ended, TranscriptionFailed) and ended.function == NAME and ended.code in REFUSALS:
+            # The job failed because its webhook is refused (the router's check): record why, call
+            # nothing; the failure itself says it all, so no dead letter either.
+            yield await self._record(attempted("refused", _Answer(error=ended.message)))
+            return
+
+        with tracing.stage("webhook", {tracing.JOB_ID: job_id, "klipnote.webhook.attempt": attempt}) as span:
+            try:
+                sign = signing.signer(self.settings.webhook_secret)
+                pinned = await self.guard.pin(target)
+            except WebhookRefused as refused:
+                yield await self._record(attempted("refused", _Answer(error=refused.message)))
+                log.error("webhook of job %s to %s refused: %s", job_id, status.url, refused.message)
+                raise PermanentError(refused.code, refused.message) from None
+            except OSError as error:  # DNS did not answer: an attempt that failed
+                answer = _Answer(error=f"could not resolve the host ({type(error).__name__})")
+            else:
+                body = await self._body(ended, record, event)
+                answer = await self._post(sign, hook_id, body, pinned)
+            if answer.status_code is not None:
+                span.set_attribute("http.response.status_code", answer.status_code)
+            if answer.status_code is None or not 200 <= answer.status_code < 300:
+                span.set_status(StatusCode.ERROR, answer.describe())
+
+        if answer.status_code is not None and 200 <= answer.status_code < 300:
+            log.info("webhook of job %s delivered to %s (attempt %d)", job_id, status.url, attempt)
+            yield await self._record(attempted("delivered", answer))
+            return
+        if answer.status_code == 410:
+            log.warning("webhook of job %s: %s answered 410 Gone, not retrying", job_id, status.url)
+            yield await self._record(attempted("gave_up", answer))
+            return
+        delay = next_delay(schedule, attempt, answer.retry_after)
+        if delay is None:
+            reason = f"gave up after {attempt} attempt(s) to {status.url}: last {answer.describe()}"
+            log.error("webhook of job %s %s", job_id, reason)
+            yield await self._record(attempted("gave_up", answer))
+            raise PermanentError("webhook_exhausted", reason)
+        log.warning(
+            "webhook of job %s to %s failed (attempt %d: %s), next in %.1fs",
+            job_id,
+            status.url,
+            attempt,
+            answer.describe(),
+            delay,
+        )
+        yield await self._record(attempted("retrying", answer, next_attempt_in_s=delay))
+        raise RetryLater(f"webhook attempt {attempt} failed: {answer.describe()}", delay)
+
+    async def _record(self, attempted: WebhookAttempted) -> CloudEvent:
+        """The attempt as an event (its id makes a redelivered attempt a duplicate), projected
+        onto the job record at once so the next message of this consumer sees it."""
+        event = binding.new_event(
+            catalogue.WEBHOOK,
+            attempted,
+            function=NAME,
+            subject=attempted.job_id,
+            event_id=lifecycle.webhook_id(attempted.job_id, attempted.attempt),
+        )
+        try:
+            await self.jobs.project(event, attempted.job_id)
+        except Exception as error:  # the projector applies the published event anyway
+            log.warning("could not record webhook attempt of job %s: %s", attempted.job_id, error)
+        return event
+
+    async def _body(
+        self, ended: TranscriptionCompleted | TranscriptionFailed, record: JobRecord, event: CloudEvent
+    ) -> str:
+        links = {}
+        if isinstance(ended, TranscriptionCompleted):
+            links = await self.links.of(record.model_copy(update={"results": ended.results}))
+        return payload.body(ended, record, event, links, self.settings.result_link_expiry_s)
+
+    async def _post(self, sign: Webhook, hook_id: str, body: str, pinned: Pinned) -> _Answer:
+        """One call: POST `body` signed, to the pinned address, within `WEBHOOK_TIMEOUT_S`."""
+        timeout = self.settings.webhook_timeout_s
+        headers = {
+            **pinned.headers,
+            "Content-Type": "application/json",
+            "User-Agent": _USER_AGENT,
+            **signing.signed_headers(sign, hook_id, datetime.now(UTC), body),
+        }
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        try:
+            async with asyncio.timeout(timeout):
+                # A client per attempt: connections aimed at a pinned address are never pooled
+                # across host names. No proxies from the environment, no redirects.
+                async with httpx.AsyncClient(
+                    verify=self._tls, follow_redirects=False, trust_env=False, timeout=timeout
+                ) as client:
+                    request = client.build_request(
+                        "POST",
+                        pinned.url,
+                        content=body.encode(),
+                        headers=headers,
+                        extensions=pinned.extensions,
+                    )
+                    response = await client.send(request, stream=True)
+                    await response.aclose()  # the answer's body is not needed
+        except (TimeoutError, httpx.TimeoutException):
+            return _Answer(error=f"no answer within {timeout:g}s")
+        except httpx.HTTPError as error:  # the message may hold the URL: give the kind only
+            return _Answer(error=f"connection failed ({type(error).__name__})")
+        except (OSError, ssl.SSLError) as error:
+            return _Answer(error=f"connection failed ({type(error).__name__})")
+        return _Answer(
+            status_code=response.status_code, retry_after=retry_after_s(response.headers.get("retry-after"))
+        )
