@@ -5,7 +5,7 @@ ENABLED_MODELS. A language rule naming a disabled model is skipped (the default 
 explicit request for an unknown or disabled model is an error, never a silent queue.
 
 A request that names neither a model nor a language is routed twice: first to the default model,
-whose function listens to the file (functions/language.py) and applies the same rules to the
+whose function listens to the file (functions/transcriber/language.py) and applies the same rules to the
 language it detected; when they name another model, the function hands the job over with a
 `transcription.language_detected` event and ingest re-dispatches it, once. Ingest reads the rules
 from its settings, the model function from its own: both run this module.
@@ -19,7 +19,11 @@ from events.errors import CodedError
 from events.models import RoutingReason, TranscriptionDispatched
 from events.settings import Settings
 
-# The routing entry of each model function: adding a model adds a line here.
+# The model registry: one entry per model function, name -> what it is for. The name is its
+# folder (functions/<name>/, with its adapter, Dockerfile, requirements and README), its queue
+# (`transcribe.<name>`), its NATS user (infra/nats_permissions.py), its Knative service and KEDA
+# scaler (infra/knative/, infra/keda/). Routing, NATS permissions, the settings table, the
+# manifest checks and the tests all read this: adding a model is its folder plus one line here.
 MODELS: dict[str, str] = {
     "whisperx": "WhisperX: multilingual, forced alignment",
     "belle2": "BELLE-2 (Whisper large-v3 fine-tune): Mandarin",

@@ -3,7 +3,7 @@ production, the whisper-base checkpoint derived at setup in the embedded stack) 
 transformers, decoding VAD speech regions in batches.
 
 BELLE-2 was fine-tuned without timestamp tokens, so its own timestamps are guesses: every segment
-is one speech region from the VAD (functions/vad.py), decoded without timestamps, and its
+is one speech region from the VAD (functions/transcriber/vad.py), decoded without timestamps, and its
 start and end are the region's.
 
 Each region is decoded as openai-whisper's transcribe.py decodes a 30 s window (decode_with_fallback
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from events.settings import Settings
-from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript
-from functions.vad import Region, SpeechDetector
+from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript, offline
+from functions.transcriber.vad import Region, SpeechDetector
 
 NAME = "belle2"
 # A Mandarin fine-tune: its language detection is not what it was trained for, so a job that
@@ -139,6 +139,7 @@ class Belle2:
 
     def load(self) -> None:
         check_model_dir(self.model_dir)
+        offline()  # before transformers (and huggingface_hub) are imported: they read it then
         import torch  # heavy: only in the model process, only once
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from events.models import Word
 from events.settings import Settings
-from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript
+from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript, offline
 
 NAME = "whisperx"
 # Passes over one chunk at most: the first, then its untranscribed rests (each must move on).
@@ -49,6 +49,7 @@ class WhisperX:
             )
         # whisperx's aligner reads NLTK's punkt_tab; it must come from disk, never a download.
         os.environ.setdefault("NLTK_DATA", str(self.settings.nltk_data_path()))
+        offline()  # before whisperx imports huggingface_hub and transformers, which read it then
         import torch
         import whisperx  # 8-9 s on import: only in the model process, only once
 

@@ -31,7 +31,7 @@ from functions.belle2.model import (
 )
 from functions.optimize.chinese import to_simplified
 from functions.transcriber import JobFailed, Segment, Transcript
-from functions.vad import WINDOW, Region, VadOptions, plan_regions
+from functions.transcriber.vad import WINDOW, Region, VadOptions, plan_regions
 from infra.models import assemble_whisper_base, derive_whisper_base_hf
 from tests.support.audio import decode_audio
 from tests.support.paths import AUDIO, reference
@@ -412,5 +412,5 @@ def test_dir_without_weights_is_refused(tmp_path: Path, belle2: Belle2) -> None:
 async def test_function_without_a_model_stays_up_not_ready_and_says_why(tmp_path: Path) -> None:
     function = create(Settings(belle2_model_dir=tmp_path / "nowhere"))
     await function.start(None)  # type: ignore[arg-type]  # loading needs no bus
-    assert not function.ready()
+    assert not function.health().ready
     assert function.problem is not None and "does not exist" in function.problem

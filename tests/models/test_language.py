@@ -1,4 +1,4 @@
-"""Language identification (functions/language.py) with the real whisper-base model and real
+"""Language identification (functions/transcriber/language.py) with the real whisper-base model and real
 speech: what it listens to is speech found across the file, so music, ring tones or silence
 before the speech do not decide the language; whispered speech the VAD misses is still heard."""
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from events.settings import Settings
-from functions.language import CLIP_SAMPLES, identify
-from functions.media import SAMPLE_RATE
-from functions.media import decode as decode_media
-from functions.vad import WINDOW, SpeechDetector
+from functions.transcriber import SAMPLE_RATE
+from functions.transcriber.audio import decode as decode_media
+from functions.transcriber.language import CLIP_SAMPLES, identify
+from functions.transcriber.vad import WINDOW, SpeechDetector
 from functions.whisperx.model import WhisperX
 from tests.support.paths import AUDIO, ffmpeg
 

@@ -1,4 +1,4 @@
-"""Media intake (functions/media.py) on real files and the real ffmpeg: only media containers are
+"""Media intake (functions/transcriber/audio.py) on real files and the real ffmpeg: only media containers are
 read, and nothing they name; every limit holds before and during decoding; the right track, the
 right channels and the file's own timeline. Inputs are made at test time (ffmpeg, the public clips
 in ../shared/audio and ../shared/cases/make_media_cases.sh)."""
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from functions.media import JobFailed, Limits, decode, probe
+from functions.transcriber.audio import JobFailed, Limits, decode, probe
 from tests.support.paths import AUDIO, ROOT, ffmpeg
 
 LIMITS = Limits(max_seconds=4 * 3600, decode_timeout_s=120)
@@ -344,7 +344,8 @@ def test_a_header_that_inflates_to_gigabytes_is_refused_within_a_memory_budget(t
     assert bomb.stat().st_size < 2**20
     # In a process of its own, so the peak of its children is this probe's alone.
     script = (
-        "import resource, sys\nfrom pathlib import Path\nfrom functions.media import JobFailed, probe\n"
+        "import resource, sys\nfrom pathlib import Path\n"
+        "from functions.transcriber.audio import JobFailed, probe\n"
         "try:\n    probe(Path(sys.argv[1]))\nexcept JobFailed as failure:\n    print(failure.code)\n"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )

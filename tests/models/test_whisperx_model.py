@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from events.settings import Settings
-from functions.media import decode
 from functions.optimize.chinese import to_simplified
 from functions.transcriber import (
     SAMPLE_RATE,
@@ -26,6 +25,7 @@ from functions.transcriber import (
     Segment,
     Transcript,
     TranscriptionFunction,
+    decode,
     windows,
 )
 from functions.whisperx.model import ModelUnavailable, WhisperX
@@ -176,8 +176,7 @@ def test_an_hour_of_media_is_decoded_to_disk_and_cut_into_bounded_windows(tmp_pa
     probe = f"""
 import json, re
 from pathlib import Path
-from functions.media import decode
-from functions.transcriber import windows
+from functions.transcriber.audio import decode, windows
 def peak():
     # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024

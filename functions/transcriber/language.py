@@ -1,7 +1,7 @@
 """Language identification: which language a file speaks, heard in stretches of its speech spread
 across the whole file, not in its first 30 s (which may be music, ring tones or silence).
 
-1. Silero VAD (functions/vad.py) finds the speech regions of the whole file.
+1. Silero VAD (functions/transcriber/vad.py) finds the speech regions of the whole file.
 2. The regions are split, in time order, into up to `windows` groups of equal speech time (the
    start, the middle and the end of what is said); from each group the regions the VAD is surest
    of are joined into one clip of at most 30 s (Whisper's input).
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from functions.media import SAMPLE_RATE
-from functions.vad import WINDOW, Region, SpeechDetector
+from functions.transcriber.schema import SAMPLE_RATE
+from functions.transcriber.vad import WINDOW, Region, SpeechDetector
 
 CLIP_S = 30.0  # Whisper's input window
 CLIP_SAMPLES = int(CLIP_S * SAMPLE_RATE)
@@ -37,6 +37,8 @@ LanguageProbabilities = Callable[[np.ndarray], dict[str, float]]
 
 @dataclass(frozen=True)
 class Identified:
+    """The language a file speaks (ISO 639-1) and what it was heard in."""
+
     language: str
     probability: float  # the weighted mean probability of `language` over the clips
     speech_seconds: float  # seconds of audio listened to

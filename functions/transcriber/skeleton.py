@@ -1,8 +1,9 @@
 """The transcription skeleton every model function shares: fetch the media, decode it, run the
-model, stream segments and progress as events, report `transcribed` or `failed`.
+model window by window, stream segments and progress as events, report `transcribed` or `failed`.
 
 A model function is this skeleton plus a `ModelAdapter` (functions/<model>/model.py): adding a
-model adds an adapter, not a pipeline.
+model adds an adapter, not a pipeline. The function's lifecycle (`subscriptions`, `start`,
+`stop`, `ready`) is the first thing in the class; the job's steps follow.
 """
 
 from __future__ import annotations
@@ -11,17 +12,14 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 from minio.error import S3Error
@@ -33,105 +31,30 @@ from events.models import (
     TranscriptionDispatched,
     TranscriptionProgress,
     TranscriptionTranscribed,
-    Word,
 )
-from events.runtime.function import Runtime, Subscription, TransientError, alive
+from events.runtime.function import Health, Runtime, Subscription, TransientError, alive
 from events.settings import Settings
-from functions import media as intake
-from functions.language import Identified, identify
-from functions.media import SAMPLE_RATE, DecodedAudio, JobFailed
-from functions.vad import SpeechDetector
+from functions.transcriber.audio import DecodedAudio, Limits, decode, windows
+from functions.transcriber.hub import offline
+from functions.transcriber.language import Identified, identify
+from functions.transcriber.schema import (
+    SAMPLE_RATE,
+    JobFailed,
+    JobStopped,
+    ModelAdapter,
+    Segment,
+    Transcript,
+)
+from functions.transcriber.vad import SpeechDetector
 
-log = logging.getLogger(__name__)
-
-# Model processes never reach a hub: a missing model must fail at once, not after minutes of
-# retries.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-@dataclass
-class Segment:
-    start: float
-    end: float
-    text: str
-    words: list[Word] | None = None
-    avg_logprob: float | None = None
-    no_speech_prob: float | None = None
-    language: str | None = None
-
-
-@dataclass
-class Transcript:
-    language: str | None
-    language_probability: float | None = None
-    segments: list[Segment] = field(default_factory=list)
-    # How word times were found: "wav2vec2", or why not ("skipped: ...").
-    alignment: str | None = None
-
-
-class ModelAdapter(Protocol):
-    """What is specific to one model. Its methods block; the skeleton runs them in a thread.
-
-    `transcribe` gets one window of 16 kHz mono float32 audio (times relative to the window) and
-    the file's language (given, detected by the skeleton, or `default_language`), calls
-    `on_segment` as soon as it has a segment and `on_progress` with the fraction of the window
-    done, and may raise JobFailed for input it cannot transcribe.
-
-    `detect_language` gives the probability of each language the model knows (ISO 639-1 codes,
-    summing to 1) for one clip of at most 30 s of 16 kHz mono float32 audio: the skeleton's
-    language identification (functions/language.py) calls it on clips of the file's speech."""
-
-    name: str
-    # The language of a job that names none, when it is not routed by detection (belle2, a
-    # Mandarin fine-tune: "zh"); None: the skeleton detects it.
-    default_language: str | None
-
-    def load(self) -> None: ...
-
-    def detect_language(self, audio: np.ndarray) -> dict[str, float]: ...
-
-    def transcribe(
-        self,
-        audio: np.ndarray,
-        language: str | None,
-        on_segment: Callable[[Segment], None],
-        on_progress: Callable[[float], None],
-    ) -> Transcript: ...
-
-
-class JobStopped(Exception):
-    """Raised inside the model's thread, at its next report, once its job was given up on."""
-
-
-class ModelUnavailable(RuntimeError):
-    """The model cannot be loaded from where the settings point; the message says how to fix it.
-    The worker stays up, not ready, and says so on its readiness probe."""
-
-
-def windows(audio: DecodedAudio, window_s: float, search_s: float = 5.0) -> list[tuple[int, int]]:
-    """Sample ranges of about `window_s`, each cut at the quietest 20 ms within the last
-    `search_s` before its end, so a cut seldom falls inside a word."""
-    length, size = audio.samples, int(window_s * SAMPLE_RATE)
-    if length <= size * 1.25:
-        return [(0, length)]
-    frame, search = SAMPLE_RATE // 50, int(search_s * SAMPLE_RATE)
-    pcm = audio.pcm()
-    ranges, start = [], 0
-    while length - start > size * 1.25:
-        hunt_from = start + size - search
-        region = pcm[hunt_from : start + size].astype(np.float32)
-        frames = region[: len(region) // frame * frame].reshape(-1, frame)
-        quietest = int(np.argmin((frames**2).mean(axis=1))) if len(frames) else 0
-        cut = hunt_from + quietest * frame + frame // 2
-        ranges.append((start, cut))
-        start = cut
-    ranges.append((start, length))
-    return ranges
+# The package's name, as before the skeleton had a module of its own: dashboards and tests
+# filter the model functions' log lines by it.
+log = logging.getLogger("functions.transcriber")
 
 
 class TranscriptionFunction:
-    """A model function: the skeleton around one adapter, consuming `transcribe.<model>`."""
+    """A model function: the skeleton around one adapter, consuming `transcribe.<model>` and
+    producing segment, progress, `language_detected`, `transcribed` and `failed` events."""
 
     def __init__(self, adapter: ModelAdapter, settings: Settings) -> None:
         self.adapter = adapter
@@ -153,6 +76,7 @@ class TranscriptionFunction:
     async def start(self, runtime: Runtime) -> None:
         started = time.perf_counter()
         try:
+            offline()  # before the adapter imports its libraries: they read it at import
             await asyncio.to_thread(self.adapter.load)
             self.listener = await asyncio.to_thread(SpeechDetector)
         except Exception as error:
@@ -168,8 +92,11 @@ class TranscriptionFunction:
     async def stop(self) -> None:
         return None
 
-    def ready(self) -> bool:
-        return self.problem is None
+    def health(self) -> Health:
+        details: dict[str, str | int | float] = {"loads": self.loads, "jobs_handled": self.jobs_handled}
+        if self.load_seconds is not None:
+            details["load_seconds"] = self.load_seconds
+        return Health(ready=self.problem is None, reason=self.problem, details=details)
 
     def app(self) -> Any:
         return None
@@ -201,10 +128,10 @@ class TranscriptionFunction:
             started = time.perf_counter()
             with tracing.stage("decode", ids) as span:
                 audio = await asyncio.to_thread(
-                    intake.decode,
+                    decode,
                     media,
                     Path(workdir) / "audio.s16le",
-                    intake.Limits.of(self.settings),
+                    Limits.of(self.settings),
                     job.audio_track,
                     lambda seconds: alive(),  # decoding is progress: the heartbeat goes on
                 )
@@ -381,7 +308,7 @@ class TranscriptionFunction:
 
     def identify_language(self, audio: DecodedAudio) -> Identified | None:
         """The language the file speaks, by the model, from clips of its speech across the whole
-        file (blocking; functions/language.py)."""
+        file (blocking; functions/transcriber/language.py)."""
         if self.listener is None:  # start() loads it; a function used without start() loads it here
             self.listener = SpeechDetector()
         return identify(
@@ -406,7 +333,7 @@ class TranscriptionFunction:
         is the file's (the adapter detects it from the first window when it is None)."""
         whole = Transcript(language=language)
         total = audio.samples
-        # The decoded audio is on the file's timeline already (media.decode pads a late start).
+        # The decoded audio is on the file's timeline already (audio.decode pads a late start).
         for start, end in windows(audio, self.settings.audio_window_s):
             offset = start / SAMPLE_RATE
 

@@ -1,4 +1,5 @@
-"""Media intake: what every model function does to a user's file before a model hears it.
+"""Media intake: what every model function does to a user's file before a model hears it, and
+the windows the decoded audio is cut into for the model.
 
 One path for every file: `probe` it (only media containers, only the one local file), `choose_track`,
 `start_offset` of that track on the file's timeline, then `decode` it to 16 kHz mono s16le on disk
@@ -36,11 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from events.errors import CodedError
 from events.models import AudioTrack, MediaInfo
 from events.settings import Settings
-
-SAMPLE_RATE = 16_000
+from functions.transcriber.schema import SAMPLE_RATE, JobFailed
 
 # Demuxers that read one file and nothing else: audio formats and audio/video containers.
 # Playlists (hls, dash), lists (concat), image sequences (image2, *_pipe), SDP/RTP and devices are
@@ -78,11 +77,6 @@ _REFUSED_KINDS = {
 }
 _PROBE_TIMEOUT_S = 600.0
 _MAX_TITLE = 200
-
-
-class JobFailed(CodedError):
-    """The job cannot succeed (bad media, a refused option): reported as a `failed` event with
-    `code` and `message`, not retried."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +131,29 @@ class DecodedAudio:
     def window(self, start: int, end: int) -> np.ndarray:
         """float32 in [-1, 1), shape (end - start,), samples `start` to `end`."""
         return self.pcm()[start:end].astype(np.float32) / 32768.0
+
+
+def windows(audio: DecodedAudio, window_s: float, search_s: float = 5.0) -> list[tuple[int, int]]:
+    """Sample ranges `(start, end)` (16 kHz samples, end exclusive) covering the whole audio, each
+    of about `window_s` seconds and cut at the quietest 20 ms within the last `search_s` seconds
+    before its end, so a cut seldom falls inside a word. Audio up to 1.25 windows long is one
+    range; only one search region at a time is read into memory."""
+    length, size = audio.samples, int(window_s * SAMPLE_RATE)
+    if length <= size * 1.25:
+        return [(0, length)]
+    frame, search = SAMPLE_RATE // 50, int(search_s * SAMPLE_RATE)
+    pcm = audio.pcm()
+    ranges, start = [], 0
+    while length - start > size * 1.25:
+        hunt_from = start + size - search
+        region = pcm[hunt_from : start + size].astype(np.float32)
+        frames = region[: len(region) // frame * frame].reshape(-1, frame)
+        quietest = int(np.argmin((frames**2).mean(axis=1))) if len(frames) else 0
+        cut = hunt_from + quietest * frame + frame // 2
+        ranges.append((start, cut))
+        start = cut
+    ranges.append((start, length))
+    return ranges
 
 
 # -- probing ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Speech regions: Silero VAD v6 (the ONNX file faster-whisper ships), run block by block so an
 hour of audio costs a few MB beyond the audio itself.
 
-Two users: language identification (functions/language.py) listens to these regions only, and
+Two users: language identification (functions/transcriber/language.py) listens to these regions only, and
 belle2 decodes them. BELLE-2 was fine-tuned without timestamp tokens, so its segments' times
 come from here: each region is decoded on its own and becomes one segment spanning the speech
 the VAD heard.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.media import SAMPLE_RATE
+from functions.transcriber.schema import SAMPLE_RATE
 
 WINDOW = 512  # samples per Silero probability (32 ms)
 CONTEXT = 64  # samples of the previous window the v6 model reads with each window
@@ -24,6 +24,8 @@ BLOCK_WINDOWS = 4096  # windows per ONNX call (~2 min of audio)
 
 @dataclass(frozen=True)
 class Region:
+    """A stretch of audio, in 16 kHz samples (end exclusive)."""
+
     start: int  # sample offsets into the decoded audio
     end: int
 
@@ -34,6 +36,8 @@ class Region:
 
 @dataclass(frozen=True)
 class VadOptions:
+    """How window probabilities become regions (probabilities in [0, 1], times in seconds)."""
+
     threshold: float = 0.5  # speech starts at this probability ...
     neg_threshold: float = 0.35  # ... and may end below this one
     min_speech_s: float = 0.25  # shorter bursts (clicks, coughs) are dropped
@@ -57,6 +61,9 @@ def silero_model_path() -> Path:
 
 
 class SpeechDetector:
+    """Silero VAD v6 on onnxruntime (one CPU thread), for 16 kHz mono float32 audio: speech
+    probabilities per 512-sample window and the speech regions planned from them."""
+
     def __init__(self, path: Path | None = None, options: VadOptions | None = None) -> None:
         import onnxruntime
 
@@ -91,6 +98,7 @@ class SpeechDetector:
         return out
 
     def regions(self, audio: np.ndarray) -> list[Region]:
+        """The speech regions of `audio` (float32, shape (samples,), 16 kHz mono), in time order."""
         return plan_regions(self.probabilities(audio), len(audio), self.options)
 
 
