@@ -1,8 +1,7 @@
-"""The bus: NATS connection, publishing CloudEvents with `Nats-Msg-Id`, idempotent provisioning.
+"""The bus: NATS connection, publishing CloudEvents with `Nats-Msg-Id`, and subjects (where an
+event goes, which subjects a consumer's filter matches).
 
-Provisioning is one idempotent command shared by the embedded stack and production
-(`klipnote provision`): it creates what is missing and updates what differs, so running it
-twice, or from several replicas at once, is harmless.
+Streams, consumers and KV buckets are created by `events.provision`.
 """
 
 from __future__ import annotations
@@ -13,11 +12,9 @@ import nats
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StreamConfig
-from nats.js.errors import NotFoundError
 
-from events import binding, catalogue
-from events.catalogue import Consumer, EventKind
+from events import binding
+from events.catalogue import EventKind
 from events.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,50 +62,12 @@ def subject_for(event: CloudEvent) -> str:
     return kind.subject(token)
 
 
-async def provision(js: JetStreamContext, settings: Settings, models: list[str]) -> None:
-    """Create or update every stream, durable consumer and KV bucket KlipNote uses."""
-    for stream in catalogue.STREAMS:
-        config = StreamConfig(
-            name=stream.name,
-            subjects=stream.subjects,
-            retention=stream.retention,
-            storage=stream.storage,
-            max_age=stream.max_age_s,
-            duplicate_window=settings.dedupe_window_s,
-        )
-        try:
-            await js.stream_info(stream.name)
-            await js.update_stream(config)
-        except NotFoundError:
-            await js.add_stream(config)
-    consumers = [
-        catalogue.INGEST_ROUTER,
-        catalogue.INGEST_PROJECTOR,
-        catalogue.INGEST_WEBHOOKS,
-        catalogue.INGEST_UPLOADS,
-        catalogue.OPTIMIZE,
-    ]
-    consumers += [catalogue.model_consumer(model) for model in models]
-    for consumer in consumers:
-        await js.add_consumer(consumer.stream.name, consumer_config(consumer, settings))
-    try:
-        await js.key_value(catalogue.JOBS_KV_BUCKET)
-    except NotFoundError:
-        await js.create_key_value(KeyValueConfig(bucket=catalogue.JOBS_KV_BUCKET, history=1))
-
-
-def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
-    # One filter, or several (`filter_subjects`, NATS 2.10+) when a consumer reads more than one.
-    filters = [consumer.filter_subject, *consumer.extra_filters]
-    return ConsumerConfig(
-        durable_name=consumer.durable,
-        filter_subject=filters[0] if len(filters) == 1 else None,
-        filter_subjects=filters if len(filters) > 1 else None,
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=settings.ack_wait_s,
-        # The host, not the server, decides when to give up, so it can dead-letter with a reason.
-        max_deliver=-1,
-        # Many replicas may each hold one message; one job per replica is the fetch size.
-        max_ack_pending=1000,
-    )
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching: `*` is one token, a trailing `>` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return len(have) > index
+        if index >= len(have) or (token != "*" and token != have[index]):
+            return False
+    return len(want) == len(have)

@@ -85,6 +85,8 @@ KINDS_BY_TYPE: dict[str, EventKind] = {kind.type: kind for kind in KINDS}
 # The events that move a job forward: a consumer giving up on one (dead letter) fails the job, so
 # no job is left waiting for a step that will never come.
 JOB_STEPS = (REQUESTED, DISPATCHED, LANGUAGE_DETECTED, TRANSCRIBED)
+# The events that end a job: after one, only its webhook's attempts follow.
+JOB_ENDS = (COMPLETED, FAILED)
 
 # MinIO's NATS target publishes raw S3 event records (not CloudEvents) on this subject.
 STORAGE_UPLOADS_SUBJECT = "storage.uploads"
@@ -139,6 +141,8 @@ INGEST_WEBHOOKS = Consumer(
 )
 # MinIO's bucket notifications (S3 event records, not CloudEvents).
 INGEST_UPLOADS = Consumer("ingest-uploads", STORAGE, STORAGE_UPLOADS_SUBJECT, batch=16)
+# Every durable but the models' (one per model: `model_consumer`); provisioning creates them all.
+CONSUMERS = (INGEST_ROUTER, INGEST_PROJECTOR, INGEST_WEBHOOKS, INGEST_UPLOADS, OPTIMIZE)
 
 JOBS_KV_BUCKET = "jobs"
 

@@ -80,3 +80,28 @@ def failed(
         event_id=failed_id(job_id, step),
         traceparent=traceparent,
     )
+
+
+def job_of(event: CloudEvent) -> str | None:
+    """The job an event is about: its data's `job_id`, else its subject (the catalogue's events
+    name the job there too); None for an event about no job."""
+    data = event.get_data()
+    if isinstance(data, dict) and isinstance(data.get("job_id"), str):
+        return str(data["job_id"])
+    subject = event.get_subject()
+    return subject if isinstance(subject, str) else None
+
+
+_JOB_STEP_TYPES = {kind.type for kind in catalogue.JOB_STEPS}
+
+
+def gave_up(event: CloudEvent, reason: str, function: str) -> list[CloudEvent]:
+    """What giving up on `event` (its dead letter, for `reason`) means for its job: a job step
+    (`catalogue.JOB_STEPS`) fails its job with code `gave_up`, so no job is left waiting for a
+    step that will never come; any other event, nothing. Every subscription's default
+    `Subscription.gave_up`: the hosts publish what it returns without knowing about jobs."""
+    job_id = job_of(event) if event.get_type() in _JOB_STEP_TYPES else None
+    if job_id is None:
+        return []
+    error = CodedError("gave_up", f"{function} gave up on this job: {reason}")
+    return [failed(job_id, error, function=function)]

@@ -1,5 +1,6 @@
 """Metrics, as middleware of the hosts: every figure is read off the events a hop consumes and
-publishes, or off JetStream itself, so no function records a metric of its own.
+publishes, or off JetStream itself, so no function records a metric of its own (a function may
+ask for one by its subscription's observer: ingest's projector takes `job_ended`).
 
 - klipnote.job.duration (histogram, s; model, outcome): a job's request to its end;
 - klipnote.transcription.rtf (histogram, 1; model): model seconds per second of audio;
@@ -19,6 +20,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
@@ -27,7 +29,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
-from events import binding, catalogue, tracing
+from events import catalogue, lifecycle, tracing
 from events.catalogue import Consumer
 
 log = logging.getLogger(__name__)
@@ -120,26 +122,29 @@ def published(event: CloudEvent) -> None:
             webhook_failures.add(1, outcome)
 
 
-async def handled(
-    js: JetStreamContext | None,
-    function: str,
-    consumer: Consumer | None,
-    event: CloudEvent,
-    job_id: str | None,
-    seconds: float,
-    ok: bool,
-) -> None:
-    """An event a hop handled (or failed to): its duration; and, when ingest's projector takes
-    a job's end, the job's duration from its request (read back from the JOBS stream)."""
+def handled(function: str, event: CloudEvent, seconds: float, ok: bool) -> None:
+    """An event a hop handled (or failed to) in `seconds`, publishing included."""
     hop_duration.record(
         seconds, {FUNCTION: function, EVENT_TYPE: event.get_type(), OUTCOME: "ok" if ok else "error"}
     )
+
+
+class LastEvents(Protocol):
+    """Reads the last event of a subject (a function's `Runtime`)."""
+
+    async def last_event(self, stream: catalogue.Stream, subject: str) -> CloudEvent | None: ...
+
+
+async def job_ended(event: CloudEvent, bus: LastEvents) -> None:
+    """A job's end (completed or failed) as whoever keeps job records took it: the job's duration
+    from its request, read back from the JOBS stream. Any other event, or no request there (gone
+    by max_age, an id from elsewhere), records nothing. Ingest's projector asks for it as its
+    subscription's observer; the middleware itself knows no function."""
     kind = catalogue.KINDS_BY_TYPE.get(event.get_type())
-    if not ok or js is None or consumer != catalogue.INGEST_PROJECTOR:
+    job_id = lifecycle.job_of(event)
+    if kind not in catalogue.JOB_ENDS or job_id is None or not enabled():
         return
-    if kind not in (catalogue.COMPLETED, catalogue.FAILED) or job_id is None or not enabled():
-        return
-    requested_at = await _requested_at(js, job_id)
+    requested_at = await _requested_at(bus, job_id)
     if requested_at is None:
         return
     ended_at = event.get_time() or datetime.now(UTC)
@@ -150,16 +155,15 @@ async def handled(
     job_duration.record(max((ended_at - requested_at).total_seconds(), 0.0), attributes)
 
 
-async def _requested_at(js: JetStreamContext, job_id: str) -> datetime | None:
+async def _requested_at(bus: LastEvents, job_id: str) -> datetime | None:
     try:
-        raw = await js.get_last_msg(catalogue.JOBS.name, catalogue.REQUESTED.subject(job_id))
-    except Exception:  # gone (max_age), or an id from elsewhere: no duration to tell
+        requested = await bus.last_event(catalogue.JOBS, catalogue.REQUESTED.subject(job_id))
+    except Exception:  # malformed, an id no subject can carry, NATS away: no duration to tell
         return None
-    with contextlib.suppress(binding.MalformedEvent, ValueError):
-        when = binding.decode(raw.headers, raw.data or b"").get_time()
-        if when is not None:
-            return when if when.tzinfo else when.replace(tzinfo=UTC)
-    return None
+    when = requested.get_time() if requested is not None else None
+    if when is None:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 # -- queue lag ----------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ class TranscriptionQueued(EventData):
 
 class LanguageDetected(EventData):
     """The model function that received a job naming neither model nor language listened to it
-    (functions/language.py) and applied the language rules: the job stays, or, with `handover`,
+    (functions/transcriber/language.py) and applied the language rules: the job stays, or, with `handover`,
     leaves this model and ingest re-dispatches it to the model the rules name."""
 
     job_id: str

@@ -7,6 +7,9 @@ yet, a rejected request) is a `ClientError` with a message that says what to do 
 Where a local file was submitted from is kept in a small local record (`submitted.jsonl` in
 `$XDG_CACHE_HOME/klipnote`, default `~/.cache/klipnote`): the API only knows the file's name, and
 `klipnote results JOB` writes the transcripts next to the input when it knows where that is.
+
+Jobs come back as ingest's own API shapes (`functions.ingest.schema`: `JobView`, `JobPage`, the
+job states), events as their catalogued data models (`events.catalogue`, `events.models`).
 """
 
 from __future__ import annotations
@@ -16,25 +19,18 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 
-from events import catalogue
-
-# The event types the commands tell apart, as the API's event stream carries them.
-REQUESTED = catalogue.REQUESTED.type
-QUEUED = catalogue.QUEUED.type
-LANGUAGE_DETECTED = catalogue.LANGUAGE_DETECTED.type
-PROGRESS = catalogue.PROGRESS.type
-TRANSCRIBED = catalogue.TRANSCRIBED.type
-COMPLETED = catalogue.COMPLETED.type
-FAILED = catalogue.FAILED.type
-WEBHOOK = catalogue.WEBHOOK.type
-ENDS = (COMPLETED, FAILED)
-FINISHED_STATES = ("completed", "failed")
+from events import binding, catalogue
+from events.catalogue import EventKind
+from events.models import EventData, TranscriptionCompleted, TranscriptionFailed
+from functions.ingest.schema import FINISHED_STATES, JobPage, JobState, JobView
 
 # Exit codes of the commands (0: done).
 EXIT_FAILED = 1  # the job failed, or the API rejected the request
@@ -43,6 +39,8 @@ EXIT_UNREACHABLE = 3
 EXIT_UNAUTHORIZED = 4
 EXIT_NOT_FOUND = 5
 EXIT_NOT_COMPLETED = 6
+
+Shape = TypeVar("Shape", JobView, JobPage)
 
 _HISTORY_LIMIT = 1000  # entries kept in the local record of submitted files
 _RECONNECTS = 3  # a dropped event stream is resumed this often (events are replayed, deduplicated)
@@ -57,8 +55,52 @@ class ClientError(Exception):
         self.exit_code = exit_code
 
 
+@dataclass(frozen=True)
+class JobEvent:
+    """One lifecycle event of a job as the API's event stream carries it (a structured-mode
+    CloudEvent): its id, its catalogued kind, and its data as that kind's model."""
+
+    id: str
+    kind: EventKind
+    data: EventData
+
+    @property
+    def ends_job(self) -> bool:
+        return self.kind in catalogue.JOB_ENDS
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How a job ended: `completed` with the formats it made, or `failed` with the failure's
+    code and message."""
+
+    state: JobState
+    results: list[str]
+    code: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def of_event(cls, event: JobEvent) -> JobEnd:
+        """From a `completed` or `failed` event (ValueError for any other)."""
+        if isinstance(event.data, TranscriptionCompleted):
+            return cls(JobState.COMPLETED, sorted(event.data.results))
+        if isinstance(event.data, TranscriptionFailed):
+            return cls(JobState.FAILED, [], event.data.code, event.data.message)
+        raise ValueError(f"{event.kind.type} does not end a job")
+
+    @classmethod
+    def of_record(cls, job: JobView) -> JobEnd:
+        """From a finished job's record (its events may have expired from the stream)."""
+        if job.state == JobState.COMPLETED:
+            return cls(JobState.COMPLETED, sorted(job.results))
+        error = job.error
+        return cls(JobState.FAILED, [], error.code if error else None, error.message if error else None)
+
+
 class KlipNote:
-    """The ingest API over HTTP, with an optional bearer API key."""
+    """The ingest API over HTTP, with an optional bearer API key. Every method raises
+    `ClientError` (a message for a person, an exit code) when the request cannot be made or the
+    API refuses it."""
 
     def __init__(
         self,
@@ -92,8 +134,9 @@ class KlipNote:
         language: str | None = None,
         formats: list[str] | None = None,
         audio_track: int | None = None,
-    ) -> dict[str, Any]:
-        """Start a job from a local file (uploaded) or an `s3://bucket/key` already in storage."""
+    ) -> JobView:
+        """Start a job from a local file (uploaded) or an `s3://bucket/key` already in storage;
+        the job as the API answers it (202: `id`, state `requested`)."""
         form = {
             "model": model,
             "language": language,
@@ -107,25 +150,27 @@ class KlipNote:
             path = Path(source)
             with open(path, "rb") as body:
                 response = self._send("POST", "/v1/jobs", files={"file": (path.name, body)}, data=data)
-        return self._json(response)
+        return self._parse(JobView, response)
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self._json(self._send("GET", f"/v1/jobs/{job_id}"), job_id)
+    def job(self, job_id: str) -> JobView:
+        return self._parse(JobView, self._send("GET", f"/v1/jobs/{job_id}"), job_id)
 
-    def jobs(self, state: str | None = None, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+    def jobs(self, state: JobState | None = None, limit: int = 20, offset: int = 0) -> JobPage:
+        """One page of jobs, newest first (`limit` at most 500, the API's cap)."""
         params: dict[str, str | int] = {"limit": limit, "offset": offset}
         if state:
-            params["state"] = state
-        return self._json(self._send("GET", "/v1/jobs", params=params))
+            params["state"] = state.value
+        return self._parse(JobPage, self._send("GET", "/v1/jobs", params=params))
 
-    def wait_finished(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
-        """The job record once it shows the job's end. The end event comes first; the record
-        follows a moment later (ingest projects it from the events)."""
+    def wait_finished(self, job_id: str, timeout: float = 30) -> JobView:
+        """The job record once it shows the job's end (or as it stands after `timeout` seconds).
+        The end event comes first; the record follows a moment later (ingest projects it from
+        the events)."""
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
             job = self.job(job_id)
-            if job["state"] in FINISHED_STATES or time.monotonic() > deadline:
+            if job.state in FINISHED_STATES or time.monotonic() > deadline:
                 return job
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -147,10 +192,11 @@ class KlipNote:
         partial.replace(target)
         return target
 
-    def events(self, job_id: str) -> Iterator[dict[str, Any] | None]:
-        """The job's CloudEvents as they happen, from its request to its end; `None` for each
+    def events(self, job_id: str) -> Iterator[JobEvent | None]:
+        """The job's events as they happen, from its request to its end; `None` for each
         keep-alive (the stream's way of saying nothing happened for a while). A dropped stream
-        is resumed: the API replays the job's events, those already seen are skipped."""
+        is resumed: the API replays the job's events, those already seen are skipped. Events
+        of a type this client does not know are skipped too."""
         seen: set[str] = set()
         drops = 0
         while True:
@@ -159,11 +205,11 @@ class KlipNote:
                     if event is None:
                         yield None
                         continue
-                    if event.get("id") in seen:
+                    if event.id in seen:
                         continue
-                    seen.add(str(event.get("id")))
+                    seen.add(event.id)
                     yield event
-                    if event.get("type") in ENDS:
+                    if event.ends_job:
                         return
                 raise httpx.RemoteProtocolError("the event stream ended before the job did")
             except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as error:
@@ -176,7 +222,7 @@ class KlipNote:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _event_stream(self, job_id: str) -> Iterator[dict[str, Any] | None]:
+    def _event_stream(self, job_id: str) -> Iterator[JobEvent | None]:
         # Keep-alives come every 15 s: a read that waits longer than that means a dead stream.
         timeout = httpx.Timeout(30, read=45)
         try:
@@ -191,8 +237,10 @@ class KlipNote:
                     elif line.startswith("data:"):
                         data.append(line[5:].removeprefix(" "))
                     elif not line and data:
-                        yield json.loads("\n".join(data))
+                        event = self._event("\n".join(data))
                         data = []
+                        if event is not None:
+                            yield event
         except httpx.ConnectError as error:
             raise self._unreachable(error) from error
 
@@ -202,11 +250,31 @@ class KlipNote:
         except httpx.TransportError as error:
             raise self._unreachable(error) from error
 
-    def _json(self, response: httpx.Response, job_id: str | None = None) -> dict[str, Any]:
+    def _event(self, body: str) -> JobEvent | None:
+        """One SSE `data:` payload (a structured-mode CloudEvent) as a JobEvent; None for an
+        event type this client does not know."""
+        try:
+            event = binding.decode(None, body.encode())
+            kind = catalogue.KINDS_BY_TYPE.get(event.get_type())
+            if kind is None:
+                return None
+            return JobEvent(event.get_id(), kind, binding.parse_data(event, kind.data))
+        except binding.MalformedEvent as error:
+            raise ClientError(
+                f"the API at {self.api} sent an event this client cannot read: {error}"
+            ) from error
+
+    def _parse(self, shape: type[Shape], response: httpx.Response, job_id: str | None = None) -> Shape:
+        """The answer as `shape`, or ClientError: the API's refusal, or an answer not of that shape."""
         if not 200 <= response.status_code < 300:
             self._raise_for(response, job_id)
-        body: dict[str, Any] = response.json()
-        return body
+        try:
+            return shape.model_validate_json(response.content)
+        except ValidationError as error:
+            problems = binding.describe_errors(error.errors(), shape.__name__)
+            raise ClientError(
+                f"the API at {self.api} answered a {shape.__name__} this client cannot read: {problems}"
+            ) from error
 
     def _unreachable(self, error: Exception) -> ClientError:
         return ClientError(

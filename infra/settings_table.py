@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from events.routing import MODELS
 from events.settings import Settings, env_value
 from infra.generated import write_or_check
 
@@ -30,12 +31,12 @@ PRODUCTION_REQUIRED: dict[str, tuple[str, ...]] = {
     "S3_SECRET_KEY": ("*",),
     "S3_SECURE": ("*",),
     # Model functions apply the routing rules too (a job routed by the language they hear).
-    "ENABLED_MODELS": ("ingest", "whisperx", "belle2"),
-    "DEFAULT_TRANSCRIPTION_MODEL": ("ingest", "whisperx", "belle2"),
+    "ENABLED_MODELS": ("ingest", *MODELS),
+    "DEFAULT_TRANSCRIPTION_MODEL": ("ingest", *MODELS),
     "API_KEY": ("ingest",),
     "WHISPERX_MODEL_DIR": ("whisperx",),
     "BELLE2_MODEL_DIR": ("belle2",),
-    "MODEL_DEVICE": ("whisperx", "belle2"),
+    "MODEL_DEVICE": tuple(MODELS),
 }
 
 

@@ -1,20 +1,23 @@
-"""What a function is: handlers from one CloudEvent to zero or more CloudEvents, plus lifecycle
-hooks. A handler knows nothing about the host (JetStream or HTTP) that runs it."""
+"""What a function is: handlers from one CloudEvent to zero or more CloudEvents, lifecycle hooks
+and a health report; and what a host hands it (`Runtime`). A handler knows nothing about the host
+(JetStream, HTTP, or the test harness) that runs it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cloudevents.core.v1.event import CloudEvent
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 
-from events import binding
-from events.bus import Publisher
-from events.catalogue import Consumer
+from events import binding, bus, lifecycle, reader
+from events.catalogue import Consumer, Stream
 from events.errors import CodedError
 from events.settings import Settings
 
@@ -55,7 +58,73 @@ def alive() -> None:
     ACTIVITY.get()()
 
 
+@dataclass(frozen=True)
+class Health:
+    """A function's own readiness, as its readiness probe serves it.
+
+    `ready`: able to take work now (model loaded, dependencies reachable). `reason`: why not, in
+    words for an operator (served as `problem`), None when ready. `details`: figures the probe
+    shows as they are (e.g. a model function's `loads`, `load_seconds`, `jobs_handled`)."""
+
+    ready: bool
+    reason: str | None = None
+    details: Mapping[str, str | int | float] = field(default_factory=dict)
+
+
+class Runtime:
+    """What a host hands a function at start: its settings, a publisher, and the reads of the bus
+    a function may make (a key-value bucket, a subject from its start, a subject's last event,
+    the subjects a stream holds). No function gets the JetStream context itself: what it needs
+    from the bus is a method here. Every read raises RuntimeError when the runtime was built
+    without JetStream (the test harness's default)."""
+
+    def __init__(
+        self, settings: Settings, publisher: bus.Publisher, js: JetStreamContext | None = None
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self._js = js
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("this runtime has no JetStream connection (a harness without one)")
+        return self._js
+
+    async def key_value(self, bucket: str) -> KeyValue:
+        """The key-value bucket `bucket` (provisioning made it). Raises nats-py's
+        `BucketNotFoundError` when it does not exist."""
+        return await self._jetstream().key_value(bucket)
+
+    def reading(
+        self, subject: str, deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    ) -> AbstractAsyncContextManager[reader.SubjectReader]:
+        """Read `subject` from its start (see `events.reader.reading`). Raises nats-py's
+        `NotFoundError` when no stream holds the subject."""
+        return reader.reading(self._jetstream(), subject, deliver_policy)
+
+    async def last_event(self, stream: Stream, subject: str) -> CloudEvent | None:
+        """The last event on `subject` in `stream`, None when there is none. Raises
+        `binding.MalformedEvent` when the message there is no CloudEvent."""
+        try:
+            raw = await self._jetstream().get_last_msg(stream.name, subject)
+        except NotFoundError:
+            return None
+        return binding.decode(raw.headers, raw.data or b"")
+
+    async def stream_subjects(self, stream: str, subjects_filter: str) -> list[str]:
+        """The subjects holding messages in stream `stream` that match `subjects_filter` (a key-value
+        bucket's keys are the subjects of its `KV_<bucket>` stream)."""
+        info = await self._jetstream().stream_info(stream, subjects_filter=subjects_filter)
+        return list(info.state.subjects or {})
+
+
 Decoder = Callable[[dict[str, str] | None, bytes], CloudEvent]
+# What giving up on an event means beyond its dead letter: (event, reason, function name) to the
+# events to publish.
+GiveUp = Callable[[CloudEvent, str, str], list[CloudEvent]]
+# Telemetry of its own that a subscription asks its host to take after each event it handled
+# without error (the host awaits it after the hop's metrics).
+Observer = Callable[[CloudEvent, Runtime], Awaitable[None]]
 
 
 @dataclass
@@ -65,17 +134,16 @@ class Subscription:
     # How a message becomes an event: the CloudEvents NATS binding, unless the subject carries
     # another format (MinIO's S3 records), which its decoder wraps in a CloudEvent.
     decode: Decoder = binding.decode
+    # The domain consequence of giving up on an event: by default the lifecycle's rule (a job
+    # step given up on fails its job); the host only publishes what it returns.
+    gave_up: GiveUp = lifecycle.gave_up
+    # E.g. ingest's projector: `metrics.job_ended`, a job's duration once its end is projected.
+    observe: Observer | None = None
 
-
-@dataclass
-class Runtime:
-    """What a host hands a function at start: settings and the bus."""
-
-    settings: Settings
-    nc: NATS
-    js: JetStreamContext
-    publisher: Publisher
-    extras: dict[str, Any] = field(default_factory=dict)
+    def accepts(self, subject: str) -> bool:
+        """Whether `subject` is one this subscription's consumer reads (NATS wildcards)."""
+        filters = (self.consumer.filter_subject, *self.consumer.extra_filters)
+        return any(bus.subject_matches(pattern, subject) for pattern in filters)
 
 
 class Function(Protocol):
@@ -90,8 +158,9 @@ class Function(Protocol):
     async def stop(self) -> None:
         """Close what start opened."""
 
-    def ready(self) -> bool:
-        """Able to take work now (model loaded, dependencies reachable)."""
+    def health(self) -> Health:
+        """Whether the function can take work now, why not, and what it reports. Called at any
+        time, before `start` too, and often (each fetch): cheap, and never blocking."""
 
     def app(self) -> Any | None:
         """Extra HTTP routes (an ASGI app) served beside the health endpoints, or None."""

@@ -1,9 +1,11 @@
-"""The HTTP side of every function process: health probes, and the CloudEvents receiver.
+"""The HTTP host of a function process: health probes, the function's own routes, and (under the
+HTTP transport) a CloudEvents receiver.
 
 Every process serves `/health/liveness` (the process is alive) and `/health/readiness` (model
-loaded, bus connected). The HTTP host adds `POST /`, a CloudEvents receiver (binary and
-structured mode) so Knative Eventing can push events to the same handlers the JetStream host
-runs.
+loaded, bus connected: 200 `{"status": "ready", ...}`, else 503 with `starting` or `not ready`,
+the function's reason as `problem` and its health details beside). The receiver is `POST /`
+(binary and structured mode, the CloudEvents HTTP binding) so Knative Eventing can push events to
+the same handlers the JetStream host runs.
 
 Replies: a handler's outgoing events are published to JetStream, as under the JetStream host,
 rather than returned in the response: a model function emits a stream of segment events and
@@ -13,73 +15,88 @@ Knative takes one reply event per request. Status codes follow Knative's retry s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Iterator
 
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from events import binding, bus
-from events.runtime.function import PermanentError, RetryLater, Subscription
-from events.runtime.jetstream import JetStreamHost
+from events.runtime.function import PermanentError, RetryLater
+from events.runtime.process import FunctionProcess
+from events.runtime.telemetry import event_fields
 
 log = logging.getLogger(__name__)
 
 
-def health_app(host: JetStreamHost, app: FastAPI | None = None) -> FastAPI:
-    app = app or FastAPI(title=f"klipnote {host.function.name}", docs_url=None, redoc_url=None)
+class HttpHost:
+    """The HTTP side of `process`: health endpoints, plus `routes` (the function's own app, whose
+    routes stay as they are) and, with `receiver`, the CloudEvents receiver."""
 
+    def __init__(
+        self, process: FunctionProcess, *, receiver: bool = False, routes: FastAPI | None = None
+    ) -> None:
+        self.process = process
+        self.app: FastAPI = routes if routes is not None else _bare_app(process.function.name)
+        _add_health(self.app, process)
+        if receiver:
+            _add_receiver(self.app, process)
+
+    @contextlib.asynccontextmanager
+    async def serving(self, host: str, port: int) -> AsyncIterator[None]:
+        """Serve on `host`:`port` for the duration of the block (the process's signal handlers
+        stay the process's: uvicorn does not take SIGTERM)."""
+        server = _Server(uvicorn.Config(self.app, host=host, port=port, log_config=None, access_log=False))
+        task = asyncio.create_task(server.serve())
+        try:
+            yield
+        finally:
+            server.should_exit = True
+            await task
+
+
+class _Server(uvicorn.Server):
+    # The process owns SIGTERM/SIGINT (graceful drain); uvicorn must not swallow them.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bare_app(name: str) -> FastAPI:
+    return FastAPI(title=f"klipnote {name}", docs_url=None, redoc_url=None)
+
+
+def _add_health(app: FastAPI, process: FunctionProcess) -> None:
     @app.get("/health/liveness", include_in_schema=False)
     async def liveness() -> dict[str, str]:
         return {"status": "alive"}
 
     @app.get("/health/readiness", include_in_schema=False)
     async def readiness() -> Response:
-        # A function may say why it is not ready (`problem`) and what it has done (`loads`...).
-        details = {
-            name: getattr(host.function, name)
-            for name in ("problem", "loads", "load_seconds", "jobs_handled")
-            if getattr(host.function, name, None) is not None
-        }
-        if host.ready():
-            return JSONResponse({"status": "ready", **details})
-        status = "starting" if not host.started.is_set() else "not ready"
-        return JSONResponse({"status": status, **details}, status_code=503)
-
-    return app
+        health = process.health()
+        body: dict[str, object] = {"problem": health.reason} if health.reason is not None else {}
+        body.update(health.details)
+        if health.ready:
+            return JSONResponse({"status": "ready", **body})
+        status = "starting" if not process.started.is_set() else "not ready"
+        return JSONResponse({"status": status, **body}, status_code=503)
 
 
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard matching: `*` is one token, a trailing `>` one or more."""
-    want, have = pattern.split("."), subject.split(".")
-    for index, token in enumerate(want):
-        if token == ">":
-            return len(have) > index
-        if index >= len(have) or (token != "*" and token != have[index]):
-            return False
-    return len(want) == len(have)
-
-
-def receiver_app(host: JetStreamHost) -> FastAPI:
-    """Health endpoints plus `POST /`, the CloudEvents receiver."""
-    app = health_app(host)
-
-    def subscription_for(subject: str) -> Subscription | None:
-        for subscription in host.function.subscriptions:
-            if subject_matches(subscription.consumer.filter_subject, subject):
-                return subscription
-        return None
-
+def _add_receiver(app: FastAPI, process: FunctionProcess) -> None:
     @app.post("/")
     async def receive(request: Request) -> Response:
-        if not host.ready():
+        if not process.health().ready:
             return _problem(503, "not_ready", "the function is still starting")
         body = await request.body()
         try:
             event = binding.decode(dict(request.headers), body)
-            subscription = subscription_for(bus.subject_for(event))
+            subscription = process.subscription_for(bus.subject_for(event))
             if subscription is None:
                 raise binding.MalformedEvent(f"this function does not handle {event.get_type()}")
-            await host.handle_once(subscription, event)
+            await process.handle(subscription, event)
         except binding.MalformedEvent as error:
             return _problem(400, "malformed_event", str(error))
         except PermanentError as error:
@@ -93,9 +110,8 @@ def receiver_app(host: JetStreamHost) -> FastAPI:
         except Exception as error:  # transient: Knative retries 5xx
             log.warning("handler failed, will be retried: %s", error)
             return _problem(503, "transient_error", f"{type(error).__name__}: {error}")
+        log.info("handled %s", event.get_type(), extra=event_fields(event))
         return Response(status_code=202)
-
-    return app
 
 
 def _problem(status: int, code: str, message: str) -> JSONResponse:

@@ -6,13 +6,13 @@
 - no fetch while the function is not ready (e.g. its model is still busy with a stalled job);
 - ack on success; nak with backoff on transient errors; a malformed message, a permanent error or
   an exhausted retry budget goes to the DLQ with its reason and is terminated, and the consumer
-  keeps going;
+  keeps going (`events.runtime.settlement` decides which); what giving up means beyond the dead
+  letter is the subscription's (`Subscription.gave_up`), published here unread;
 - on stop (SIGTERM) no new message is fetched; the message in hand gets a grace period to finish,
-  then is nak'ed so another replica takes it at once; batched spans and metrics are flushed.
+  then is nak'ed so another replica takes it at once.
 
-Telemetry is middleware here, not in the functions: each event is handled in a CONSUMER span
-continuing the event's trace, with the job id in the log context; `events.metrics` sees every
-event handled and published, and the lag of this host's queues.
+Each message is handled by `FunctionProcess.handle`, inside the telemetry wrapper; this host adds
+the lag of its queues (`events.metrics.watch_queues`).
 """
 
 from __future__ import annotations
@@ -26,118 +26,53 @@ import time
 import nats.errors
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.msg import Msg
-from opentelemetry import trace
 
-from events import binding, lifecycle, logs, metrics, tracing
-from events.bus import Publisher, connect
-from events.catalogue import DEAD_LETTER, JOB_STEPS, Consumer
-from events.errors import CodedError
+from events import binding, lifecycle, metrics
+from events.catalogue import DEAD_LETTER, Consumer
 from events.models import DeadLetter
-from events.runtime.function import (
-    ACTIVITY,
-    DELIVERY_ATTEMPT,
-    Function,
-    PermanentError,
-    RetryLater,
-    Runtime,
-    Subscription,
-)
-from events.settings import Settings
+from events.runtime.function import ACTIVITY, DELIVERY_ATTEMPT, RetryLater, Subscription
+from events.runtime.process import FunctionProcess
+from events.runtime.settlement import settle
+from events.runtime.telemetry import event_fields
 
 log = logging.getLogger(__name__)
 
 
-def continue_trace(event: CloudEvent) -> CloudEvent:
-    """The outgoing event carries the current span as its traceparent (one job, one trace)."""
-    traceparent = tracing.current_traceparent()
-    if not traceparent:
-        return event
-    return CloudEvent({**event.get_attributes(), binding.TRACEPARENT: traceparent}, event.get_data())
-
-
 class JetStreamHost:
-    def __init__(
-        self,
-        function: Function,
-        settings: Settings,
-        *,
-        consume: bool = True,
-        drain_grace_s: float = 30.0,
-    ) -> None:
-        self.function = function
-        self.consume = consume  # False under the HTTP host: events are pushed instead
-        self.settings = settings
+    """Runs a process's subscriptions as pull consumers (a `Host` of `FunctionProcess.run`)."""
+
+    def __init__(self, process: FunctionProcess, *, drain_grace_s: float = 30.0) -> None:
+        self.process = process
+        self.settings = process.settings
         self.drain_grace_s = drain_grace_s
-        self.runtime: Runtime | None = None
-        self._stopping = asyncio.Event()
-        self.started = asyncio.Event()  # set once the function has started (model loaded)
-        self._tracer = tracing.tracer(f"klipnote.{function.name}")
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def ready(self) -> bool:
-        return (
-            self.started.is_set()
-            and self.runtime is not None
-            and self.runtime.nc.is_connected
-            and self.function.ready()
-        )
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def connect(self) -> Runtime:
-        nc = await connect(self.settings, self.function.name)
-        js = nc.jetstream()
-        self.runtime = Runtime(self.settings, nc, js, Publisher(js, self.settings))
-        return self.runtime
 
     async def run(self) -> None:
-        runtime = self.runtime or await self.connect()
-        await self.function.start(runtime)
-        self.started.set()
-        taking_work = self.consume and self.function.ready()
-        if self.function.ready():
-            log.info("ready", extra={"function": self.function.name})
-        else:  # e.g. a missing model: take no work, keep answering the probes
-            log.error("not ready, taking no work: %s", getattr(self.function, "problem", None))
-        consumers = [
-            asyncio.create_task(self._consume(subscription))
-            for subscription in self.function.subscriptions
-            if taking_work
-        ]
-        if taking_work:
-            queues = [subscription.consumer for subscription in self.function.subscriptions]
-            consumers.append(asyncio.create_task(metrics.watch_queues(runtime.js, queues, self._stopping)))
+        """Once the function has started (and only if it is ready then), consume until the process
+        stops; then give each message in hand `drain_grace_s` to finish."""
+        if not await self.process.wait_started() or not self.process.health().ready:
+            return  # stopped while starting; or not ready, which the process has logged
+        subscriptions = self.process.function.subscriptions
+        stopping = self.process.stopping
+        consumers = [asyncio.create_task(self._consume(subscription)) for subscription in subscriptions]
+        queues = [subscription.consumer for subscription in subscriptions]
+        consumers.append(asyncio.create_task(metrics.watch_queues(self.process.js, queues, stopping)))
         try:
-            await self._stopping.wait()
+            await stopping.wait()
         finally:
-            self._stopping.set()
-            if consumers:
-                _, pending = await asyncio.wait(consumers, timeout=self.drain_grace_s + 2)
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*consumers, return_exceptions=True)
-            await self.function.stop()
-            # Every publish was awaited and every message acked or nak'ed by now; close()
-            # flushes. (drain() waits on the pull subscriptions' inboxes until it times out.)
-            with contextlib.suppress(Exception):
-                await runtime.nc.close()
-            # Batched spans and metrics leave before the process does (SIGTERM loses none).
-            await asyncio.to_thread(tracing.flush)
-            await asyncio.to_thread(metrics.flush)
-            log.info("stopped", extra={"function": self.function.name})
+            _, pending = await asyncio.wait(consumers, timeout=self.drain_grace_s + 2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
 
     # -- consuming ------------------------------------------------------------------------------
 
     async def _consume(self, subscription: Subscription) -> None:
-        assert self.runtime is not None
         consumer = subscription.consumer
-        pull = await self.runtime.js.pull_subscribe_bind(
+        pull = await self.process.js.pull_subscribe_bind(
             durable=consumer.durable, stream=consumer.stream.name
         )
-        while not self._stopping.is_set():
-            if not self.function.ready():  # e.g. a model still busy with a job it gave up on
+        while not self.process.stopping.is_set():
+            if not self.process.function.health().ready:  # e.g. a model still busy with a job it gave up on
                 await asyncio.sleep(0.5)
                 continue
             try:
@@ -151,59 +86,59 @@ class JetStreamHost:
                 continue
             for message in messages:
                 try:
-                    await self._process(consumer, subscription, message)
+                    await self._process(subscription, message)
                 except Exception as error:  # e.g. the dead-letter publish while NATS is away
                     # The message was neither acked nor termed: it comes back after ack_wait.
                     log.error("could not settle a message on %s: %s", consumer.durable, error)
 
-    async def _process(self, consumer: Consumer, subscription: Subscription, msg: Msg) -> None:
+    async def _process(self, subscription: Subscription, msg: Msg) -> None:
         try:
             event = subscription.decode(msg.headers, msg.data)
         except binding.MalformedEvent as error:
-            await self._dead_letter(consumer, msg, str(error))
+            await self._dead_letter(subscription, msg, str(error))
             return
         deliveries = msg.metadata.num_delivered or 1
         DELIVERY_ATTEMPT.set(deliveries)  # copied into the handler's task below
         last_activity = [time.monotonic()]
         ACTIVITY.set(lambda: last_activity.__setitem__(0, time.monotonic()))
         heartbeat = asyncio.create_task(self._heartbeat(msg, last_activity))
-        handling = asyncio.create_task(self.handle_once(subscription, event))
+        handling = asyncio.create_task(self.process.handle(subscription, event))
+        raised: Exception | None = None
         try:
-            await self._wait_or_drain(handling)
-            await msg.ack_sync()
-        except binding.MalformedEvent as error:
-            await self._dead_letter(consumer, msg, str(error), event)
-        except PermanentError as error:
-            await self._dead_letter(consumer, msg, f"{error.code}: {error.message}", event)
-        except RetryLater as error:
-            log.info("retrying in %.1fs: %s", error.delay_s, error, extra=_event_fields(event))
-            await msg.nak(delay=max(error.delay_s, 0.001))  # a delay of 0 would be ignored
-        except asyncio.CancelledError:
-            # Stopping mid-message: give it back at once rather than after ack_wait.
-            with contextlib.suppress(Exception):
-                await msg.nak()
-            raise
-        except Exception as error:
-            if deliveries >= self.settings.max_deliver:
-                reason = f"gave up after {deliveries} deliveries: {type(error).__name__}: {error}"
-                await self._dead_letter(consumer, msg, reason, event)
-            else:
-                backoff = self.settings.retry_backoff_s
-                delay = backoff[min(deliveries - 1, len(backoff) - 1)] if backoff else 1.0
-                log.warning(
-                    "retrying in %.1fs: %s: %s",
-                    delay,
-                    type(error).__name__,
-                    error,
-                    extra=_event_fields(event),
-                )
+            try:
+                await self._wait_or_drain(handling)
+            except asyncio.CancelledError:
+                # Stopping mid-message: give it back at once rather than after ack_wait.
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                raise
+            except Exception as failure:
+                raised = failure
+            settlement = settle(raised, deliveries, self.settings)
+            if settlement.action == "ack":
+                log.info("handled %s", event.get_type(), extra=event_fields(event))
+                await msg.ack_sync()
+            elif settlement.action == "retry":
+                delay = settlement.delay_s or 0.001
+                if isinstance(raised, RetryLater):  # the handler's own schedule
+                    log.info("retrying in %.1fs: %s", delay, raised, extra=event_fields(event))
+                else:
+                    log.warning(
+                        "retrying in %.1fs: %s: %s",
+                        delay,
+                        type(raised).__name__,
+                        raised,
+                        extra=event_fields(event),
+                    )
                 await msg.nak(delay=delay)
+            else:
+                await self._dead_letter(subscription, msg, settlement.reason or "", event)
         finally:
             heartbeat.cancel()
 
     async def _wait_or_drain(self, handling: asyncio.Task[None]) -> None:
         """Wait for the handler; once stopping, give it the grace period, then cancel it."""
-        stopping = asyncio.create_task(self._stopping.wait())
+        stopping = asyncio.create_task(self.process.stopping.wait())
         try:
             await asyncio.wait({handling, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not handling.done():
@@ -214,47 +149,6 @@ class JetStreamHost:
             handling.result()
         finally:
             stopping.cancel()
-
-    async def handle_once(self, subscription: Subscription, event: CloudEvent) -> None:
-        """Run one event through its handler in a span of the job's trace; publish what it emits."""
-        assert self.runtime is not None
-        parent = tracing.context_from(binding.traceparent_of(event))
-        attributes = {
-            "messaging.system": "nats",
-            "messaging.consumer.group.name": subscription.consumer.durable,
-            "cloudevents.event_id": event.get_id(),
-            "cloudevents.event_type": event.get_type(),
-        }
-        job_id = _job_id(event)
-        if job_id:
-            attributes[tracing.JOB_ID] = job_id
-        started, ok = time.perf_counter(), False
-        try:
-            with (
-                logs.job(job_id),
-                self._tracer.start_as_current_span(
-                    f"{self.function.name} {event.get_type()}",
-                    context=parent,
-                    kind=trace.SpanKind.CONSUMER,
-                    attributes=attributes,
-                ),
-            ):
-                async for outgoing in subscription.handle(event):
-                    await self.runtime.publisher.publish(continue_trace(outgoing))
-                    metrics.published(outgoing)
-                    ACTIVITY.get()()  # an event out is progress
-            ok = True
-        finally:
-            await metrics.handled(
-                self.runtime.js,
-                self.function.name,
-                subscription.consumer,
-                event,
-                job_id,
-                time.perf_counter() - started,
-                ok,
-            )
-        log.info("handled %s", event.get_type(), extra=_event_fields(event))
 
     async def _heartbeat(self, msg: Msg, last_activity: list[float]) -> None:
         """Keep the message in progress while its handler makes progress (see `alive`), not for
@@ -268,11 +162,12 @@ class JetStreamHost:
                 await msg.in_progress()
 
     async def _dead_letter(
-        self, consumer: Consumer, msg: Msg, reason: str, event: CloudEvent | None = None
+        self, subscription: Subscription, msg: Msg, reason: str, event: CloudEvent | None = None
     ) -> None:
-        """Keep the message with its reason in the DLQ, then stop its redelivery. A job's step
-        given up on fails its job, with the reason."""
-        assert self.runtime is not None
+        """Keep the message with its reason in the DLQ, publish what giving up on its event means
+        (`Subscription.gave_up`), then stop its redelivery."""
+        consumer: Consumer = subscription.consumer
+        function = self.process.function.name
         try:
             body, encoding = msg.data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
@@ -287,39 +182,17 @@ class JetStreamHost:
             body_encoding=encoding,  # type: ignore[arg-type]
         )
         sequence = msg.metadata.sequence.stream if msg.metadata.sequence else 0
-        job_step = event if event is not None and event.get_type() in _JOB_STEP_TYPES else None
-        event = binding.new_event(
-            DEAD_LETTER,
-            letter,
-            function=self.function.name,
-            event_id=lifecycle.dead_letter_id(consumer.durable, sequence),
-        )
-        await self.runtime.publisher.publish(event)
-        if job_step is not None and (job_id := _job_id(job_step)) is not None:
-            gave_up = CodedError("gave_up", f"{self.function.name} gave up on this job: {reason}")
-            await self.runtime.publisher.publish(
-                lifecycle.failed(job_id, gave_up, function=self.function.name)
+        publisher = self.process.runtime.publisher if self.process.runtime else None
+        assert publisher is not None, "not connected"
+        await publisher.publish(
+            binding.new_event(
+                DEAD_LETTER,
+                letter,
+                function=function,
+                event_id=lifecycle.dead_letter_id(consumer.durable, sequence),
             )
+        )
+        for consequence in subscription.gave_up(event, reason, function) if event is not None else []:
+            await publisher.publish(consequence)
         await msg.term()
         log.error("dead-lettered: %s", reason, extra={"consumer": consumer.durable})
-
-
-_JOB_STEP_TYPES = {kind.type for kind in JOB_STEPS}
-
-
-def _job_id(event: CloudEvent) -> str | None:
-    """The job an event is about: its data's `job_id`, else its subject (the catalogue's events
-    name the job there too)."""
-    data = event.get_data()
-    if isinstance(data, dict) and isinstance(data.get("job_id"), str):
-        return str(data["job_id"])
-    subject = event.get_subject()
-    return subject if isinstance(subject, str) else None
-
-
-def _event_fields(event: CloudEvent) -> dict[str, str | None]:
-    return {
-        "event_id": event.get_id(),
-        "job_id": _job_id(event),
-        "trace_id": tracing.trace_id(binding.traceparent_of(event)),
-    }

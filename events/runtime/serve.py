@@ -2,23 +2,25 @@
 
 A function lives in `functions/<name>/function.py` and exposes `create(settings) -> Function`;
 adding a model function needs no registry entry here.
+
+The process is composed of separate hosts: always the HTTP host (health probes, plus the
+function's own routes when it has some, on API_HOST:API_PORT, else on HEALTH_HOST:HEALTH_PORT);
+then under the `jetstream` transport the JetStream host (pull consumers), under `http` the HTTP
+host's CloudEvents receiver instead (Knative Eventing pushes the events).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import signal
-from collections.abc import Iterator
 from typing import Literal
-
-import uvicorn
 
 from events import logs, metrics, tracing
 from events.runtime.function import Function
-from events.runtime.http import health_app, receiver_app
+from events.runtime.http import HttpHost
 from events.runtime.jetstream import JetStreamHost
+from events.runtime.process import FunctionProcess, Host
 from events.settings import Settings
 
 Transport = Literal["jetstream", "http"]
@@ -30,32 +32,23 @@ def load_function(name: str, settings: Settings) -> Function:
     return function
 
 
-class _Server(uvicorn.Server):
-    # The host owns SIGTERM/SIGINT (graceful drain); uvicorn must not swallow them.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve(name: str, settings: Settings, transport: Transport = "jetstream") -> None:
     function = load_function(name, settings)
-    host = JetStreamHost(function, settings, consume=transport == "jetstream")
+    process = FunctionProcess(function, settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, host.stop)
+        loop.add_signal_handler(sig, process.stop)
 
-    extra = function.app()
-    app = receiver_app(host) if transport == "http" else health_app(host, extra)
-    port = settings.api_port if extra is not None else settings.health_port
-    host_address = settings.api_host if extra is not None else settings.health_host
-    server = _Server(uvicorn.Config(app, host=host_address, port=port, log_config=None, access_log=False))
-    await host.connect()
-    http_task = asyncio.create_task(server.serve())
-    try:
-        await host.run()
-    finally:
-        server.should_exit = True
-        await http_task
+    routes = function.app()
+    http = HttpHost(process, receiver=transport == "http", routes=routes)
+    if routes is not None:
+        address = (settings.api_host, settings.api_port)
+    else:
+        address = (settings.health_host, settings.health_port)
+    hosts: list[Host] = [JetStreamHost(process)] if transport == "jetstream" else []
+    await process.connect()
+    async with http.serving(*address):
+        await process.run(hosts)
 
 
 def main(name: str, transport: Transport = "jetstream") -> None:

@@ -15,7 +15,7 @@ from minio import Minio
 from minio.error import S3Error
 from nats.js.errors import NotFoundError
 
-from events import binding, catalogue, lifecycle, reader, storage, tracing
+from events import binding, catalogue, lifecycle, storage, tracing
 from events.errors import CodedError
 from events.models import (
     MEDIA_TYPES,
@@ -25,7 +25,7 @@ from events.models import (
     TranscriptionCompleted,
     TranscriptionTranscribed,
 )
-from events.runtime.function import PermanentError, Runtime, Subscription, TransientError
+from events.runtime.function import Health, PermanentError, Runtime, Subscription, TransientError
 from events.settings import Settings
 from functions.optimize import outputs
 from functions.optimize.cues import Optimizer
@@ -61,8 +61,8 @@ class Optimize:
     async def stop(self) -> None:
         return None
 
-    def ready(self) -> bool:
-        return self._runtime is not None
+    def health(self) -> Health:
+        return Health(ready=self._runtime is not None)
 
     def app(self) -> Any:
         return None
@@ -134,7 +134,7 @@ class Optimize:
         # slow one: waiting a while covers a stream still catching up, then the job fails.
         deadline = time.monotonic() + self.settings.optimize_segment_wait_s
         try:
-            async with reader.reading(self._runtime.js, subject) as segments:
+            async with self._runtime.reading(subject) as segments:
                 while len(found) < done.segment_count:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:

@@ -20,14 +20,23 @@ _EPSILON_S = 0.0015
 
 @dataclass(frozen=True)
 class SegmentRules:
-    min_cue_s: float = 1.0
-    max_cue_s: float = 7.0
-    max_cue_chars: int = 200
-    max_line_chars: int = 42
-    max_line_chars_cjk: int = 16
-    max_lines: int = 2
-    max_cps: float = 20.0
-    max_cps_cjk: float = 9.0
+    """Times in seconds, lengths in characters, reading speeds in characters per second. The
+    values, their defaults and their descriptions are the OPTIMIZE_* settings
+    (`events.settings.Settings`), and only there."""
+
+    min_cue_s: float
+    max_cue_s: float
+    max_cue_chars: int
+    max_line_chars: int
+    max_line_chars_cjk: int
+    max_lines: int
+    max_cps: float
+    max_cps_cjk: float
+
+    @classmethod
+    def defaults(cls) -> SegmentRules:
+        """The settings' defaults, whatever the environment says."""
+        return cls.from_settings(Settings.model_construct())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SegmentRules:

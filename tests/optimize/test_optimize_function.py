@@ -18,11 +18,12 @@ import httpx
 import jiwer
 import pysubs2
 import pytest
-from nats.aio.client import Client as NATS
+from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
 
 from events import binding, catalogue, storage
 from events.bus import Publisher
+from events.harness import Harness
 from events.models import (
     OutputFormat,
     SegmentTranscribed,
@@ -76,21 +77,23 @@ def transcribed(
 
 
 @pytest.fixture(scope="session")
-async def optimize(stack: EmbeddedStack, nc: NATS, js: JetStreamContext) -> AsyncIterator[Optimize]:
-    """The function in this process, against the stack's servers, with a short segment wait so
-    the gap test takes half a second instead of thirty."""
+async def optimize(stack: EmbeddedStack, js: JetStreamContext) -> AsyncIterator[Harness]:
+    """The function in this process (in the test harness: no host), against the stack's servers,
+    with a short segment wait so the gap test takes half a second instead of thirty."""
     settings = stack.settings.model_copy(update={"optimize_segment_wait_s": 0.5})
-    function = Optimize(settings)
-    await function.start(Runtime(settings, nc, js, Publisher(js, settings)))
-    yield function
-    await function.stop()
+    async with Harness(Optimize(settings), runtime=Runtime(settings, Publisher(js, settings), js)) as harness:
+        yield harness
 
 
-async def handle(function: Optimize, done: TranscriptionTranscribed) -> list:
+async def handle(harness: Harness, done: TranscriptionTranscribed) -> list[CloudEvent]:
+    """The events the function yields for `done`; raises what its handler raised."""
     event = binding.new_event(
         catalogue.TRANSCRIBED, done, function="test", subject=done.job_id, event_id=f"{done.run_id}:done"
     )
-    return [reply async for reply in function.handle(event)]
+    outcome = await harness.run(event)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.events
 
 
 def fetch(stack: EmbeddedStack, bucket: str, key: str) -> bytes:
@@ -103,7 +106,7 @@ def fetch(stack: EmbeddedStack, bucket: str, key: str) -> bytes:
 
 
 async def test_only_the_runs_own_segments_are_assembled(
-    stack: EmbeddedStack, js: JetStreamContext, optimize: Optimize
+    stack: EmbeddedStack, js: JetStreamContext, optimize: Harness
 ) -> None:
     job = new_job()
     publisher = Publisher(js, stack.settings)
@@ -129,7 +132,7 @@ async def test_only_the_runs_own_segments_are_assembled(
 
 
 async def test_a_missing_segment_fails_the_job_with_a_clear_code(
-    stack: EmbeddedStack, js: JetStreamContext, optimize: Optimize
+    stack: EmbeddedStack, js: JetStreamContext, optimize: Harness
 ) -> None:
     job = new_job()
     await publish_segments(
@@ -162,24 +165,27 @@ class _WatchedJetStream:
 
 
 async def test_a_segment_missing_when_the_run_ends_is_waited_for(
-    stack: EmbeddedStack, nc: NATS, js: JetStreamContext
+    stack: EmbeddedStack, js: JetStreamContext
 ) -> None:
     """A gap is retried, not failed at once: a segment the stream holds only after optimize
     started reading (a publisher retrying it) still completes the job."""
     settings = stack.settings.model_copy(update={"optimize_segment_wait_s": 30.0})
     watched = _WatchedJetStream(js)
-    function = Optimize(settings)
-    await function.start(Runtime(settings, nc, cast(JetStreamContext, watched), Publisher(js, settings)))
+    harness = Harness(
+        Optimize(settings),
+        runtime=Runtime(settings, Publisher(js, settings), cast(JetStreamContext, watched)),
+    )
+    await harness.start()
     job = new_job()
     publisher = Publisher(js, stack.settings)
     await publish_segments(publisher, [segment(0, 0, 2, "Early.", job_id=job)])
 
-    handling = asyncio.create_task(handle(function, transcribed(job, "r1", 2, 4.0)))
+    handling = asyncio.create_task(handle(harness, transcribed(job, "r1", 2, 4.0)))
     await asyncio.wait_for(watched.subscribed.wait(), timeout=30)
     assert not handling.done()
     await publish_segments(publisher, [segment(1, 2, 4, "Late.", job_id=job)])
     replies = await asyncio.wait_for(handling, timeout=30)
-    await function.stop()
+    await harness.stop()
 
     assert [reply.get_type() for reply in replies] == [catalogue.COMPLETED.type]
     completed = binding.parse_data(replies[0], TranscriptionCompleted)
@@ -188,7 +194,7 @@ async def test_a_segment_missing_when_the_run_ends_is_waited_for(
 
 
 async def test_the_requested_formats_are_the_ones_written(
-    stack: EmbeddedStack, js: JetStreamContext, optimize: Optimize
+    stack: EmbeddedStack, js: JetStreamContext, optimize: Harness
 ) -> None:
     job = new_job()
     await publish_segments(Publisher(js, stack.settings), [segment(0, 0, 2, "Only two formats.", job_id=job)])
@@ -203,7 +209,7 @@ async def test_the_requested_formats_are_the_ones_written(
 
 
 async def test_an_empty_transcript_completes_with_valid_empty_files(
-    stack: EmbeddedStack, optimize: Optimize
+    stack: EmbeddedStack, optimize: Harness
 ) -> None:
     job = new_job()
     replies = await handle(optimize, transcribed(job, "r1", 0, 5.0))
@@ -292,7 +298,7 @@ async def test_real_english_clips_become_subtitles_that_meet_the_rules(
     cues = cues_read_back(files["srt"], files["vtt"])
     document = json.loads(files["json"])
     assert [text for _, _, text in cues] == [cue["text"] for cue in document["cues"]]
-    rules = SegmentRules()
+    rules = SegmentRules.defaults()
     for start, end, text in cues:
         assert rules.text_fits(text), text
         assert rules.duration_fits(start / 1000, end / 1000), (start, end, text)

@@ -11,8 +11,9 @@ import httpx
 from nats.js import JetStreamContext
 
 from events import binding
-from events.runtime.http import receiver_app, subject_matches
-from events.runtime.jetstream import JetStreamHost
+from events.bus import subject_matches
+from events.runtime.http import HttpHost
+from events.runtime.process import FunctionProcess
 from infra.embedded.stack import EmbeddedStack
 from tests.support.handlers import Recorder, make_consumer, valid_event
 
@@ -25,18 +26,18 @@ async def receiver(
     # subject, so point it at the `queued` events the recorder understands.
     consumer = type(consumer)(consumer.durable, consumer.stream, "transcription.queued.*")
     recorder = Recorder(consumer)
-    host = JetStreamHost(recorder, stack.settings, consume=False)
-    app = receiver_app(host)
+    process = FunctionProcess(recorder, stack.settings)
+    app = HttpHost(process, receiver=True).app
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
         assert (await client.get("/health/readiness")).status_code == 503  # not started yet
-        await host.connect()
-        task = asyncio.create_task(host.run())
+        await process.connect()
+        task = asyncio.create_task(process.run())
         try:
-            await asyncio.wait_for(host.started.wait(), 10)
+            await asyncio.wait_for(process.started.wait(), 10)
             yield client, recorder
         finally:
-            host.stop()
+            process.stop()
             await task
 
 

@@ -21,9 +21,8 @@ from nats.js.api import DeliverPolicy
 from events import binding, catalogue
 from events.models import ObjectRef, TranscriptionDispatched
 from events.runtime.function import PermanentError
-from events.runtime.jetstream import JetStreamHost
 from infra.embedded.stack import EmbeddedStack
-from tests.support.handlers import Recorder, make_consumer, running, valid_event
+from tests.support.handlers import Recorder, jetstream_host, make_consumer, running, valid_event
 from tests.support.jobs import wait_for_job_end
 from tests.support.paths import ROOT
 
@@ -34,7 +33,7 @@ async def test_malformed_messages_go_to_the_dlq_with_a_reason_and_the_consumer_k
     settings = stack.settings
     consumer = await make_consumer(js, settings)
     recorder = Recorder(consumer)
-    host = JetStreamHost(recorder, settings)
+    host = jetstream_host(recorder, settings)
     task = await running(host)
     subject = consumer.stream.subjects[0].replace(">", "in")
     structured = {"Content-Type": "application/cloudevents+json"}
@@ -86,7 +85,7 @@ async def test_malformed_messages_go_to_the_dlq_with_a_reason_and_the_consumer_k
         assert [event_id for event_id, _ in seen] == [first_good.get_id(), second_good.get_id()]
         await dlq.unsubscribe()
     finally:
-        host.stop()
+        host.process.stop()
         await task
 
 
@@ -119,7 +118,7 @@ async def test_a_consumer_killed_mid_message_has_it_redelivered_to_the_next(
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     recorder = Recorder(consumer)
-    host = JetStreamHost(recorder, settings)
+    host = jetstream_host(recorder, settings)
     try:
         event = valid_event("long-job")
         headers, body = binding.encode(event)
@@ -136,7 +135,7 @@ async def test_a_consumer_killed_mid_message_has_it_redelivered_to_the_next(
         worker.wait()
         event_id, data = await asyncio.wait_for(recorder.seen.get(), timeout=5 * ack_wait)
         assert event_id == event.get_id() and data.job_id == "long-job"
-        host.stop()
+        host.process.stop()
         await task
     finally:
         if worker.poll() is None:
@@ -157,7 +156,7 @@ async def test_a_job_step_given_up_on_fails_its_job_with_the_reason(
 ) -> None:
     """A dead letter alone would leave the job waiting for a step that never comes."""
     consumer = await make_consumer(js, stack.settings)
-    host = JetStreamHost(GivingUp(consumer), stack.settings)
+    host = jetstream_host(GivingUp(consumer), stack.settings)
     task = await running(host)
     job_id = uuid.uuid4().hex
     work = TranscriptionDispatched(
@@ -168,7 +167,7 @@ async def test_a_job_step_given_up_on_fails_its_job_with_the_reason(
         await js.publish(consumer.stream.subjects[0].replace(">", "job"), body, headers=headers)
         failed = await wait_for_job_end(js, job_id, timeout=30)
     finally:
-        host.stop()
+        host.process.stop()
         await task
 
     assert failed.get_type() == catalogue.FAILED.type

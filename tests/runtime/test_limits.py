@@ -25,14 +25,13 @@ import pytest
 from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
 
-from events import binding, bus, catalogue, storage
+from events import binding, catalogue, provision, storage
 from events.models import ObjectRef, TranscriptionDispatched
 from events.runtime.function import alive
-from events.runtime.jetstream import JetStreamHost
-from functions.ingest.uploads import upload_job_id
+from functions.ingest.ids import object_job_id
 from functions.transcriber import Segment, Transcript, TranscriptionFunction
 from infra.embedded.stack import EmbeddedStack
-from tests.support.handlers import Recorder, make_consumer, running, valid_event
+from tests.support.handlers import Recorder, jetstream_host, make_consumer, running, valid_event
 from tests.support.jobs import messages_until, wait_for_job_end
 from tests.support.paths import AUDIO
 from tests.support.uploads import minio_notification, notify
@@ -92,10 +91,10 @@ async def test_a_stalled_model_fails_its_job_and_frees_the_worker_once_it_stops(
     name = f"stall{uuid.uuid4().hex[:8]}"
     settings = stack.settings.model_copy(update={"stall_timeout_s": 2.0})
     consumer = catalogue.model_consumer(name)
-    await js.add_consumer(catalogue.TRANSCRIBE.name, bus.consumer_config(consumer, settings))
+    await js.add_consumer(catalogue.TRANSCRIBE.name, provision.consumer_config(consumer, settings))
     model = StallingModel(name)
     function = TranscriptionFunction(model, settings)
-    host = JetStreamHost(function, settings)
+    host = jetstream_host(function, settings)
     task = await running(host)
     first, second = f"{name}-first", f"{name}-second"
     try:
@@ -106,7 +105,7 @@ async def test_a_stalled_model_fails_its_job_and_frees_the_worker_once_it_stops(
         assert data["code"] == "transcription_stalled" and "STALL_TIMEOUT_S" in data["message"]
 
         # The model thread still hangs: the worker says so and takes nothing.
-        assert model.stuck.is_set() and not function.ready()
+        assert model.stuck.is_set() and not function.health().ready
         assert function.problem is not None and "stalled" in function.problem
         await dispatch(js, stack, name, second)
         info = await js.consumer_info(catalogue.TRANSCRIBE.name, consumer.durable)
@@ -120,15 +119,15 @@ async def test_a_stalled_model_fails_its_job_and_frees_the_worker_once_it_stops(
             timeout=60,
         )
         assert binding.decode(transcribed[0].headers, transcribed[0].data).get_data()["segment_count"] == 1
-        assert function.ready() and model.calls == 2
-        host.stop()
+        assert function.health().ready and model.calls == 2
+        host.process.stop()
         await task  # every message in hand is settled when the host has stopped
         info = await js.consumer_info(catalogue.TRANSCRIBE.name, consumer.durable)
         # Both settled (the stalled one too: failed, not left to come back), neither delivered twice.
         assert (info.num_ack_pending, info.num_pending, info.num_redelivered) == (0, 0, 0)
     finally:
         model.release.set()
-        host.stop()
+        host.process.stop()
         await task
         await js.delete_consumer(catalogue.TRANSCRIBE.name, consumer.durable)
 
@@ -158,7 +157,7 @@ async def test_heartbeats_follow_progress_not_a_timer(stack: EmbeddedStack, js: 
         # Two workers on one queue: the first takes the message and hangs; the second gets it only
         # if the first stops heartbeating.
         first, second = Silent(consumer, busy), Silent(consumer, busy)
-        hosts = [JetStreamHost(function, settings, drain_grace_s=0.1) for function in (first, second)]
+        hosts = [jetstream_host(function, settings, drain_grace_s=0.1) for function in (first, second)]
         tasks = [await running(hosts[0])]
         try:
             event = valid_event(f"silent-{busy}")
@@ -177,7 +176,7 @@ async def test_heartbeats_follow_progress_not_a_timer(stack: EmbeddedStack, js: 
                 )
         finally:
             for host in hosts:
-                host.stop()
+                host.process.stop()
             await asyncio.gather(*tasks)
 
 
@@ -198,7 +197,7 @@ async def test_an_object_over_the_size_limit_is_refused_whichever_way_it_comes(
     # Dropped into the bucket (MinIO's notifier stood in for): the job fails before a byte is read.
     await notify(js, minio_notification(key, stored.etag, size=len(data)))
     failed = await wait_for_job_end(
-        js, upload_job_id(stack.settings.uploads_bucket, key, stored.etag), timeout=60
+        js, object_job_id(stack.settings.uploads_bucket, key, stored.etag), timeout=60
     )
     assert failed.get_type() == catalogue.FAILED.type
     assert failed.get_data()["code"] == "media_too_large"

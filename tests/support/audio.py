@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.media import decode as decode_media
+from functions.transcriber.audio import decode as decode_media
 
 
 def decode_audio(path: Path) -> np.ndarray:

@@ -10,11 +10,12 @@ from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from events import binding, bus, catalogue
+from events import binding, catalogue, provision
 from events.catalogue import Consumer, Stream
 from events.models import TranscriptionQueued
-from events.runtime.function import Runtime, Subscription
+from events.runtime.function import Function, Health, Runtime, Subscription
 from events.runtime.jetstream import JetStreamHost
+from events.runtime.process import FunctionProcess
 from events.settings import Settings
 
 
@@ -37,8 +38,8 @@ class Recorder:
     async def stop(self) -> None:
         return None
 
-    def ready(self) -> bool:
-        return True
+    def health(self) -> Health:
+        return Health(ready=True)
 
     def app(self) -> None:
         return None
@@ -55,7 +56,7 @@ async def make_consumer(js: JetStreamContext, settings: Settings) -> Consumer:
     stream = Stream(name, [f"{name.lower()}.>"])
     await js.add_stream(StreamConfig(name=name, subjects=stream.subjects))
     consumer = Consumer(f"{name.lower()}-worker", stream, f"{name.lower()}.>")
-    await js.add_consumer(name, bus.consumer_config(consumer, settings))
+    await js.add_consumer(name, provision.consumer_config(consumer, settings))
     return consumer
 
 
@@ -65,6 +66,12 @@ def valid_event(job_id: str = "job-1") -> CloudEvent:
     )
 
 
+def jetstream_host(function: Function, settings: Settings, drain_grace_s: float = 30.0) -> JetStreamHost:
+    """A JetStream host of its own process for `function`."""
+    return JetStreamHost(FunctionProcess(function, settings), drain_grace_s=drain_grace_s)
+
+
 async def running(host: JetStreamHost) -> asyncio.Task[None]:
-    await host.connect()
-    return asyncio.create_task(host.run())
+    """The host's process, connected and running until `host.process.stop()`."""
+    await host.process.connect()
+    return asyncio.create_task(host.process.run([host]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from events import binding, catalogue, storage
 from events.reader import read_until as messages_until
 from events.settings import Settings
-from functions.ingest.jobs import JobState
+from functions.ingest.schema import FINISHED_STATES
 from infra.embedded.stack import EmbeddedStack, Ports
 
 
@@ -28,9 +28,6 @@ def started_stack(
         tmp_path_factory.mktemp(name), ports=Ports.free(), settings=settings, **options
     ) as stack:
         yield stack
-
-
-FINISHED_STATES = {JobState.COMPLETED.value, JobState.FAILED.value}
 
 
 async def subject_count(js: JetStreamContext, subject: str) -> int:
@@ -52,7 +49,7 @@ async def job_events(js: JetStreamContext, job_id: str, until: set[str], timeout
 
 async def wait_for_job_end(js: JetStreamContext, job_id: str, timeout: float = 180) -> Any:
     """The job's `completed` or `failed` event."""
-    ends = {catalogue.COMPLETED.type, catalogue.FAILED.type}
+    ends = {kind.type for kind in catalogue.JOB_ENDS}
     return (await job_events(js, job_id, ends, timeout))[-1]
 
 
@@ -83,7 +80,9 @@ async def wait_for_record(
         await watcher.stop()
 
 
-async def wait_for_state(js: JetStreamContext, job_id: str, states: set[str], timeout: float = 30) -> Any:
+async def wait_for_state(
+    js: JetStreamContext, job_id: str, states: Collection[str], timeout: float = 30
+) -> Any:
     """The job record once the projector has brought it to one of `states` (a KV watch)."""
     return await wait_for_record(js, job_id, lambda record: record["state"] in states, timeout)
 

@@ -18,7 +18,7 @@ from functions.optimize.hallucinations import Hallucinations
 from functions.optimize.loops import LoopLimits
 from functions.optimize.rules import SegmentRules
 
-RULES = SegmentRules()
+RULES = SegmentRules.defaults()
 LOOPS = LoopLimits(max_repeats=3, max_ngram=12, max_sentence_repeats=2)
 
 
