@@ -1,4 +1,6 @@
-"""A job's lifecycle events: their deterministic ids and the constructors every function uses.
+"""A job's lifecycle: its states, its events' deterministic ids, and the constructors every
+function uses. The states live here, not in ingest's record, because the CLI (in every image)
+and the metrics name them too.
 
 At-least-once delivery makes every step happen more than once; a deterministic CloudEvent id
 (`<job>:<step>`) turns a repeat into a duplicate that JetStream's de-duplication window and the
@@ -7,11 +9,30 @@ job projector drop (docs/reliability.md). Each step's id is built here and nowhe
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from cloudevents.core.v1.event import CloudEvent
 
 from events import binding, catalogue
 from events.errors import CodedError
 from events.models import TranscriptionFailed
+
+
+class JobState(StrEnum):
+    """Where a job stands. It only moves forward: requested → queued → transcribing →
+    transcribed → completed, or to failed from any of them (a language hand-over puts a
+    transcribing job back on another model's queue, the one step back there is)."""
+
+    REQUESTED = "requested"
+    QUEUED = "queued"
+    TRANSCRIBING = "transcribing"
+    TRANSCRIBED = "transcribed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+# The states a job ends in: nothing changes it afterwards but its webhook's delivery.
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 
 def requested_id(job_id: str) -> str:

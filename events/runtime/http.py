@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from events import binding, bus
+from events.errors import problem_body
 from events.runtime.function import PermanentError, RetryLater
 from events.runtime.process import FunctionProcess
 from events.runtime.telemetry import event_fields
@@ -115,4 +116,4 @@ def _add_receiver(app: FastAPI, process: FunctionProcess) -> None:
 
 
 def _problem(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=status)
+    return JSONResponse(problem_body(code, message), status_code=status)

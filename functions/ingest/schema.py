@@ -9,30 +9,13 @@ anything may import it, a client without the server's dependencies included.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 
+from events.lifecycle import FINISHED_STATES, JobState
 from events.models import MediaInfo, ObjectRef, OutputFormat, RoutingReason, WebhookTarget, utcnow
-
-
-class JobState(StrEnum):
-    """Where a job stands. It only moves forward: requested → queued → transcribing →
-    transcribed → completed, or to failed from any of them (a language hand-over puts a
-    transcribing job back on another model's queue, the one step back there is)."""
-
-    REQUESTED = "requested"
-    QUEUED = "queued"
-    TRANSCRIBING = "transcribing"
-    TRANSCRIBED = "transcribed"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-# The states a job ends in: nothing changes it afterwards but its webhook's delivery.
-FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 
 class JobError(BaseModel):
@@ -128,23 +111,3 @@ class JobPage(BaseModel):
     total: int
     offset: int
     limit: int
-
-
-class Problem(BaseModel):
-    """An error as every HTTP answer of ingest carries it: a stable code (docs/bad-input.md lists
-    them) and a message for a person."""
-
-    code: str
-    message: str
-
-
-class ProblemResponse(BaseModel):
-    """The one HTTP error body: `{"detail": {"code", "message"}}` (FastAPI's `detail` key, so
-    its own refusals and ours read the same)."""
-
-    detail: Problem
-
-
-def problem_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    """The JSON of the one HTTP error body (see `ProblemResponse`)."""
-    return ProblemResponse(detail=Problem(code=code, message=message)).model_dump()

@@ -6,14 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from events.lifecycle import JobState
 from events.models import DEFAULT_FORMATS, split_formats
 
-try:
-    from functions.ingest.schema import JobState
-
-    JOB_STATES: list[str] = [state.value for state in JobState]
-except ImportError:  # the model images ship no ingest, nor the client: no `jobs` to run there
-    JOB_STATES = []
+JOB_STATES: list[str] = [state.value for state in JobState]
 
 AUDIO_TRACK_HELP = "the audio track, 0-based (default: the one flagged default, else the first)"
 # The commands that only talk HTTP to a running API (`infra.cli.remote`).

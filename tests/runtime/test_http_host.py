@@ -66,8 +66,11 @@ async def test_malformed_events_are_refused_with_400_and_a_reason(
             "/", headers={"Content-Type": "application/cloudevents+json"}, content=b'{"specversion": "1.0"}'
         )
         assert response.status_code == 400
-        assert response.json()["code"] == "malformed_event"
-        assert "missing required CloudEvents attribute(s): id, source, type" in response.json()["message"]
+        assert response.json()["detail"]["code"] == "malformed_event"
+        assert (
+            "missing required CloudEvents attribute(s): id, source, type"
+            in response.json()["detail"]["message"]
+        )
         assert recorder.seen.empty()
 
 

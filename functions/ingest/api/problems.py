@@ -1,4 +1,4 @@
-"""The API's one error answer: `{"detail": {"code", "message"}}` (`schema.ProblemResponse`),
+"""The API's one error answer: `{"detail": {"code", "message"}}` (`events.errors.ProblemResponse`),
 for our refusals, FastAPI's request validation and Starlette's own (a multipart body it cannot
 parse, an unknown route) alike."""
 
@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events import binding
-from functions.ingest.schema import ProblemResponse, problem_body
+from events.errors import ProblemResponse, problem_body
 
 # The statuses every route may answer with the error body, for the OpenAPI document.
 ERRORS: dict[int | str, dict[str, Any]] = {
