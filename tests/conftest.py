@@ -4,7 +4,6 @@ connection to it. Tests wait on events, never on sleeps."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,13 +15,15 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from events.settings import Settings
+from functions.transcriber.hub import offline
 from infra.embedded.stack import EmbeddedStack
 from infra.models import assemble_whisper_base, derive_whisper_base_hf
 from tests.support.jobs import started_stack
 from tests.support.paths import API_KEY, CASES_SCRIPT, WEBHOOK_SECRET
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Models load in this process too (tests/models), and tests import transformers before any model
+# loads: the hub-offline policy of a model function, applied before either is imported.
+offline()
 
 
 @pytest.fixture(scope="session")

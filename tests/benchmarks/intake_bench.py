@@ -1,4 +1,4 @@
-"""What media intake costs: `functions.media.decode` (probe, packet probe, allow-lists, streamed
+"""What media intake costs: `functions.transcriber.audio.decode` (probe, packet probe, allow-lists, streamed
 channel mix, timeline padding) against the plain one-shot ffmpeg decode it replaced
 (`-map 0:a:0 -ac 1 -ar 16000` to a file), on the media cases of ../shared/cases and on a 20-minute
 stereo AAC recording. Ratios and percentiles from this one run.
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from functions.media import JobFailed, Limits, decode
+from functions.transcriber.audio import JobFailed, Limits, decode
 from tests.support.media import long_english_clip
 from tests.support.paths import CASES_SCRIPT
 

@@ -13,7 +13,6 @@ share of cues meeting the duration and length rules (target >= 0.95).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import time
@@ -24,8 +23,6 @@ from events.settings import Settings
 from functions.optimize import outputs
 from functions.optimize.cues import Optimized, Optimizer
 from functions.optimize.rules import compliance
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 AUDIO = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
 CLIPS = {

@@ -19,7 +19,7 @@ whisper-base (CTranslate2, int8, CPU, 2 threads):
 - bare whisperx: `whisperx.load_model(..., vad_method="pyannote")` then
   `.transcribe(audio, batch_size=4)`, no alignment, the language detected by it.
 
-Both bare pipelines hear the same audio as the platform's models do (`functions.media.decode`:
+Both bare pipelines hear the same audio as the platform's models do (`functions.transcriber.audio.decode`:
 16 kHz mono float32), so only the pipeline differs.
 
 Scoring: English WER after Whisper's English normaliser (lowercase, punctuation removed,
@@ -56,8 +56,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
-import os
 import re
 import statistics
 import sys
@@ -70,18 +70,13 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
-from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 from events.models import SegmentTranscribed
 from events.settings import Settings
-from functions.media import DecodedAudio, decode
 from functions.optimize.chinese import to_simplified
+from functions.transcriber.audio import DecodedAudio, decode
+from functions.transcriber.hub import offline
 from tests.support.paths import AUDIO
-
-# The models are local: whisperx and transformers (imported later, in the functions below) must
-# never try a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEV = AUDIO / "dev"
 SILENT = "big_buck_bunny_small.mp4"
@@ -154,10 +149,16 @@ def english_words(text: str) -> list[str]:
     `EnglishTextNormalizer`, as transformers ships it; the one the Whisper paper's WERs use):
     lowercase, no punctuation, contractions expanded ("I'm" → "i am"), numbers and British
     spellings standardised, fillers removed."""
-    return _ENGLISH(text).split()
+    return _english()(text).split()
 
 
-_ENGLISH = EnglishTextNormalizer({})
+@functools.cache
+def _english() -> Callable[[str], str]:
+    # transformers reads the hub-offline policy at import: imported once main() has applied it.
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    normalizer: Callable[[str], str] = EnglishTextNormalizer({})
+    return normalizer
 
 
 def han(text: str) -> str:
@@ -362,6 +363,7 @@ def through_adapters(all_clips: list[Clip], settings: Settings) -> Run:
 def through_stack(all_clips: list[Clip], settings: Settings, scratch: Path) -> Run:
     """Each clip uploaded through the API of an embedded stack, one after another, no language and
     no model given; scored on the job's transcript.txt."""
+    from functions.ingest.schema import JobState
     from infra.client import KlipNote
     from infra.embedded.stack import EmbeddedStack, Ports
     from infra.models import assemble_whisper_base, derive_whisper_base_hf
@@ -377,23 +379,23 @@ def through_stack(all_clips: list[Clip], settings: Settings, scratch: Path) -> R
             with KlipNote(stack.api_url, stack.settings.api_key, timeout=120) as api:
 
                 def hear(clip: Clip) -> Heard:
-                    job_id = api.submit(clip.path)["id"]
+                    job_id = api.submit(clip.path).id
                     job = api.wait_finished(job_id, timeout=JOB_TIMEOUT_S)
                     text, note = "", ""
-                    if job["state"] == "completed":
+                    if job.state == JobState.COMPLETED:
                         target = scratch / f"{job_id}.txt"
                         text = api.download(job_id, "txt", target).read_text(encoding="utf-8")
-                    elif job["state"] == "failed":
-                        error = job.get("error") or {}
-                        note = f"failed: {error.get('code')}: {error.get('message')}"
+                    elif job.state == JobState.FAILED:
+                        code, message = (job.error.code, job.error.message) if job.error else (None, None)
+                        note = f"failed: {code}: {message}"
                     else:
-                        note = f"still {job['state']} after {JOB_TIMEOUT_S:g} s"
+                        note = f"still {job.state.value} after {JOB_TIMEOUT_S:g} s"
                     return Heard(
                         text,
-                        job.get("detected_language"),
-                        job.get("language_probability"),
-                        job.get("model"),
-                        job.get("routing_reason"),
+                        job.detected_language,
+                        job.language_probability,
+                        job.model,
+                        job.routing_reason,
                         note=note,
                     )
 
@@ -590,6 +592,8 @@ def main() -> None:
     choice.add_argument("--adapters", action="store_true", help="the adapters in-process, not the stack")
     parser.add_argument("--markdown", action="store_true", help="tables in Markdown")
     args = parser.parse_args()
+    # The models are local: whisperx and transformers (imported below) must never try a hub.
+    offline()
 
     from infra.models import assemble_whisper_base, derive_whisper_base_hf
 

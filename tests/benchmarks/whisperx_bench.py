@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from events.settings import Settings
-from functions.media import decode
-from functions.transcriber import Segment, TranscriptionFunction
+from functions.transcriber import Segment, TranscriptionFunction, offline
+from functions.transcriber.audio import decode
 from functions.whisperx.model import WhisperX
 from infra.models import assemble_whisper_base
 from tests.support.media import long_english_clip
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    offline()  # the bare whisperx below, and the probe's interpreter, never try a hub either
     settings = Settings()
     assemble_whisper_base(settings.model_cache_dir)
 

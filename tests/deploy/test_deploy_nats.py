@@ -25,7 +25,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from events import bus, catalogue, storage
+from events import catalogue, provision, storage
+from events.routing import MODELS
 from events.settings import Settings
 from infra import nats_permissions
 from infra.embedded.stack import EmbeddedStack, Ports, free_port
@@ -34,7 +35,7 @@ from tests.support.paths import AUDIO
 
 PASSWORD = "test-secret"
 # The durables the provisioning Job and compose create: one per model image, enabled or not.
-MODEL_IMAGES = ",".join(nats_permissions.MODELS)
+MODEL_IMAGES = ",".join(MODELS)
 
 
 @contextlib.contextmanager
@@ -136,14 +137,14 @@ async def snapshot(js: JetStreamContext, models: list[str]) -> dict[str, Any]:
 
 async def test_provisioning_twice_changes_nothing(admin: JetStreamContext) -> None:
     settings, models = Settings(), ["whisperx", "belle2"]
-    await bus.provision(admin, settings, models)
+    await provision.jetstream(admin, settings, models)
     first = await snapshot(admin, models)
-    await bus.provision(admin, settings, models)
+    await provision.jetstream(admin, settings, models)
     assert await snapshot(admin, models) == first
 
 
 async def test_model_user_consumes_only_its_own_queue(secured_nats: int, admin: JetStreamContext) -> None:
-    await bus.provision(admin, Settings(), ["whisperx", "belle2"])
+    await provision.jetstream(admin, Settings(), ["whisperx", "belle2"])
     ingest = await connect(secured_nats, "ingest")
     violations = Violations()
     whisperx = await connect(secured_nats, "whisperx", violations)
@@ -179,14 +180,14 @@ async def test_provisioning_without_a_model_keeps_its_queue(
     admin: JetStreamContext, secured_nats: int
 ) -> None:
     """Disabling a model in ENABLED_MODELS and re-provisioning never deletes its durable."""
-    await bus.provision(admin, Settings(), ["whisperx", "belle2"])
+    await provision.jetstream(admin, Settings(), ["whisperx", "belle2"])
     before = (await admin.consumer_info(catalogue.TRANSCRIBE.name, "belle2")).num_pending
     ingest = await connect(secured_nats, "ingest")
     try:
         await ingest.jetstream().publish(catalogue.DISPATCHED.subject("belle2"), b"job-c")
     finally:
         await ingest.close()
-    await bus.provision(admin, Settings(), ["whisperx"])
+    await provision.jetstream(admin, Settings(), ["whisperx"])
     assert (await admin.consumer_info(catalogue.TRANSCRIBE.name, "belle2")).num_pending == before + 1
 
 
@@ -195,7 +196,7 @@ async def test_minio_user_publishes_only_bucket_notifications(
 ) -> None:
     """MinIO's NATS target in JetStream mode: its records land in STORAGE (it waits for the
     stream's ack), and nothing else it could publish is let through."""
-    await bus.provision(admin, Settings(), ["whisperx", "belle2"])
+    await provision.jetstream(admin, Settings(), ["whisperx", "belle2"])
     violations = Violations()
     minio = await connect(secured_nats, "minio", violations)
     try:
@@ -305,7 +306,7 @@ async def test_provision_command_twice_changes_nothing(
 ) -> None:
     """`klipnote provision` itself, as its own user, on a deployment whose functions are running."""
     store = storage.client(secured_stack.store.settings)
-    models = list(nats_permissions.MODELS)
+    models = list(MODELS)
     first = await snapshot(observer, models), sorted(b.name for b in store.list_buckets())
     await asyncio.to_thread(secured_stack.provision)
     assert (await snapshot(observer, models), sorted(b.name for b in store.list_buckets())) == first

@@ -20,8 +20,10 @@ from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested, WebhookTarget
-from functions.ingest.api import not_media
-from functions.ingest.jobs import JobRecord, JobState, apply, job_id_for
+from functions.ingest.api.media import not_media
+from functions.ingest.ids import job_id_for
+from functions.ingest.jobs import apply
+from functions.ingest.schema import JobRecord, JobState
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import messages_until, put, wait_for_job_end
 from tests.support.paths import API_KEY, ROOT

@@ -41,8 +41,8 @@ from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue, storage
 from events.settings import Settings
-from functions.ingest.jobs import JobRecord, JobState
-from functions.ingest.uploads import upload_job_id
+from functions.ingest.ids import object_job_id
+from functions.ingest.schema import JobRecord, JobState
 from infra.embedded.stack import EmbeddedStack, free_port
 from tests.support.jobs import messages_until, started_stack, subject_count, submit, wait_for_job_end
 from tests.support.paths import AUDIO, WEBHOOK_SECRET
@@ -476,7 +476,7 @@ async def test_a_storm_of_duplicate_notifications_makes_one_job_per_object(
         clip, key, hook = CLIPS[i % 2], f"{folder}/take {i} ü{CLIPS[i % 2].suffix}", uuid.uuid4().hex
         metadata = {"X-Amz-Meta-Webhook": f"{receiver.url}/hook/{hook}", "X-Amz-Meta-Language": "en"}
         etag = await put(store, key, clip, metadata)
-        job_id = upload_job_id("uploads", key, etag)
+        job_id = object_job_id("uploads", key, etag)
         LEDGER.add(STORM, job_id, hook)
         job_ids.append(job_id)
         keys.append(key)

@@ -36,7 +36,7 @@ from nats.js import JetStreamContext
 
 from events import binding, catalogue, storage
 from events.models import SegmentTranscribed
-from functions.ingest.uploads import upload_job_id
+from functions.ingest.ids import object_job_id
 from infra.embedded.stack import EmbeddedStack
 from tests.support.cli import klipnote
 from tests.support.jobs import finished_job, job_events, messages_until, subject_count, submit
@@ -451,7 +451,7 @@ async def test_a_file_name_with_cjk_quotes_and_brackets_is_accepted_from_the_buc
     )
     assert stored.etag
     await notify(js, minio_notification(key, stored.etag, bucket=bucket, size=len(data)))
-    job, document = await completed(api, js, upload_job_id(bucket, key, stored.etag))
+    job, document = await completed(api, js, object_job_id(bucket, key, stored.etag))
     assert job["media"]["key"] == key
     assert name_kept(job["filename"], original), job["filename"]
     assert wer(JFK, text(document)) <= MAX_WER, text(document)

@@ -26,7 +26,9 @@ from events.models import (
     TranscriptionRequested,
 )
 from events.settings import Settings
-from functions.ingest.jobs import JobRecord, JobState, apply, object_job_id
+from functions.ingest.ids import object_job_id
+from functions.ingest.jobs import apply
+from functions.ingest.schema import JobRecord, JobState
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import finished_job, job_events, submit
 from tests.support.paths import AUDIO, ffmpeg
