@@ -22,6 +22,7 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
 from events.catalogue import EVENT_SOURCE_PREFIX, KINDS_BY_TYPE, EventKind
+from events.errors import CodedError
 from events.models import EventData
 
 Mode = Literal["structured", "binary"]
@@ -34,8 +35,12 @@ _REQUIRED = ("id", "source", "type", "specversion")
 TRACEPARENT = "traceparent"
 
 
-class MalformedEvent(ValueError):
-    """A message that is not a valid KlipNote CloudEvent; the reason says why, for a person."""
+class MalformedEvent(CodedError, ValueError):
+    """A message that is not a valid KlipNote CloudEvent (code `malformed_event`); the message
+    says why, for a person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("malformed_event", message)
 
 
 def new_event(

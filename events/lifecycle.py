@@ -35,6 +35,11 @@ class JobState(StrEnum):
 FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 
+def end_state(kind: catalogue.EventKind) -> JobState | None:
+    """The state a job ends in with an event of `kind` (`catalogue.JOB_ENDS`), None for others."""
+    return {catalogue.COMPLETED: JobState.COMPLETED, catalogue.FAILED: JobState.FAILED}.get(kind)
+
+
 def requested_id(job_id: str) -> str:
     return f"{job_id}:requested"
 
@@ -65,8 +70,9 @@ def completed_id(job_id: str) -> str:
     return f"{job_id}:completed"
 
 
-def webhook_id(job_id: str, attempt: int) -> str:
-    """One webhook delivery attempt (1 for the first)."""
+def webhook_attempt_id(job_id: str, attempt: int) -> str:
+    """The `webhook.attempted` event of one delivery attempt (1 for the first); not the
+    `webhook-id` header, which is the same on every attempt (`ingest.webhooks.signing`)."""
     return f"{job_id}:webhook:{attempt}"
 
 

@@ -148,7 +148,7 @@ async def job_ended(event: CloudEvent, bus: LastEvents) -> None:
     if requested_at is None:
         return
     ended_at = event.get_time() or datetime.now(UTC)
-    attributes = {OUTCOME: "completed" if kind is catalogue.COMPLETED else "failed"}
+    attributes = {OUTCOME: str(lifecycle.end_state(kind))}
     data = event.get_data()
     if isinstance(data, dict) and isinstance(data.get("model"), str):
         attributes[MODEL] = data["model"]

@@ -29,8 +29,9 @@ from pydantic import ValidationError
 
 from events import binding, catalogue
 from events.catalogue import EventKind
+from events.lifecycle import FINISHED_STATES, JobState
 from events.models import EventData, TranscriptionCompleted, TranscriptionFailed
-from functions.ingest.schema import FINISHED_STATES, JobPage, JobState, JobView
+from functions.ingest.schema import JobPage, JobView
 
 # Exit codes of the commands (0: done).
 EXIT_FAILED = 1  # the job failed, or the API rejected the request
@@ -311,16 +312,14 @@ class KlipNote:
 
 
 def _problem(response: httpx.Response) -> tuple[str, str]:
-    """`(code, message)` of an error answer: `{detail: {code, message}}`, or FastAPI's own."""
+    """`(code, message)` of an error answer: `{detail: {code, message}}` (`events.errors`), or a
+    proxy's page in front of the API."""
     try:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):
         return "error", response.text[:300] or response.reason_phrase
     if isinstance(detail, dict):
         return str(detail.get("code", "error")), str(detail.get("message", detail))
-    if isinstance(detail, list):  # request validation: [{loc, msg, ...}]
-        parts = [f"{'.'.join(map(str, item.get('loc', [])))}: {item.get('msg')}" for item in detail]
-        return "invalid_request", "; ".join(parts)
     return "error", str(detail)
 
 

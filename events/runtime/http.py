@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 
 from events import binding, bus
 from events.errors import problem_body
+from events.runtime import problems
 from events.runtime.function import PermanentError, RetryLater
 from events.runtime.process import FunctionProcess
 from events.runtime.telemetry import event_fields
@@ -67,7 +68,9 @@ class _Server(uvicorn.Server):
 
 
 def _bare_app(name: str) -> FastAPI:
-    return FastAPI(title=f"klipnote {name}", docs_url=None, redoc_url=None)
+    app = FastAPI(title=f"klipnote {name}", docs_url=None, redoc_url=None)
+    problems.install(app)  # an unknown route answers in the one error body too
+    return app
 
 
 def _add_health(app: FastAPI, process: FunctionProcess) -> None:
@@ -94,20 +97,23 @@ def _add_receiver(app: FastAPI, process: FunctionProcess) -> None:
         body = await request.body()
         try:
             event = binding.decode(dict(request.headers), body)
-            subscription = process.subscription_for(bus.subject_for(event))
-            if subscription is None:
-                raise binding.MalformedEvent(f"this function does not handle {event.get_type()}")
-            await process.handle(subscription, event)
         except binding.MalformedEvent as error:
-            return _problem(400, "malformed_event", str(error))
-        except PermanentError as error:
             return _problem(400, error.code, error.message)
-        except ValueError as error:
-            return _problem(400, "malformed_event", str(error))
+        subscription = process.subscription_for(bus.subject_for(event))
+        if subscription is None:
+            return _problem(400, "malformed_event", f"this function does not handle {event.get_type()}")
+        try:
+            await process.handle(subscription, event)
         except RetryLater as error:  # the handler's own schedule: the sender waits that long
             response = _problem(503, "retry_later", str(error))
             response.headers["Retry-After"] = str(max(int(error.delay_s), 0))
             return response
+        except (PermanentError, binding.MalformedEvent) as error:
+            # Retrying cannot help: Knative sends a 4xx to the dead-letter sink without retrying
+            # (its delivery spec), so what giving up means for the job is published here, as
+            # the JetStream host does when it dead-letters (a job step fails its job).
+            await process.give_up(subscription, event, f"{error.code}: {error.message}")
+            return _problem(400, error.code, error.message)
         except Exception as error:  # transient: Knative retries 5xx
             log.warning("handler failed, will be retried: %s", error)
             return _problem(503, "transient_error", f"{type(error).__name__}: {error}")

@@ -192,7 +192,7 @@ class JetStreamHost:
                 event_id=lifecycle.dead_letter_id(consumer.durable, sequence),
             )
         )
-        for consequence in subscription.gave_up(event, reason, function) if event is not None else []:
-            await publisher.publish(consequence)
+        if event is not None:
+            await self.process.give_up(subscription, event, reason)
         await msg.term()
         log.error("dead-lettered: %s", reason, extra={"consumer": consumer.durable})

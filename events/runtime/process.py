@@ -132,3 +132,11 @@ class FunctionProcess:
             ACTIVITY.get()()
 
         await self.telemetry.around(subscription, event, publish, runtime)
+
+    async def give_up(self, subscription: Subscription, event: CloudEvent, reason: str) -> None:
+        """Publish what giving up on `event` for `reason` means (`Subscription.gave_up`: a job
+        step fails its job). Both hosts call it when they stop delivering an event."""
+        runtime = self.runtime
+        assert runtime is not None, "not connected"
+        for consequence in subscription.gave_up(event, reason, self.function.name):
+            await runtime.publisher.publish(consequence)

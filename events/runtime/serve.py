@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
+import pkgutil
 import signal
 from typing import Literal
 
 from events import logs, metrics, tracing
+from events.errors import CodedError
 from events.runtime.function import Function
 from events.runtime.http import HttpHost
 from events.runtime.jetstream import JetStreamHost
@@ -26,8 +29,36 @@ from events.settings import Settings
 Transport = Literal["jetstream", "http"]
 
 
+class UnknownFunction(CodedError):
+    """`klipnote serve NAME` for a NAME with no `functions/<NAME>/function.py` in this install."""
+
+    def __init__(self, name: str) -> None:
+        known = ", ".join(installed()) or "none"
+        super().__init__("function_unknown", f"no function {name!r} here (this install has: {known})")
+
+
+def installed() -> list[str]:
+    """The functions this install (an image ships its own) can serve, by name."""
+    import functions
+
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(functions.__path__)
+        if info.ispkg and importlib.util.find_spec(f"functions.{info.name}.function") is not None
+    )
+
+
 def load_function(name: str, settings: Settings) -> Function:
-    module = importlib.import_module(f"functions.{name}.function")
+    """The function `functions.<name>.function.create(settings)`. Raises UnknownFunction when
+    there is none; an import error inside the function (a missing dependency) propagates."""
+    if not name.isidentifier():
+        raise UnknownFunction(name)
+    try:
+        module = importlib.import_module(f"functions.{name}.function")
+    except ModuleNotFoundError as error:
+        if error.name not in (f"functions.{name}", f"functions.{name}.function"):
+            raise
+        raise UnknownFunction(name) from None
     function: Function = module.create(settings)
     return function
 

@@ -21,6 +21,7 @@ from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 
 from events import binding, catalogue, lifecycle, routing, tracing
+from events.lifecycle import JobState
 from events.models import OutputFormat, TranscriptionRequested, WebhookTarget
 from events.settings import Settings
 from functions.ingest import NAME
@@ -28,7 +29,7 @@ from functions.ingest.admission import Admission
 from functions.ingest.ids import job_id_for
 from functions.ingest.jobs import JobStore
 from functions.ingest.links import ResultLinks
-from functions.ingest.schema import JobRecord, JobState, JobView
+from functions.ingest.schema import JobRecord, JobView
 
 
 class EventPublisher(Protocol):

@@ -16,11 +16,12 @@ from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 from events import binding, catalogue, models
+from events.lifecycle import JobState
 from events.models import WebhookTarget, utcnow
 from events.reader import SubjectReader
 from events.runtime.function import Runtime
 from functions.ingest.ids import checked_job_id, job_id_for, valid_job_id
-from functions.ingest.schema import JobError, JobRecord, JobState, WebhookStatus, shown_url
+from functions.ingest.schema import JobError, JobRecord, WebhookStatus, shown_url
 
 _RANK = {
     JobState.REQUESTED: 0,
@@ -241,7 +242,7 @@ class JobStore:
         record = await self.get(job_id)
         if record is None or record.finished:
             return record
-        for kind in (catalogue.COMPLETED, catalogue.FAILED):
+        for kind in catalogue.JOB_ENDS:
             try:
                 event = await self.bus.last_event(catalogue.JOBS, kind.subject(job_id))
             except binding.MalformedEvent:
@@ -255,7 +256,7 @@ class JobStore:
         """The job's lifecycle events from its request on, as they happen, until its end
         (`completed` or `failed`, included); None whenever `wait_s` seconds pass without one (a
         reader's chance to keep its connection alive)."""
-        ends = {catalogue.COMPLETED.type, catalogue.FAILED.type}
+        ends = {kind.type for kind in catalogue.JOB_ENDS}
         async with self.bus.reading(catalogue.job_events_subject(job_id)) as reader:
             while True:
                 msg = await reader.next(wait_s)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from events import catalogue
+from events.lifecycle import JobState
 from events.models import (
     LanguageDetected,
     TranscriptionCompleted,
@@ -17,7 +18,7 @@ from events.models import (
     TranscriptionTranscribed,
     WebhookAttempted,
 )
-from functions.ingest.schema import JobPage, JobState, JobView
+from functions.ingest.schema import JobPage, JobView
 from infra.client import JobEnd, JobEvent
 
 if TYPE_CHECKING:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from events.settings import Settings
@@ -13,9 +14,14 @@ from events.settings import Settings
 def run(args: argparse.Namespace) -> int:
     """Run `serve`, `provision` or `schemas`; the exit code (2 for another command)."""
     if args.command == "serve":
+        from events.runtime.serve import UnknownFunction
         from events.runtime.serve import main as serve_main
 
-        serve_main(args.name, args.transport)
+        try:
+            serve_main(args.name, args.transport)
+        except UnknownFunction as error:
+            print(f"klipnote serve: {error.message}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "provision":
         return provision(Settings())

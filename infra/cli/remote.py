@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from events.lifecycle import FINISHED_STATES, JobState
 from events.settings import Settings
-from functions.ingest.schema import FINISHED_STATES, JobState, JobView
+from functions.ingest.schema import JobView
 from infra.cli.display import Display, job_table, progress_text
 from infra.client import (
     EXIT_FAILED,

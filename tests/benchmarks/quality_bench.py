@@ -363,7 +363,7 @@ def through_adapters(all_clips: list[Clip], settings: Settings) -> Run:
 def through_stack(all_clips: list[Clip], settings: Settings, scratch: Path) -> Run:
     """Each clip uploaded through the API of an embedded stack, one after another, no language and
     no model given; scored on the job's transcript.txt."""
-    from functions.ingest.schema import JobState
+    from events.lifecycle import JobState
     from infra.client import KlipNote
     from infra.embedded.stack import EmbeddedStack, Ports
     from infra.models import assemble_whisper_base, derive_whisper_base_hf

@@ -17,12 +17,12 @@ from nats.js.api import KeyValueConfig
 
 from events import binding, catalogue
 from events.bus import Publisher
+from events.lifecycle import JobState
 from events.models import ObjectRef, TranscriptionRequested
 from events.runtime.function import Runtime
 from events.settings import Settings
 from functions.ingest.ids import job_id_for
 from functions.ingest.jobs import JobStore
-from functions.ingest.schema import JobState
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import finished_job, put, submit
 from tests.support.paths import AUDIO, reference

@@ -6,11 +6,12 @@ from __future__ import annotations
 from cloudevents.core.v1.event import CloudEvent
 
 from events import binding, catalogue
+from events.lifecycle import JobState
 from events.models import LanguageDetected, ObjectRef, TranscriptionRequested, WebhookTarget
 from events.settings import Settings
 from functions.ingest.admission import Admission
 from functions.ingest.router import Router
-from functions.ingest.schema import JobRecord, JobState
+from functions.ingest.schema import JobRecord
 from functions.ingest.uploads.drop import BucketDrop
 from tests.support.paths import WEBHOOK_SECRET
 

@@ -27,11 +27,12 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue, storage
+from events.lifecycle import JobState
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested
 from events.settings import Settings
 from functions.ingest.ids import object_job_id
 from functions.ingest.naming import display_filename
-from functions.ingest.schema import JobRecord, JobState
+from functions.ingest.schema import JobRecord
 from functions.ingest.uploads.drop import BucketDrop
 from functions.ingest.uploads.notification import NOTIFICATION_TYPE, decode_notification
 from functions.ingest.uploads.reconcile import RECONCILE_GRACE_S, Reconciler

@@ -35,6 +35,7 @@ from standardwebhooks import Webhook
 
 from events import binding, catalogue, storage
 from events.bus import MSG_ID_HEADER, subject_for
+from events.lifecycle import JobState
 from events.models import (
     DeadLetter,
     ObjectRef,
@@ -48,7 +49,7 @@ from events.runtime.function import DELIVERY_ATTEMPT, PermanentError, RetryLater
 from events.settings import Settings
 from functions.ingest.jobs import apply
 from functions.ingest.links import ResultLinks
-from functions.ingest.schema import JobRecord, JobState, WebhookStatus, shown_url
+from functions.ingest.schema import JobRecord, WebhookStatus, shown_url
 from functions.ingest.webhooks.delivery import WebhookDeliverer
 from functions.ingest.webhooks.errors import WebhookRefused
 from functions.ingest.webhooks.guard import Allowlist, WebhookGuard, forbidden_reason

@@ -5,17 +5,22 @@ binary and structured CloudEvents are accepted, malformed ones refused with 400 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
 
-from events import binding
+from events import binding, catalogue
 from events.bus import subject_matches
+from events.reader import read_until
+from events.runtime.function import PermanentError
 from events.runtime.http import HttpHost
 from events.runtime.process import FunctionProcess
 from infra.embedded.stack import EmbeddedStack
 from tests.support.handlers import Recorder, make_consumer, valid_event
+from tests.support.samples import sample
 
 
 async def receiver(
@@ -80,3 +85,41 @@ def test_subject_matching_follows_nats_wildcards() -> None:
     assert not subject_matches("transcription.>", "transcription")
     assert not subject_matches("transcribe.whisperx", "transcribe.belle2")
     assert not subject_matches("transcription.*", "transcription.completed.j1")
+
+
+class Refuser(Recorder):
+    """A function whose handler refuses every event as a PermanentError (the event is wrong)."""
+
+    async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        raise PermanentError("media_invalid", "this media can never be transcribed")
+        yield
+
+
+async def test_a_job_step_refused_for_good_fails_its_job_as_on_jetstream(
+    stack: EmbeddedStack, js: JetStreamContext
+) -> None:
+    """Knative sends a 4xx to the dead-letter sink without retrying, so the HTTP host must do what
+    the JetStream host does when it dead-letters: fail the job, or it waits for ever."""
+    consumer = await make_consumer(js, stack.settings)
+    consumer = type(consumer)(consumer.durable, consumer.stream, "transcribe.*")
+    process = FunctionProcess(Refuser(consumer), stack.settings)
+    app = HttpHost(process, receiver=True).app
+    job_id = f"http-refused-{uuid.uuid4().hex[:8]}"
+    data = sample(catalogue.DISPATCHED).model_copy(update={"job_id": job_id})
+    event = binding.new_event(catalogue.DISPATCHED, data, function="test", subject=job_id)
+    await process.connect()
+    task = asyncio.create_task(process.run())
+    try:
+        await asyncio.wait_for(process.started.wait(), 10)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
+            headers, body = binding.encode(event, "structured")
+            response = await client.post("/", headers=headers, content=body)
+        assert response.status_code == 400
+        assert response.json()["detail"]["code"] == "media_invalid"
+        failed = await read_until(js, catalogue.FAILED.subject(job_id), lambda msg: True, timeout=10)
+        data_out = binding.decode(failed[0].headers, failed[0].data).get_data()
+        assert data_out["code"] == "gave_up" and "media_invalid" in data_out["message"]
+    finally:
+        process.stop()
+        await task

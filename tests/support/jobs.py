@@ -14,9 +14,9 @@ import pytest
 from nats.js import JetStreamContext
 
 from events import binding, catalogue, storage
+from events.lifecycle import FINISHED_STATES
 from events.reader import read_until as messages_until
 from events.settings import Settings
-from functions.ingest.schema import FINISHED_STATES
 from infra.embedded.stack import EmbeddedStack, Ports
 
 

@@ -19,11 +19,12 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue
+from events.lifecycle import JobState
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested, WebhookTarget
 from functions.ingest.api.media import not_media
 from functions.ingest.ids import job_id_for
 from functions.ingest.jobs import apply
-from functions.ingest.schema import JobRecord, JobState
+from functions.ingest.schema import JobRecord
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import messages_until, put, wait_for_job_end
 from tests.support.paths import API_KEY, ROOT

@@ -40,9 +40,10 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue, storage
+from events.lifecycle import JobState
 from events.settings import Settings
 from functions.ingest.ids import object_job_id
-from functions.ingest.schema import JobRecord, JobState
+from functions.ingest.schema import JobRecord
 from infra.embedded.stack import EmbeddedStack, free_port
 from tests.support.jobs import messages_until, started_stack, subject_count, submit, wait_for_job_end
 from tests.support.paths import AUDIO, WEBHOOK_SECRET

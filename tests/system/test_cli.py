@@ -176,3 +176,10 @@ def test_transcribe_on_a_running_api_is_as_before(stack: EmbeddedStack, tmp_path
         assert path.stat().st_size > 0
     cues = list(srt.parse((output / job_id[1] / "jfk.srt").read_text(encoding="utf-8")))
     assert cues[0].content in run.stdout
+
+
+def test_serving_a_function_that_is_not_installed_names_those_that_are(tmp_path: Path) -> None:
+    run = klipnote("serve", "nosuch", cache=tmp_path)
+    assert run.returncode == 2
+    assert "no function 'nosuch' here" in run.stderr and "whisperx" in run.stderr
+    assert "Traceback" not in run.stderr

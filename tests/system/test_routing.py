@@ -18,6 +18,7 @@ from minio import Minio
 from nats.js import JetStreamContext
 
 from events import binding, catalogue, routing, storage
+from events.lifecycle import JobState
 from events.models import (
     LanguageDetected,
     ObjectRef,
@@ -28,7 +29,7 @@ from events.models import (
 from events.settings import Settings
 from functions.ingest.ids import object_job_id
 from functions.ingest.jobs import apply
-from functions.ingest.schema import JobRecord, JobState
+from functions.ingest.schema import JobRecord
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import finished_job, job_events, submit
 from tests.support.paths import AUDIO, ffmpeg

@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
+from events.runtime import problems
 from events.settings import Settings
 from functions.ingest.admission import Admission
-from functions.ingest.api import events, jobs, problems, results
+from functions.ingest.api import events, jobs, results
 from functions.ingest.api.dependencies import Parts
 from functions.ingest.gateway import Gateway
 

@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from events.runtime.problems import problem
 from events.settings import Settings
 from functions.ingest.admission import Admission
-from functions.ingest.api.problems import problem
 from functions.ingest.gateway import Gateway
 
 _bearer = HTTPBearer(auto_error=False)

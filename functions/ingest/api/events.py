@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from events import binding, catalogue
 from events.models import TranscriptionRequested
+from events.runtime.problems import ERRORS, problem
 from functions.ingest.admission import REFUSALS
 from functions.ingest.api.dependencies import GatewayDep, authorize
-from functions.ingest.api.problems import ERRORS, problem
 from functions.ingest.gateway import Gateway
 from functions.ingest.ids import job_id_for, valid_job_id
 from functions.ingest.schema import JobView

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from events.models import DEFAULT_FORMATS, OutputFormat, WebhookTarget, split_formats
-from functions.ingest.api.problems import problem
+from events.runtime.problems import problem
 
 _MAX_METADATA_BYTES = 4096
 # A header a webhook call may carry: an RFC 9110 token for its name, no control characters in its

@@ -6,15 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 
+from events.lifecycle import JobState
 from events.models import AUDIO_TRACK_DESCRIPTION, TranscriptionRequested
+from events.runtime.problems import ERRORS, problem
 from functions.ingest.admission import REFUSALS
 from functions.ingest.api.dependencies import GatewayDep, PartsDep, authorize
 from functions.ingest.api.forms import parse_options
 from functions.ingest.api.media import stat_reference, store_upload
-from functions.ingest.api.problems import ERRORS, problem
 from functions.ingest.ids import keyed_job_id, new_job_id, object_job_id
 from functions.ingest.naming import display_filename
-from functions.ingest.schema import JobPage, JobState, JobView
+from functions.ingest.schema import JobPage, JobView
 
 router = APIRouter(dependencies=[Depends(authorize)], responses=ERRORS)
 

@@ -11,8 +11,8 @@ from minio.error import S3Error
 
 from events import storage
 from events.models import ObjectRef
+from events.runtime.problems import problem
 from events.settings import Settings
-from functions.ingest.api.problems import problem
 from functions.ingest.ids import normalise_etag
 from functions.ingest.naming import display_filename, upload_key
 

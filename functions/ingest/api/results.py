@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from minio.error import S3Error
 
+from events.lifecycle import JobState
 from events.models import MEDIA_TYPES, OutputFormat
+from events.runtime.problems import ERRORS, problem
 from functions.ingest.api.dependencies import GatewayDep, authorize
-from functions.ingest.api.problems import ERRORS, problem
 from functions.ingest.naming import content_disposition, result_filename
-from functions.ingest.schema import JobState
 
 router = APIRouter(dependencies=[Depends(authorize)], responses=ERRORS)
 

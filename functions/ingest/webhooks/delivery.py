@@ -17,6 +17,7 @@ from opentelemetry.trace import StatusCode
 from standardwebhooks import Webhook
 
 from events import binding, catalogue, lifecycle, tracing
+from events.lifecycle import JobState
 from events.models import TranscriptionCompleted, TranscriptionFailed, WebhookAttempted
 from events.runtime.function import DELIVERY_ATTEMPT, PermanentError, RetryLater
 from events.settings import Settings
@@ -78,9 +79,9 @@ class WebhookDeliverer:
         kind = binding.kind_of(event)
         ended: TranscriptionCompleted | TranscriptionFailed
         if kind is catalogue.COMPLETED:
-            ended, state = binding.parse_data(event, TranscriptionCompleted), "completed"
+            ended, state = binding.parse_data(event, TranscriptionCompleted), JobState.COMPLETED
         elif kind is catalogue.FAILED:
-            ended, state = binding.parse_data(event, TranscriptionFailed), "failed"
+            ended, state = binding.parse_data(event, TranscriptionFailed), JobState.FAILED
         else:
             return
         job_id = ended.job_id
@@ -176,7 +177,7 @@ class WebhookDeliverer:
             attempted,
             function=NAME,
             subject=attempted.job_id,
-            event_id=lifecycle.webhook_id(attempted.job_id, attempted.attempt),
+            event_id=lifecycle.webhook_attempt_id(attempted.job_id, attempted.attempt),
         )
         try:
             await self.jobs.project(event, attempted.job_id)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from cloudevents.core.v1.event import CloudEvent
 
+from events.lifecycle import JobState
 from events.models import OutputFormat, TranscriptionCompleted, TranscriptionFailed
 from functions.ingest.schema import JobRecord
 
@@ -20,7 +21,7 @@ def body(
 ) -> str:
     """`{"type": "transcription.<state>", "timestamp", "data": {id, state, model, language, error,
     links, links_expire_at, metadata}}` as compact JSON; the timestamp is the end event's time."""
-    state = "completed" if isinstance(ended, TranscriptionCompleted) else "failed"
+    state = JobState.COMPLETED if isinstance(ended, TranscriptionCompleted) else JobState.FAILED
     model: str | None
     error = None
     if isinstance(ended, TranscriptionCompleted):

@@ -1,6 +1,7 @@
-"""The API's one error answer: `{"detail": {"code", "message"}}` (`events.errors.ProblemResponse`),
-for our refusals, FastAPI's request validation and Starlette's own (a multipart body it cannot
-parse, an unknown route) alike."""
+"""The one HTTP error answer of every KlipNote app (ingest's API, a function's health and event
+receiver): `{"detail": {"code", "message"}}` (`events.errors.ProblemResponse`), for our refusals,
+FastAPI's request validation and Starlette's own (a multipart body it cannot parse, an unknown
+route) alike."""
 
 from __future__ import annotations
 
