@@ -17,17 +17,8 @@ from dataclasses import dataclass
 
 from events.errors import CodedError
 from events.models import RoutingReason, TranscriptionDispatched
+from events.registry import MODELS
 from events.settings import Settings
-
-# The model registry: one entry per model function, name -> what it is for. The name is its
-# folder (functions/<name>/, with its adapter, Dockerfile, requirements and README), its queue
-# (`transcribe.<name>`), its NATS user (infra/nats_permissions.py), its Knative service and KEDA
-# scaler (infra/knative/, infra/keda/). Routing, NATS permissions, the settings table, the
-# manifest checks and the tests all read this: adding a model is its folder plus one line here.
-MODELS: dict[str, str] = {
-    "whisperx": "WhisperX: multilingual, forced alignment",
-    "belle2": "BELLE-2 (Whisper large-v3 fine-tune): Mandarin",
-}
 
 
 class RoutingError(CodedError, ValueError):

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from events.registry import MODELS
+
 
 def _cache_home() -> Path:
     return Path.home() / ".cache" / "klipnote"
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
         "whisperx", description="Model used when neither the request nor a language rule picks one."
     )
     enabled_models: Annotated[list[str], NoDecode] = Field(
-        default=["whisperx", "belle2"],
+        default_factory=lambda: list(MODELS),
         description="Models that may receive jobs (comma separated). The embedded stack runs a "
         "process for each.",
     )

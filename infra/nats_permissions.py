@@ -19,7 +19,7 @@ from pathlib import Path
 
 from events import catalogue
 from events.catalogue import Consumer, EventKind
-from events.routing import MODELS
+from events.registry import MODELS
 from infra.generated import write_or_check
 
 CONF_PATH = Path(__file__).resolve().parent / "nats" / "permissions.conf"

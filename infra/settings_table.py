@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from events.routing import MODELS
+from events.registry import MODELS
 from events.settings import Settings, env_value
 from infra.generated import write_or_check
 
@@ -51,7 +51,12 @@ def setting_names() -> set[str]:
 
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        return "(computed: see meaning)"
+        # A fresh list or dict per Settings has a value to show; other factories depend on the
+        # machine (a home directory) and are described in the meaning.
+        value = field.get_default(call_default_factory=True, validated_data={})
+        if not isinstance(value, list | dict):
+            return "(computed: see meaning)"
+        return env_value(value) if value else "(none)"
     value = field.default
     if value is PydanticUndefined:
         return "(required)"

@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from events import catalogue, provision, storage
-from events.routing import MODELS
+from events.registry import MODELS
 from events.settings import Settings
 from infra import nats_permissions
 from infra.embedded.stack import EmbeddedStack, Ports, free_port

@@ -27,7 +27,7 @@ from packaging.version import Version
 from pydantic import BaseModel
 
 from events import catalogue
-from events.routing import MODELS
+from events.registry import MODELS
 from infra import nats_permissions, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from events.routing import MODELS
+from events.registry import MODELS
 from events.settings import Settings
 from functions.transcriber.hub import OFFLINE_ENV
 from infra.models import assemble_whisper_base, derive_whisper_base_hf

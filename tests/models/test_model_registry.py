@@ -1,4 +1,4 @@
-"""The model registry (events/routing.py MODELS) and the model folders agree: every registered
+"""The model registry (events/registry.py MODELS) and the model folders agree: every registered
 model is a folder with its adapter, image and README whose function is named as registered, and
 every folder holding a model function is registered. Adding a model is its folder plus one entry."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.routing import MODELS
+from events.registry import MODELS
 from events.runtime.serve import load_function
 from events.settings import Settings
 from functions.transcriber import TranscriptionFunction
