@@ -167,10 +167,14 @@ class LanguageDetected(EventData):
 
 
 class Word(EventData):
+    """One word of a segment, as the model (or forced alignment) timed it. Times are seconds on
+    the media's own timeline (sample n of the decoded 16 kHz audio is at n / 16000 s); None when
+    the word could not be timed (alignment skipped it)."""
+
     word: str
-    start: float | None = None
-    end: float | None = None
-    score: float | None = None
+    start: float | None = Field(None, description="Seconds from the start of the media.")
+    end: float | None = Field(None, description="Seconds from the start of the media.")
+    score: float | None = Field(None, description="The model's or the aligner's confidence, 0-1.")
 
 
 class SegmentTranscribed(EventData):
@@ -178,9 +182,9 @@ class SegmentTranscribed(EventData):
 
     job_id: str
     run_id: str
-    sequence: int = Field(ge=0)
-    start: float
-    end: float
+    sequence: int = Field(ge=0, description="Order of the segment in its run, from 0, without gaps.")
+    start: float = Field(description="Seconds from the start of the media.")
+    end: float = Field(description="Seconds from the start of the media.")
     text: str
     words: list[Word] | None = None
     language: str | None = None
@@ -189,6 +193,9 @@ class SegmentTranscribed(EventData):
 
 
 class TranscriptionProgress(EventData):
+    """How far a run is (`transcription.progress.<job_id>`): its stage and the fraction of the
+    media's seconds done; progress may repeat or arrive late, never moves a job back."""
+
     job_id: str
     run_id: str
     model: str
@@ -215,15 +222,25 @@ class TranscriptionTranscribed(EventData):
 
 
 class TranscriptionCompleted(EventData):
+    """The job's results are stored, one object per requested format (optimize)."""
+
     job_id: str
     run_id: str
     model: str
     language: str | None = None
     results: dict[OutputFormat, ObjectRef]
-    stats: dict[str, Any] = Field(default_factory=dict)
+    stats: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What optimize did: `segments` and `cues` counted, `removed` (sentence and n-gram "
+        "loops, hallucinations, doubtful segments, characters), `simplified_characters`, `rules` "
+        "(compliance with the segment rules) and `optimize_seconds`.",
+    )
 
 
 class TranscriptionFailed(EventData):
+    """The job ended without results (`events.lifecycle.failed` builds it from a CodedError);
+    docs/bad-input.md lists the codes."""
+
     job_id: str
     code: str = Field(description="Machine-readable reason, e.g. media_unreadable.")
     message: str = Field(description="What a person needs to know.")

@@ -8,7 +8,6 @@ variables, as in the decision record (`DEFAULT_TRANSCRIPTION_MODEL`).
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,6 +22,11 @@ def _cache_home() -> Path:
 
 
 class Settings(BaseSettings):
+    """Every setting of every function, read from unprefixed environment variables (pydantic-
+    settings; lists comma separated, tables JSON). docs/settings.md is generated from the fields'
+    descriptions (`python -m infra.settings_table`). Units are in the names: `_s` seconds,
+    `_bytes` bytes."""
+
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     # -- messaging --------------------------------------------------------------------------
@@ -275,11 +279,6 @@ class Settings(BaseSettings):
         if self.compute_type:
             return self.compute_type
         return "float16" if self.resolved_device() == "cuda" else "int8"
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
 
 
 def env_value(value: object) -> str:
