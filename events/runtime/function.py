@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
+from fastapi import FastAPI
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -162,5 +163,5 @@ class Function(Protocol):
         """Whether the function can take work now, why not, and what it reports. Called at any
         time, before `start` too, and often (each fetch): cheap, and never blocking."""
 
-    def app(self) -> Any | None:
-        """Extra HTTP routes (an ASGI app) served beside the health endpoints, or None."""
+    def app(self) -> FastAPI | None:
+        """Extra HTTP routes served beside the health endpoints (ingest's API), or None."""

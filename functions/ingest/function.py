@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
 
+from fastapi import FastAPI
 from minio import Minio
 
 from events import catalogue, metrics, storage
@@ -109,7 +109,7 @@ class Ingest:
     def health(self) -> Health:
         return Health(ready=self._started is not None)
 
-    def app(self) -> Any:
+    def app(self) -> FastAPI:
         return self._app
 
 

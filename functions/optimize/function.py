@@ -8,7 +8,6 @@ import io
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
@@ -64,7 +63,7 @@ class Optimize:
     def health(self) -> Health:
         return Health(ready=self._runtime is not None)
 
-    def app(self) -> Any:
+    def app(self) -> None:
         return None
 
     async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:

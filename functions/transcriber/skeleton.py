@@ -98,7 +98,7 @@ class TranscriptionFunction:
             details["load_seconds"] = self.load_seconds
         return Health(ready=self.problem is None, reason=self.problem, details=details)
 
-    def app(self) -> Any:
+    def app(self) -> None:
         return None
 
     async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:

@@ -34,7 +34,7 @@ def create_app(settings: Settings, admission: Admission, gateway: Callable[[], G
             "`/v1/schemas/transcription-requested.json`. Errors answer `{detail: {code, message}}`."
         ),
     )
-    app.state.ingest = Parts(settings, admission, gateway)
+    app.state.parts = Parts(settings, admission, gateway)
     problems.install(app)
     for router in (jobs.router, events.router, results.router, events.schemas):
         app.include_router(router)

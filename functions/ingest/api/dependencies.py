@@ -38,7 +38,7 @@ class Parts:
 
 def parts(request: Request) -> Parts:
     """The parts `create_app` was given (kept in the app's state)."""
-    given: Parts = request.app.state.ingest
+    given: Parts = request.app.state.parts
     return given
 
 
