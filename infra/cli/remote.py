@@ -17,6 +17,7 @@ from events.lifecycle import FINISHED_STATES, JobState
 from events.settings import Settings
 from functions.ingest.schema import JobView
 from infra.cli.display import Display, job_table, progress_text
+from infra.cli.history import last_submitted, recall, remember
 from infra.client import (
     EXIT_FAILED,
     EXIT_NOT_COMPLETED,
@@ -25,9 +26,6 @@ from infra.client import (
     ClientError,
     JobEnd,
     KlipNote,
-    last_submitted,
-    recall,
-    remember,
 )
 
 
