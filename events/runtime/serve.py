@@ -39,11 +39,12 @@ class UnknownFunction(CodedError):
 
 def installed() -> list[str]:
     """The functions this install (an image ships its own) can serve, by name."""
-    import functions
-
+    # Found by name, as `load_function` imports them: the runtime depends on no function.
+    spec = importlib.util.find_spec("functions")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
     return sorted(
         info.name
-        for info in pkgutil.iter_modules(functions.__path__)
+        for info in pkgutil.iter_modules(folders)
         if info.ispkg and importlib.util.find_spec(f"functions.{info.name}.function") is not None
     )
 
