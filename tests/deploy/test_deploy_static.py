@@ -5,7 +5,6 @@ deployment sets against the settings model, and the generated tables against the
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import functools
 import json
@@ -29,6 +28,7 @@ from pydantic import BaseModel
 from events import catalogue
 from events.registry import MODELS
 from infra import nats_permissions, settings_table
+from tests.support.imports import first_party_closure
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ["ingest", "optimize", *MODELS]
@@ -99,34 +99,6 @@ def _pins(function: str) -> dict[str, Requirement]:
     return pins
 
 
-def first_party_modules(start: Path) -> set[Path]:
-    """The repository's Python files `start` imports, directly or not (function-level imports
-    included: a model image imports its model lazily), with their packages' __init__ files."""
-    seen: set[Path] = set()
-    todo = [start]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            for name in names:
-                parts = name.split(".")
-                if parts[0] not in ("events", "functions", "infra"):
-                    continue
-                for depth in range(1, len(parts) + 1):
-                    base = ROOT.joinpath(*parts[:depth])
-                    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-                        if candidate.is_file():
-                            todo.append(candidate)
-    return seen
-
-
 def sent_to_the_build(function: str, path: Path) -> bool:
     """Whether the image's .dockerignore (`*`, then `!pattern` exceptions) sends `path`."""
     patterns = (ROOT / "functions" / function / "Dockerfile.dockerignore").read_text().splitlines()
@@ -145,7 +117,9 @@ def sent_to_the_build(function: str, path: Path) -> bool:
 def test_every_module_a_function_imports_is_sent_to_its_image(function: str) -> None:
     """The image copies only what its .dockerignore lets through: a module left out is an image
     that cannot start (functions/media.py, now functions/transcriber/audio.py, was, once)."""
-    modules = first_party_modules(ROOT / "functions" / function / "function.py")
+    modules = first_party_closure(
+        [ROOT / "functions" / function / "function.py"], ("events", "functions", "infra")
+    )
     missing = sorted(str(path.relative_to(ROOT)) for path in modules if not sent_to_the_build(function, path))
     assert not missing, f"{function}'s Dockerfile.dockerignore leaves out {missing}"
 

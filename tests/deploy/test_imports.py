@@ -5,7 +5,6 @@ circles, TYPE_CHECKING imports included. `make lint` runs the same checks."""
 
 from __future__ import annotations
 
-import ast
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import grimp
 import pytest
+
+from tests.support.imports import first_party_closure
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -60,43 +61,11 @@ def test_tests_import_only_declared_packages() -> None:
 # -- each image against its own requirements ---------------------------------------------------
 
 
-def _imported(path: Path) -> set[str]:
-    """Dotted names `path` imports (function-level imports included: a model image imports its
-    model lazily), relative imports resolved against its package."""
-    package = list(path.relative_to(ROOT).parts[:-1])  # a module's package, or an __init__'s own
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else []
-            module = [*base, *(node.module.split(".") if node.module else [])]
-            names.add(".".join(module))
-            names.update(".".join([*module, alias.name]) for alias in node.names)
-    return names
-
-
 def image_modules(function: str) -> set[Path]:
     """The Python files an image runs: its own package and events/, and every file of events/ or
     functions/ they import, directly or not (the shared model code in functions/transcriber/)."""
-    todo = [*(ROOT / "functions" / function).rglob("*.py"), *(ROOT / "events").rglob("*.py")]
-    todo += [ROOT / "functions" / "__init__.py"]
-    seen: set[Path] = set()
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for name in _imported(path):
-            parts = name.split(".")
-            if parts[0] not in ("events", "functions"):
-                continue
-            for depth in range(1, len(parts) + 1):
-                base = ROOT.joinpath(*parts[:depth])
-                for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-                    if candidate.is_file():
-                        todo.append(candidate)
-    return seen
+    starts = [*(ROOT / "functions" / function).rglob("*.py"), *(ROOT / "events").rglob("*.py")]
+    return first_party_closure([*starts, ROOT / "functions" / "__init__.py"], ("events", "functions"))
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
