@@ -82,7 +82,7 @@ class Ingest:
     async def start(self, runtime: Runtime) -> None:
         jobs = await JobStore.open(runtime)
         await asyncio.to_thread(storage.ensure_buckets, self.store, self.settings)
-        gateway = Gateway(self.settings, jobs, runtime.publisher, self.store, self.links, self.admission)
+        gateway = Gateway(self.settings, jobs, runtime.publisher, self.store, self.links)
         uploads = BucketDrop(self.settings.uploads_bucket, gateway)
         self._started = _Started(
             gateway=gateway,

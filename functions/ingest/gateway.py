@@ -1,15 +1,16 @@
 """The gateway: how a job gets in, the same for every way in (the HTTP API, a CloudEvent from
 another system on NATS or over HTTP, a file dropped into the uploads bucket).
 
-- `admit`: the checks every request passes, once: routing (the model exists and is enabled),
-  the language tag's form, and the webhook guard (SSRF, a signing secret). The API answers a
-  refusal 422; the router fails the job with the refusal's code.
+Every request passes the same checks first (`admission.Admission.admit`: routing, the language
+tag's form, the webhook guard): the API answers a refusal 422 before submitting, and the router
+fails the job with the refusal's code.
+
 - `submit`: publish `transcription.requested` and project it at once, so the job exists when
   the caller is answered.
 - `view`: a record as the API shows it, with presigned links to its results once completed.
 
 It depends on narrow parts only: settings, the job store, a publisher, the object store, the
-result links and the admission; never on the function object.
+and the result links; never on the function object.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from typing import Protocol
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 
-from events import binding, catalogue, lifecycle, routing, tracing
+from events import binding, catalogue, lifecycle, tracing
 from events.lifecycle import JobState
-from events.models import OutputFormat, TranscriptionRequested, WebhookTarget
+from events.models import OutputFormat, TranscriptionRequested
 from events.settings import Settings
 from functions.ingest import NAME
-from functions.ingest.admission import Admission
 from functions.ingest.ids import job_id_for
 from functions.ingest.jobs import JobStore
 from functions.ingest.links import ResultLinks
@@ -58,24 +58,13 @@ class Gateway:
         publisher: EventPublisher,
         store: Minio,
         links: ResultLinks,
-        admission: Admission,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.publisher = publisher
         self.store = store
         self.links = links
-        self.admission = admission
         self._tracer = tracing.tracer("klipnote.ingest")
-
-    # -- admission -------------------------------------------------------------------------
-
-    async def admit(
-        self, *, model: str | None, language: str | None, webhook: WebhookTarget | None
-    ) -> routing.Route:
-        """The model a request goes to and why; a refusal (`REFUSALS`) with its code otherwise.
-        See `Admission.admit`."""
-        return await self.admission.admit(model=model, language=language, webhook=webhook)
 
     # -- submission ------------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from events.models import WebhookTarget
 from events.runtime.problems import problem
 from events.settings import Settings
-from functions.ingest.admission import Admission
+from functions.ingest.admission import REFUSALS, Admission
 from functions.ingest.gateway import Gateway
 
 _bearer = HTTPBearer(auto_error=False)
@@ -27,6 +28,13 @@ class Parts:
     settings: Settings
     admission: Admission
     gateway: Callable[[], Gateway | None]
+
+    async def admit(self, *, model: str | None, language: str | None, webhook: WebhookTarget | None) -> None:
+        """Admit a request's options (`Admission.admit`), or answer 422 with the refusal's code."""
+        try:
+            await self.admission.admit(model=model, language=language, webhook=webhook)
+        except REFUSALS as error:
+            raise problem(422, error.code, error.message) from error
 
     def started_gateway(self) -> Gateway:
         """The gateway; a 503 `not_ready` answer while ingest is still starting."""

@@ -11,8 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from events import binding, catalogue
 from events.models import TranscriptionRequested
 from events.runtime.problems import ERRORS, problem
-from functions.ingest.admission import REFUSALS
-from functions.ingest.api.dependencies import GatewayDep, authorize
+from functions.ingest.api.dependencies import GatewayDep, PartsDep, authorize
 from functions.ingest.gateway import Gateway
 from functions.ingest.ids import job_id_for, valid_job_id
 from functions.ingest.schema import JobView
@@ -35,7 +34,7 @@ async def job_events(job_id: str, gateway: GatewayDep) -> StreamingResponse:
 
 
 @router.post("/v1/events", status_code=202)
-async def receive_event(request: Request, gateway: GatewayDep) -> JobView:
+async def receive_event(request: Request, parts: PartsDep, gateway: GatewayDep) -> JobView:
     """A `io.klipnote.transcription.requested.v1` CloudEvent from another system, in binary or
     structured mode. The event's source and id name the job: a repeat is the same job."""
     try:
@@ -47,10 +46,7 @@ async def receive_event(request: Request, gateway: GatewayDep) -> JobView:
         raise problem(400, "malformed_event", str(error)) from error
     if wanted.job_id is not None and not valid_job_id(wanted.job_id):
         raise problem(400, "malformed_event", "data.job_id is up to 128 of A-Z a-z 0-9 _ - (or left out)")
-    try:
-        await gateway.admit(model=wanted.model, language=wanted.language, webhook=wanted.webhook)
-    except REFUSALS as error:
-        raise problem(422, error.code, error.message) from error
+    await parts.admit(model=wanted.model, language=wanted.language, webhook=wanted.webhook)
     job_id = job_id_for(event, wanted)
     existing = await gateway.get_job(job_id)
     if existing is not None:

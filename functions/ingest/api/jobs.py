@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from events.lifecycle import JobState
 from events.models import AUDIO_TRACK_DESCRIPTION, TranscriptionRequested
 from events.runtime.problems import ERRORS, problem
-from functions.ingest.admission import REFUSALS
 from functions.ingest.api.dependencies import GatewayDep, PartsDep, authorize
 from functions.ingest.api.forms import parse_options
 from functions.ingest.api.media import stat_reference, store_upload
@@ -43,10 +42,7 @@ async def submit_job(
     or the same stored object named again, answers with the same job."""
     model, language = model or None, language or None
     options = parse_options(formats, metadata, webhook_url, webhook_header)
-    try:
-        await parts.admission.admit(model=model, language=language, webhook=options.webhook)
-    except REFUSALS as error:
-        raise problem(422, error.code, error.message) from error
+    await parts.admit(model=model, language=language, webhook=options.webhook)
     if (file is None) == (media is None):
         raise problem(422, "media_missing", "send the media as `file`, or name it in `media`")
     gateway = parts.started_gateway()

@@ -22,7 +22,7 @@ key). A 0-byte object is not skipped: it gets a job, which the model function fa
 
 Options ride in user metadata (`X-Amz-Meta-Language`, `-Model`, `-Formats`, `-Webhook`,
 `-Audio-Track`; names case-insensitive; webhook headers never, as anyone who can read the object
-reads them). The router admits the request as it admits any (the gateway's `admit`): an unknown
+reads them). The router admits the request as it admits any (`admission.Admission.admit`): an unknown
 model, a language that is no ISO 639-1 code or a refused webhook (SSRF, signing secret) fails the
 job with its code.
 
