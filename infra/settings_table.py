@@ -34,6 +34,8 @@ PRODUCTION_REQUIRED: dict[str, tuple[str, ...]] = {
     "ENABLED_MODELS": ("ingest", *MODELS),
     "DEFAULT_TRANSCRIPTION_MODEL": ("ingest", *MODELS),
     "API_KEY": ("ingest",),
+    # Webhooks are refused without it (`webhook_unsigned`); a deployment that forgot it has none.
+    "WEBHOOK_SECRET": ("ingest",),
     "WHISPERX_MODEL_DIR": ("whisperx",),
     "BELLE2_MODEL_DIR": ("belle2",),
     "MODEL_DEVICE": tuple(MODELS),

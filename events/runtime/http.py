@@ -10,7 +10,9 @@ the same handlers the JetStream host runs.
 Replies: a handler's outgoing events are published to JetStream, as under the JetStream host,
 rather than returned in the response: a model function emits a stream of segment events and
 Knative takes one reply event per request. Status codes follow Knative's retry semantics:
-202 handled; 400 malformed or permanently failing (not retried); 503 transient (retried).
+202 handled; 400 malformed or permanently failing (not retried); 503 transient (retried); 401
+without the receiver token when RECEIVER_TOKEN is set. The receiver trusts whoever can reach it
+otherwise: keep it cluster-local (docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
@@ -92,6 +95,13 @@ def _add_health(app: FastAPI, process: FunctionProcess) -> None:
 def _add_receiver(app: FastAPI, process: FunctionProcess) -> None:
     @app.post("/")
     async def receive(request: Request) -> Response:
+        # Before a byte of the body is read: a sender without the token gets nothing in.
+        if not _authorized(request, process.settings.receiver_token):
+            response = _problem(
+                401, "unauthorized", "a valid receiver token is required (Authorization: Bearer)"
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
         if not process.health().ready:
             return _problem(503, "not_ready", "the function is still starting")
         body = await request.body()
@@ -119,6 +129,16 @@ def _add_receiver(app: FastAPI, process: FunctionProcess) -> None:
             return _problem(503, "transient_error", f"{type(error).__name__}: {error}")
         log.info("handled %s", event.get_type(), extra=event_fields(event))
         return Response(status_code=202)
+
+
+def _authorized(request: Request, token: str | None) -> bool:
+    """Whether `request` may deliver events: any request when no RECEIVER_TOKEN is set (the
+    network boundary is then the only guard, see docs/security.md), else one carrying
+    `Authorization: Bearer <RECEIVER_TOKEN>` (RFC 6750), compared in constant time."""
+    if token is None:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), token.encode())
 
 
 def _problem(status: int, code: str, message: str) -> JSONResponse:

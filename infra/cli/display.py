@@ -3,6 +3,7 @@ terminal; plain lines, one per change, anywhere else (CI logs, pipes, files), ne
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -25,6 +26,22 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 _JOB_COLUMNS = ("id", "state", "model", "language", "progress", "created", "file")
+# Characters that reorder what a terminal shows (Unicode bidirectional controls, UAX #9): a file
+# name could make `evil.exe` look like `exe.live`. Shown escaped, like control characters.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """`text` (a file name, an error message: anything that came from an event) safe to print to
+    a terminal: control characters (C0, DEL, C1: escape sequences that move the cursor, retitle
+    the window or hide text) and bidirectional controls become visible `\\xNN`/`\\uNNNN` escapes.
+    Rich markup is not interpreted anywhere this is printed (see `Display.line`, `job_table`)."""
+    return "".join(
+        (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS
+        else ch
+        for ch in text
+    )
 
 
 def console(stream: TextIO) -> Console:
@@ -60,7 +77,7 @@ class Display:
 
             self._bar = Progress(
                 SpinnerColumn(),
-                TextColumn("{task.description:<13}"),
+                TextColumn("{task.description:<13}", markup=False),
                 BarColumn(),
                 TaskProgressColumn(),
                 TimeElapsedColumn(),
@@ -75,6 +92,8 @@ class Display:
             self._bar.stop()
 
     def line(self, text: str) -> None:
+        """Print one line; what came from events is made printable, never read as rich markup."""
+        text = printable(text)
         if self._bar is not None:
             self._bar.console.print(text, markup=False, highlight=False)
         else:
@@ -152,26 +171,31 @@ def job_table(stream: TextIO, page: JobPage) -> None:
     """A page of jobs: a rich table on a terminal (ids never cut: the other commands take them),
     aligned plain columns with a header line anywhere else."""
     rows = [
-        (
-            job.id,
-            job.state.value,
-            job.model or job.requested_model or "-",
-            job.language or job.detected_language or "-",
-            progress_text(job),
-            local_time(job.created_at),
-            job.filename or "",
+        tuple(
+            printable(cell)
+            for cell in (
+                job.id,
+                job.state.value,
+                job.model or job.requested_model or "-",
+                job.language or job.detected_language or "-",
+                progress_text(job),
+                local_time(job.created_at),
+                job.filename or "",
+            )
         )
         for job in page.jobs
     ]
     out = console(stream)
     if out.is_terminal:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, header_style="bold")
         for name in _JOB_COLUMNS:
             table.add_column(name, no_wrap=name in ("id", "created"), min_width=32 if name == "id" else None)
         for row in rows:
-            table.add_row(*row)
+            # Text cells: a file name such as `[/x]` or `[red]` is shown, not read as markup.
+            table.add_row(*(Text(cell) for cell in row))
         out.print(table)
         if page.total > len(rows):
             out.print(f"{len(rows)} of {page.total} jobs (--limit for more)", style="dim")

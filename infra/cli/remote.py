@@ -16,7 +16,7 @@ from pathlib import Path
 from events.lifecycle import FINISHED_STATES, JobState
 from events.settings import Settings
 from functions.ingest.schema import JobView
-from infra.cli.display import Display, job_table, progress_text
+from infra.cli.display import Display, job_table, printable, progress_text
 from infra.cli.history import last_submitted, recall, remember
 from infra.client import (
     EXIT_FAILED,
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 return watch(client, job_id)
             return results(args, client, job_id)
     except ClientError as error:
-        print(f"klipnote: {error.message}", file=sys.stderr)
+        print(f"klipnote: {printable(error.message)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         job_id = getattr(args, "job", None) or job_id
@@ -128,7 +128,7 @@ def follow(client: KlipNote, job_id: str, display: Display, job: JobView | None 
 
 def _outcome(client: KlipNote, job_id: str, end: JobEnd) -> int:
     if end.state != JobState.COMPLETED:
-        print(f"klipnote: job {job_id} failed: {end.code}: {end.message}", file=sys.stderr)
+        print(f"klipnote: job {job_id} failed: {end.code}: {printable(end.message or '')}", file=sys.stderr)
         return EXIT_FAILED
     client.wait_finished(job_id)  # the record follows the event: `results` can run right after
     print(f"job {job_id} completed; its transcripts: klipnote results {job_id}", file=sys.stderr)
@@ -195,7 +195,7 @@ def submit_and_follow(api: str, media: Path, args: argparse.Namespace, settings:
             with Display(sys.stdout) as display:
                 end = follow(client, job_id, display)
             if end.state != JobState.COMPLETED:
-                print(f"job failed: {end.code}: {end.message}", file=sys.stderr)
+                print(f"job failed: {end.code}: {printable(end.message or '')}", file=sys.stderr)
                 return 1
             job = client.wait_finished(job_id)
             output = args.output / job_id
@@ -204,7 +204,7 @@ def submit_and_follow(api: str, media: Path, args: argparse.Namespace, settings:
                 target = client.download(job_id, fmt, output / f"{media.stem}.{fmt}")
                 print(f"  {fmt:4} {target}   (s3://{ref.bucket}/{ref.key})")
     except ClientError as error:
-        print(f"klipnote: {error.message}", file=sys.stderr)
+        print(f"klipnote: {printable(error.message)}", file=sys.stderr)
         return error.exit_code
     srt = output / f"{media.stem}.srt"
     if srt.exists():

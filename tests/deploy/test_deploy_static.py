@@ -244,6 +244,14 @@ def test_every_function_has_a_knative_service() -> None:
     assert sorted(_services()) == sorted(FUNCTIONS)
 
 
+def test_only_the_api_is_reachable_from_outside_the_cluster() -> None:
+    """A function's CloudEvents receiver (HTTP transport) acts on any event it is sent: only
+    ingest, whose API checks the key, gets a public route (docs/security.md)."""
+    for name, service in _services().items():
+        visibility = service["metadata"].get("labels", {}).get("networking.knative.dev/visibility")
+        assert visibility == (None if name == "ingest" else "cluster-local"), name
+
+
 @pytest.mark.parametrize("model", GPU_FUNCTIONS)
 def test_gpu_service_runs_one_job_per_gpu_and_scales_on_its_queue(model: str) -> None:
     template = _services()[model]["spec"]["template"]

@@ -24,14 +24,14 @@ from tests.support.samples import sample
 
 
 async def receiver(
-    stack: EmbeddedStack, js: JetStreamContext
+    stack: EmbeddedStack, js: JetStreamContext, token: str | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Recorder]]:
     consumer = await make_consumer(js, stack.settings)
     # The recorder's consumer filters on its own subjects; the HTTP host routes by catalogue
     # subject, so point it at the `queued` events the recorder understands.
     consumer = type(consumer)(consumer.durable, consumer.stream, "transcription.queued.*")
     recorder = Recorder(consumer)
-    process = FunctionProcess(recorder, stack.settings)
+    process = FunctionProcess(recorder, stack.settings.model_copy(update={"receiver_token": token}))
     app = HttpHost(process, receiver=True).app
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
@@ -77,6 +77,23 @@ async def test_malformed_events_are_refused_with_400_and_a_reason(
             in response.json()["detail"]["message"]
         )
         assert recorder.seen.empty()
+
+
+async def test_with_a_receiver_token_only_its_holder_may_deliver_events(
+    stack: EmbeddedStack, js: JetStreamContext
+) -> None:
+    async for client, recorder in receiver(stack, js, token="receiver-s3cret"):
+        event = valid_event("http-token")
+        headers, body = binding.encode(event, "structured")
+        for wrong in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic receiver-s3cret"}):
+            response = await client.post("/", headers={**headers, **wrong}, content=body)
+            assert response.status_code == 401, response.text
+            assert response.json()["detail"]["code"] == "unauthorized"
+        assert recorder.seen.empty()
+        headers["Authorization"] = "Bearer receiver-s3cret"
+        assert (await client.post("/", headers=headers, content=body)).status_code == 202
+        event_id, _ = recorder.seen.get_nowait()
+        assert event_id == event.get_id()
 
 
 def test_subject_matching_follows_nats_wildcards() -> None:

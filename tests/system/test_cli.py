@@ -3,6 +3,7 @@ against the session stack: submit --wait, jobs, watch, results, and the ways the
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import socket
@@ -183,3 +184,45 @@ def test_serving_a_function_that_is_not_installed_names_those_that_are(tmp_path:
     assert run.returncode == 2
     assert "no function 'nosuch' here" in run.stderr and "whisperx" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+# -- what came from events is shown, never obeyed ------------------------------------------------------
+
+HOSTILE_NAMES = ["[/x]", "[red]wide[/red]", "a\x1b]0;pwned\x07b", "\x1b[2Jcleared", "evil\u202eexe.mp3"]
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_jobs_shows_hostile_file_names_escaped_not_as_markup_or_escapes(
+    terminal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file name is whatever the uploader chose: rich markup (`[/x]` crashed `klipnote jobs`)
+    and terminal escape sequences are printed as text, never interpreted."""
+    from functions.ingest.schema import JobPage, JobView
+    from infra.cli.display import job_table
+
+    if terminal:  # rich draws its table (and would read markup) only on a terminal
+        monkeypatch.setenv("FORCE_COLOR", "1")
+        monkeypatch.setenv("COLUMNS", "300")
+    else:
+        monkeypatch.delenv("FORCE_COLOR", raising=False)
+    media = {"bucket": "uploads", "key": "k"}
+    jobs = [
+        JobView.model_validate({"id": f"{n:032x}", "state": "queued", "media": media, "filename": name})
+        for n, name in enumerate(HOSTILE_NAMES)
+    ]
+    out = io.StringIO()
+    job_table(out, JobPage(jobs=jobs, total=len(jobs), offset=0, limit=50))
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # rich's own styling (bold header)
+    assert "[/x]" in text and "[red]wide[/red]" in text
+    assert "\x1b]0;pwned" not in out.getvalue() and "\x1b[2J" not in out.getvalue()
+    assert "\x07" not in out.getvalue() and "\u202e" not in out.getvalue()
+    assert "a\\x1b]0;pwned\\x07b" in text and "evil\\u202eexe.mp3" in text
+
+
+def test_watch_lines_escape_what_events_carry() -> None:
+    from infra.cli.display import Display
+
+    out = io.StringIO()
+    with Display(out) as display:
+        display.line("failed       media_unreadable: [/x] \x1b[31mred\x1b[0m")
+    assert out.getvalue() == "failed       media_unreadable: [/x] \\x1b[31mred\\x1b[0m\n"
