@@ -22,8 +22,21 @@ log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
+def inbox_prefix(name: str) -> str:
+    """The inbox of the connection named `name` (a function, `provision`): replies to its
+    requests (JetStream API answers, publish acks, pull-consumer deliveries, readers'
+    deliveries) arrive on `<prefix>.<random>`. Each NATS user may subscribe only to its own
+    (infra/nats_permissions.py), so no credential reads another's replies. `_INBOX_<name>`, not
+    `_INBOX.<name>`: a client that cannot set a prefix (MinIO's) keeps nats' default `_INBOX.>`,
+    which then holds no one else's replies."""
+    if not name or any(ch in name for ch in " .*>\t\r\n"):
+        raise ValueError(f"not a valid connection name for an inbox: {name!r}")
+    return f"_INBOX_{name}"
+
+
 async def connect(settings: Settings, name: str) -> NATS:
-    """A connection that reconnects forever: a NATS restart must not kill a function."""
+    """A connection that reconnects forever: a NATS restart must not kill a function. Its
+    replies arrive on its own inbox (`inbox_prefix(name)`), as the permissions require."""
 
     async def on_error(error: Exception) -> None:
         log.warning("nats error: %s", error)
@@ -31,6 +44,7 @@ async def connect(settings: Settings, name: str) -> NATS:
     return await nats.connect(
         servers=[url.strip() for url in settings.nats_url.split(",")],
         name=f"klipnote-{name}",
+        inbox_prefix=inbox_prefix(name),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         error_cb=on_error,

@@ -111,7 +111,13 @@ STREAMS = [STORAGE, TRANSCRIBE, SEGMENTS, JOBS, DLQ]
 
 @dataclass(frozen=True)
 class Consumer:
-    """A durable pull consumer: who reads what, and how many at a time."""
+    """A durable pull consumer: who reads what, and how many at a time.
+
+    `batch`: messages one fetch takes, handled one after another. `concurrency`: fetches one
+    replica runs side by side (so up to batch x concurrency messages in hand), a number or the
+    name of the `Settings` field that holds it (`concurrency_of`). `retry_schedule`: the name of
+    the `Settings` list of delays by which the handler retries on its own (RetryLater) beyond
+    MAX_DELIVER; the server's delivery bound counts them (`events.runtime.settlement`)."""
 
     durable: str
     stream: Stream
@@ -119,6 +125,9 @@ class Consumer:
     # GPU functions take one message at a time per replica; CPU ones may batch.
     batch: int = 1
     extra_filters: list[str] = field(default_factory=list)
+    # 1: one message at a time (GPU functions); I/O-bound consumers wait on many at once.
+    concurrency: int | str = 1
+    retry_schedule: str | None = None
 
 
 def model_consumer(model: str) -> Consumer:
@@ -132,12 +141,20 @@ INGEST_ROUTER = Consumer(
     JOBS,
     f"{REQUESTED.subject_prefix}.>",
     extra_filters=[f"{LANGUAGE_DETECTED.subject_prefix}.>"],
+    concurrency="router_concurrency",
 )
 INGEST_PROJECTOR = Consumer("ingest-projector", JOBS, "transcription.>", batch=64)
 OPTIMIZE = Consumer("optimize", JOBS, f"{TRANSCRIBED.subject_prefix}.>")
 # A job's end (completed or failed) calls its webhook; retries ride on JetStream redelivery.
+# Deliveries wait on receivers (up to WEBHOOK_TIMEOUT_S each): many at once, so one black-holed
+# host delays only its own jobs.
 INGEST_WEBHOOKS = Consumer(
-    "ingest-webhooks", JOBS, f"{COMPLETED.subject_prefix}.>", extra_filters=[f"{FAILED.subject_prefix}.>"]
+    "ingest-webhooks",
+    JOBS,
+    f"{COMPLETED.subject_prefix}.>",
+    extra_filters=[f"{FAILED.subject_prefix}.>"],
+    concurrency="webhook_concurrency",
+    retry_schedule="webhook_schedule_s",
 )
 # MinIO's bucket notifications (S3 event records, not CloudEvents).
 INGEST_UPLOADS = Consumer("ingest-uploads", STORAGE, STORAGE_UPLOADS_SUBJECT, batch=16)

@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 
 from events import bus, catalogue, storage
 from events.catalogue import Consumer, Stream
+from events.runtime import settlement
 from events.settings import Settings
 
 
@@ -83,7 +84,8 @@ def stream_config(stream: Stream, settings: Settings) -> StreamConfig:
 
 def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
     """A catalogue consumer as a durable pull consumer: explicit acks, from the stream's start,
-    redelivered after the settings' `ack_wait_s` seconds."""
+    redelivered after the settings' `ack_wait_s` seconds, at most `server_max_deliver` times
+    (what its handler may settle plus DELIVER_HEADROOM)."""
     # One filter, or several (`filter_subjects`, NATS 2.10+) when a consumer reads more than one.
     filters = [consumer.filter_subject, *consumer.extra_filters]
     return ConsumerConfig(
@@ -93,8 +95,10 @@ def consumer_config(consumer: Consumer, settings: Settings) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=settings.ack_wait_s,
-        # The host, not the server, decides when to give up, so it can dead-letter with a reason.
-        max_deliver=-1,
+        # The host decides when to give up, so it can dead-letter with a reason (a message that
+        # crashes its process too: `settlement.unsettled`); the server's bound lies beyond that, a
+        # backstop that keeps a poison message from holding an ack-pending slot for ever.
+        max_deliver=settlement.server_max_deliver(consumer, settings),
         # Many replicas may each hold one message; one job per replica is the fetch size.
         max_ack_pending=1000,
     )

@@ -1,8 +1,15 @@
-"""Reading a subject of a stream from its start until a condition: one ordered (ephemeral)
-consumer per read, always removed afterwards.
+"""Reading a subject of a stream from its start until a condition: one ephemeral pull consumer
+per read, which the server removes once the read is over (`INACTIVE_S` after its last fetch).
 
-The job events API (SSE), optimize (a run's segments) and the tests all read this way; an ordered
-consumer is nats-py's flow-controlled, gap-detecting push consumer, so a read never skips a message.
+The job events API (SSE), optimize (a run's segments) and the tests all read this way. A pull
+consumer with no acks delivers in stream order and never skips a message: a message that reaches
+the subscription after a fetch gave up waits in its queue for the next fetch.
+
+Why not nats-py's ordered (push) consumer: it is created on `$JS.API.CONSUMER.CREATE.<stream>`
+with its name in the body, and the server updates an existing consumer named there, so the right
+to read a stream would be the right to reconfigure every durable on it (the other functions'
+queues). This consumer is created on `...CREATE.<stream>.<name>`, a subject NATS permissions can
+allow for random names and deny for the durables' (infra/nats_permissions.py).
 """
 
 from __future__ import annotations
@@ -11,23 +18,28 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+# Seconds the server keeps a reader's consumer without a fetch: longer than any pause of a reader
+# between fetches (a caller's `after_subscribing`, a handler between two segments).
+INACTIVE_S = 300.0
 
 
 class SubjectReader:
     """The messages of one subscription, one at a time (see `reading`)."""
 
-    def __init__(self, subscription: object) -> None:
+    def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
         self._sub = subscription
 
     async def next(self, wait_s: float) -> Msg | None:
         """The next message, or None when none came within `wait_s` seconds (the caller decides
         whether to keep waiting: a keep-alive, a deadline)."""
         try:
-            msg: Msg = await self._sub.next_msg(timeout=wait_s)  # type: ignore[attr-defined]
-        except TimeoutError:
+            (msg,) = await self._sub.fetch(1, timeout=max(wait_s, 0.01))
+        except (TimeoutError, nats.errors.TimeoutError):
             return None
         return msg
 
@@ -36,9 +48,19 @@ class SubjectReader:
 async def reading(
     js: JetStreamContext, subject: str, deliver_policy: DeliverPolicy = DeliverPolicy.ALL
 ) -> AsyncIterator[SubjectReader]:
-    """An ordered consumer on `subject` for the duration of the block. Raises nats-py's
+    """An ephemeral pull consumer on `subject` for the duration of the block. Raises nats-py's
     `NotFoundError` when no stream holds the subject."""
-    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=deliver_policy)
+    config = ConsumerConfig(
+        # A list of filters keeps the filter out of the create subject (`...CREATE.<stream>.<name>`):
+        # one permission covers every subject read.
+        filter_subjects=[subject],
+        deliver_policy=deliver_policy,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=INACTIVE_S,
+        mem_storage=True,
+        num_replicas=1,
+    )
+    sub = await js.pull_subscribe(subject, config=config)
     try:
         yield SubjectReader(sub)
     finally:

@@ -9,6 +9,16 @@ there gets its user here and nothing spells a subject by hand. A model function 
 from its own durable on `transcribe.<model>` and publish only its segment and lifecycle events
 and its own DLQ subject.
 Passwords are read from the environment by nats-server (`$KLIPNOTE_<USER>_NATS_PASSWORD`).
+
+Each user subscribes only to its own inbox, `_INBOX_<user>.>` (`events.bus.inbox_prefix`, which
+`bus.connect` sets), so no credential reads another client's replies (job records, webhook
+headers, transcripts). MinIO's NATS target (nats.go) cannot be given an inbox prefix: it keeps the
+default `_INBOX.>`, which none of ours uses. No user but `provision` may delete a consumer or
+create, update or (unless it is its own) fetch from a durable: readers create their ephemeral
+consumers by name on `$JS.API.CONSUMER.CREATE.<stream>.<name>` (`events.reader`), which `_reader`
+allows for any name and `_durable_denies` denies for the durables' names. The nameless create
+(`...CREATE.<stream>`, the name in the body, where the server would update a durable named there)
+and `...DURABLE.CREATE...` are allowed to no one.
 """
 
 from __future__ import annotations
@@ -17,15 +27,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from events import catalogue
+from events import bus, catalogue
 from events.catalogue import Consumer, EventKind
 from events.registry import MODELS
 from infra.generated import write_or_check
 
 CONF_PATH = Path(__file__).resolve().parent / "nats" / "permissions.conf"
 
-# nats-py's default inbox: JetStream publish acks and pull-consumer deliveries arrive here.
-INBOX = "_INBOX.>"
+# nats' default inbox, for MinIO only (its NATS target cannot set a prefix): JetStream publish
+# acks come back there. Our clients use `_INBOX_<user>`, outside it.
+DEFAULT_INBOX = "_INBOX.>"
+
+
+def own_inbox(user: str) -> str:
+    """The only inbox `user` may subscribe to: replies to its own requests."""
+    return f"{bus.inbox_prefix(user)}.>"
 
 
 def _every(kind: EventKind) -> str:
@@ -42,20 +58,38 @@ def _pull(consumer: Consumer) -> list[str]:
     ]
 
 
-def _create_consumer(stream: str) -> list[str]:
-    """Creating an ephemeral consumer: nats-py sends the create to `$JS.API.CONSUMER.CREATE.<stream>`
-    itself (`.>` does not match that subject), newer clients to `...<stream>.<name>.<filter>`."""
-    return [f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}.>"]
-
-
-def _ordered_reader(stream: catalogue.Stream) -> list[str]:
-    """What an ordered (ephemeral) consumer on one stream needs: find it, create, delete."""
+def _reader(stream: catalogue.Stream) -> list[str]:
+    """What reading a subject of one stream needs (`events.reader.reading`: an ephemeral pull
+    consumer with a random name): find the stream, create the consumer by name
+    (`$JS.API.CONSUMER.CREATE.<stream>.<name>`), fetch from it. The durables' names are denied
+    (`_durable_denies`): the create subject carries the name, so no reader can create, update or
+    fetch from a durable it does not own. No delete: the server drops a reader once idle."""
     return [
         "$JS.API.STREAM.NAMES",
         f"$JS.API.STREAM.INFO.{stream.name}",
-        *_create_consumer(stream.name),
-        f"$JS.API.CONSUMER.DELETE.{stream.name}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream.name}.*",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream.name}.*",
     ]
+
+
+def _durable_denies(streams: list[catalogue.Stream], own: list[Consumer]) -> list[str]:
+    """For a user reading `streams`: every durable on them may not be created or updated by name
+    (its own neither: provisioning owns their config), and no other's may be fetched from."""
+    names = {stream.name for stream in streams}
+    denies = []
+    for consumer in provision_durables():
+        if consumer.stream.name not in names:
+            continue
+        stream, durable = consumer.stream.name, consumer.durable
+        denies.append(f"$JS.API.CONSUMER.CREATE.{stream}.{durable}")
+        if consumer not in own:
+            denies.append(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}")
+    return denies
+
+
+def provision_durables() -> list[Consumer]:
+    """Every durable provisioning may create: the catalogue's, and a queue per model image."""
+    return [*catalogue.CONSUMERS, *(catalogue.model_consumer(model) for model in MODELS)]
 
 
 @dataclass
@@ -63,7 +97,14 @@ class User:
     name: str
     why: str
     publish: list[str]
-    subscribe: list[str] = field(default_factory=lambda: [INBOX])
+    # Default: its own inbox (`own_inbox`).
+    subscribe: list[str] = field(default_factory=list)
+    # Subjects refused although `publish` allows them (NATS: a deny wins over an allow).
+    publish_deny: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.subscribe:
+            self.subscribe = [own_inbox(self.name)]
 
     @property
     def password_env(self) -> str:
@@ -77,8 +118,6 @@ def _kv(bucket: str) -> list[str]:
         f"$JS.API.STREAM.INFO.{stream}",
         f"$JS.API.STREAM.MSG.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}.>",
-        *_create_consumer(stream),
-        f"$JS.API.CONSUMER.DELETE.{stream}.>",
     ]
 
 
@@ -103,8 +142,11 @@ def users() -> list[User]:
                 *(catalogue.dead_letter_subject(c.durable) for c in ingest_consumers),
                 *(s for c in ingest_consumers for s in _pull(c)),
                 *_kv(catalogue.JOBS_KV_BUCKET),
-                *_ordered_reader(catalogue.JOBS),
+                *_reader(catalogue.JOBS),
+                # A job's last end event (`Runtime.last_event`: JOBS has no direct get).
+                f"$JS.API.STREAM.MSG.GET.{catalogue.JOBS.name}",
             ],
+            publish_deny=_durable_denies([catalogue.JOBS], ingest_consumers),
         ),
         User(
             "optimize",
@@ -114,8 +156,9 @@ def users() -> list[User]:
                 _every(catalogue.FAILED),
                 catalogue.dead_letter_subject(catalogue.OPTIMIZE.durable),
                 *_pull(catalogue.OPTIMIZE),
-                *_ordered_reader(catalogue.SEGMENTS),
+                *_reader(catalogue.SEGMENTS),
             ],
+            publish_deny=_durable_denies([catalogue.SEGMENTS], [catalogue.OPTIMIZE]),
         ),
     ]
     for model in MODELS:
@@ -138,8 +181,12 @@ def users() -> list[User]:
     result += [
         User(
             "minio",
-            "MinIO's NATS target (JetStream mode): bucket notifications only",
+            "MinIO's NATS target (JetStream mode): bucket notifications only. Its client (nats.go) "
+            "takes publish acks on nats' default inbox, and MinIO has no setting for a prefix: it keeps "
+            "_INBOX.>, where none of the functions' replies go (theirs are _INBOX_<user>). Give no other "
+            "client this user or the default inbox",
             [catalogue.STORAGE_UPLOADS_SUBJECT],
+            [DEFAULT_INBOX],
         ),
         User(
             "provision",
@@ -165,7 +212,15 @@ def render() -> str:
             f"      user: {user.name}",
             f"      password: ${user.password_env}",
             "      permissions: {",
-            "        publish: {allow: [" + ", ".join(f'"{s}"' for s in user.publish) + "]}",
+            "        publish: {allow: ["
+            + ", ".join(f'"{s}"' for s in user.publish)
+            + "]"
+            + (
+                ", deny: [" + ", ".join(f'"{s}"' for s in user.publish_deny) + "]"
+                if user.publish_deny
+                else ""
+            )
+            + "}",
             "        subscribe: {allow: [" + ", ".join(f'"{s}"' for s in user.subscribe) + "]}",
             "      }",
             "    }",

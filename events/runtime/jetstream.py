@@ -1,12 +1,16 @@
 """The JetStream host: durable pull consumers in front of a function's handlers.
 
-- one message at a time per subscription for GPU functions (batch size from the catalogue);
+- one message at a time per subscription for GPU functions (batch size from the catalogue); an
+  I/O-bound consumer (webhooks, routing) runs `Consumer.concurrency` fetches side by side, so one
+  slow message holds up only itself (`concurrency_of`);
 - in-progress heartbeats every third of ack_wait while a handler makes progress (publishes, or
   calls `alive`), so a job of hours is not redelivered while a dead or hung worker's job is;
 - no fetch while the function is not ready (e.g. its model is still busy with a stalled job);
 - ack on success; nak with backoff on transient errors; a malformed message, a permanent error or
   an exhausted retry budget goes to the DLQ with its reason and is terminated, and the consumer
-  keeps going (`events.runtime.settlement` decides which); what giving up means beyond the dead
+  keeps going (`events.runtime.settlement` decides which); a message delivered more times than its
+  handler could have settled (each delivery crashed or hung its process) is dead-lettered before
+  the handler runs again (`settlement.unsettled`); what giving up means beyond the dead
   letter is the subscription's (`Subscription.gave_up`), published here unread;
 - on stop (SIGTERM) no new message is fetched; the message in hand gets a grace period to finish,
   then is nak'ed so another replica takes it at once.
@@ -32,8 +36,9 @@ from events.catalogue import DEAD_LETTER, Consumer
 from events.models import DeadLetter
 from events.runtime.function import ACTIVITY, DELIVERY_ATTEMPT, RetryLater, Subscription
 from events.runtime.process import FunctionProcess
-from events.runtime.settlement import settle
+from events.runtime.settlement import settle, unsettled
 from events.runtime.telemetry import event_fields
+from events.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,12 @@ class JetStreamHost:
     # -- consuming ------------------------------------------------------------------------------
 
     async def _consume(self, subscription: Subscription) -> None:
+        """Run the subscription's lanes: each its own pull subscription, fetching and handling one
+        batch after another, so a message in hand blocks only its lane."""
+        lanes = concurrency_of(subscription.consumer, self.settings)
+        await asyncio.gather(*(self._lane(subscription) for _ in range(lanes)))
+
+    async def _lane(self, subscription: Subscription) -> None:
         consumer = subscription.consumer
         pull = await self.process.js.pull_subscribe_bind(
             durable=consumer.durable, stream=consumer.stream.name
@@ -98,6 +109,10 @@ class JetStreamHost:
             await self._dead_letter(subscription, msg, str(error))
             return
         deliveries = msg.metadata.num_delivered or 1
+        poisoned = unsettled(subscription.consumer, deliveries, self.settings)
+        if poisoned is not None:  # it would crash (or hang) this process too: not handled again
+            await self._dead_letter(subscription, msg, poisoned.reason or "", event)
+            return
         DELIVERY_ATTEMPT.set(deliveries)  # copied into the handler's task below
         last_activity = [time.monotonic()]
         ACTIVITY.set(lambda: last_activity.__setitem__(0, time.monotonic()))
@@ -196,3 +211,14 @@ class JetStreamHost:
             await self.process.give_up(subscription, event, reason)
         await msg.term()
         log.error("dead-lettered: %s", reason, extra={"consumer": consumer.durable})
+
+
+def concurrency_of(consumer: Consumer, settings: Settings) -> int:
+    """How many fetches of `consumer` one replica runs side by side: its `concurrency`, or the
+    value of the `Settings` field it names (e.g. WEBHOOK_CONCURRENCY). Raises ValueError when
+    that is below 1."""
+    lanes = consumer.concurrency
+    value = getattr(settings, lanes) if isinstance(lanes, str) else lanes
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{consumer.durable}: concurrency must be a whole number >= 1, not {value!r}")
+    return value

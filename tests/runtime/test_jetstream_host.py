@@ -1,10 +1,14 @@
 """The JetStream host against a real nats-server: malformed messages land in the DLQ with their
 reason while the consumer keeps going; a consumer killed mid-message has the message
-redelivered to the next one; heartbeats keep a long job from being redelivered meanwhile."""
+redelivered to the next one; heartbeats keep a long job from being redelivered meanwhile; a
+message that kills its process on every delivery is dead-lettered with the reason once its
+handler could have settled it, and the server's delivery count is bounded; a consumer with
+concurrency 2 handles a second message while the first is stuck."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import subprocess
@@ -19,7 +23,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue
-from events.models import ObjectRef, TranscriptionDispatched
+from events.models import DeadLetter, ObjectRef, TranscriptionDispatched, TranscriptionQueued
+from events.runtime import settlement
 from events.runtime.function import PermanentError
 from infra.embedded.stack import EmbeddedStack
 from tests.support.handlers import Recorder, jetstream_host, make_consumer, running, valid_event
@@ -173,3 +178,126 @@ async def test_a_job_step_given_up_on_fails_its_job_with_the_reason(
     assert failed.get_type() == catalogue.FAILED.type
     assert failed.get_data()["code"] == "gave_up"
     assert "media_cursed: no retry can read this" in failed.get_data()["message"]
+
+
+def _stuck_worker(
+    settings_env: dict[str, str], consumer: catalogue.Consumer, announce: str, nats_url: str, ack_wait: float
+) -> subprocess.Popen[bytes]:
+    """tests/support/consumer_process.py: takes one message, announces it, hangs until killed."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "support" / "consumer_process.py"),
+            *("--nats", nats_url, "--stream", consumer.stream.name, "--durable", consumer.durable),
+            *("--subject", consumer.filter_subject, "--announce", announce, "--ack-wait", str(ack_wait)),
+        ],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **settings_env},
+    )
+
+
+async def test_a_message_that_kills_its_process_every_time_is_dead_lettered_with_the_reason(
+    stack: EmbeddedStack, js: JetStreamContext, nc: NATS
+) -> None:
+    """A poison message (it crashes or hangs whatever handles it) used to come back for ever; now
+    the delivery after the last its handler could have settled is dead-lettered unhandled."""
+    ack_wait, max_deliver = 1.0, 2
+    settings = stack.settings.model_copy(update={"ack_wait_s": ack_wait, "max_deliver": max_deliver})
+    consumer = await make_consumer(js, settings)
+    info = await js.consumer_info(consumer.stream.name, consumer.durable)
+    assert info.config.max_deliver == settlement.server_max_deliver(consumer, settings)
+    assert info.config.max_deliver == max_deliver + settings.deliver_headroom  # bounded on the server
+    announce = f"test.started.{uuid.uuid4().hex}"
+    started = await nc.subscribe(announce)
+    terminated = await nc.subscribe(
+        f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{consumer.stream.name}.{consumer.durable}"
+    )
+    dlq = await js.subscribe(
+        catalogue.dead_letter_subject(consumer.durable),
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    event = valid_event("poison")
+    headers, body = binding.encode(event)
+    await js.publish(consumer.stream.subjects[0].replace(">", "job"), body, headers=headers)
+    env = {"MAX_DELIVER": str(max_deliver)}
+    worker = None
+    try:
+        for _ in range(max_deliver):  # each delivery kills the process handling it
+            worker = _stuck_worker(env, consumer, announce, settings.nats_url, ack_wait)
+            taken = await started.next_msg(timeout=30)
+            assert taken.data.decode() == event.get_id()
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        # The next process to get it does not hand it to its handler: it dead-letters it.
+        worker = _stuck_worker(env, consumer, announce, settings.nats_url, ack_wait)
+        letter_msg = await dlq.next_msg(timeout=30)
+        letter = binding.parse_data(binding.decode(letter_msg.headers, letter_msg.data), DeadLetter)
+        assert letter.deliveries == max_deliver + 1
+        assert f"delivered {max_deliver + 1} times without being settled" in letter.reason
+        assert "crashed or hung" in letter.reason
+        assert json.loads(letter.body)["id"] == event.get_id()  # the original is kept
+        assert started.pending_msgs == 0  # never handled again
+        await terminated.next_msg(timeout=30)  # the server's word that it stopped its redelivery
+        done = await js.consumer_info(consumer.stream.name, consumer.durable)
+        assert done.num_ack_pending == 0 and done.num_pending == 0  # no slot held for ever
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            worker.wait()
+        await dlq.unsubscribe()
+
+
+class Blocking(Recorder):
+    """Records each event; the one for job `stuck` waits until `release` is set."""
+
+    def __init__(self, consumer: catalogue.Consumer) -> None:
+        super().__init__(consumer)
+        self.stuck_started, self.release = asyncio.Event(), asyncio.Event()
+
+    async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
+        if binding.parse_data(event, TranscriptionQueued).job_id == "stuck":
+            self.stuck_started.set()
+            await self.release.wait()  # a black-holed webhook host, say
+        async for out in super().handle(event):
+            yield out
+
+
+async def test_a_stuck_message_does_not_hold_up_the_next_with_concurrency_2(
+    stack: EmbeddedStack, js: JetStreamContext
+) -> None:
+    consumer = dataclasses.replace(await make_consumer(js, stack.settings), concurrency=2)
+    function = Blocking(consumer)
+    host = jetstream_host(function, stack.settings)
+    task = await running(host)
+    subject = consumer.stream.subjects[0].replace(">", "job")
+    try:
+        for job_id in ("stuck", "next"):
+            headers, body = binding.encode(valid_event(job_id))
+            await js.publish(subject, body, headers=headers)
+            if job_id == "stuck":
+                await asyncio.wait_for(function.stuck_started.wait(), 10)
+        # "next" is handled while "stuck" is still in hand ...
+        _, handled = await asyncio.wait_for(function.seen.get(), 10)
+        assert handled.job_id == "next" and not function.release.is_set()
+        # ... and "stuck" is settled once it finishes: acked, nothing left pending.
+        function.release.set()
+        _, handled = await asyncio.wait_for(function.seen.get(), 10)
+        assert handled.job_id == "stuck"
+    finally:
+        host.process.stop()
+        await task
+    info = await js.consumer_info(consumer.stream.name, consumer.durable)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+def test_concurrency_comes_from_the_consumer_or_the_setting_it_names() -> None:
+    from events.runtime.jetstream import concurrency_of
+    from events.settings import Settings
+
+    settings = Settings(webhook_concurrency=7)
+    assert concurrency_of(catalogue.INGEST_WEBHOOKS, settings) == 7
+    assert concurrency_of(catalogue.INGEST_ROUTER, settings) == settings.router_concurrency
+    assert concurrency_of(catalogue.model_consumer("whisperx"), settings) == 1  # GPU: one at a time
+    with pytest.raises(ValueError, match="concurrency"):
+        concurrency_of(dataclasses.replace(catalogue.OPTIMIZE, concurrency=0), settings)
