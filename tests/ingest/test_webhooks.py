@@ -46,18 +46,27 @@ from events.models import (
     WebhookTarget,
 )
 from events.runtime.function import DELIVERY_ATTEMPT, PermanentError, RetryLater
+from events.runtime.settlement import settled_deliveries
 from events.settings import Settings
 from functions.ingest.jobs import apply
 from functions.ingest.links import ResultLinks
 from functions.ingest.schema import JobRecord, WebhookStatus, shown_url
 from functions.ingest.webhooks.delivery import WebhookDeliverer
 from functions.ingest.webhooks.errors import WebhookRefused
-from functions.ingest.webhooks.guard import Allowlist, WebhookGuard, forbidden_reason
+from functions.ingest.webhooks.guard import (
+    Allowlist,
+    IPAddress,
+    Resolver,
+    WebhookGuard,
+    forbidden_reason,
+    parse_endpoint,
+)
 from functions.ingest.webhooks.schedule import next_delay, retry_after_s
 from functions.ingest.webhooks.signing import webhook_id
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import messages_until, started_stack, wait_for_record
-from tests.support.webhook_receiver import Receiver, Reply, serving
+from tests.support.paths import AUDIO
+from tests.support.webhook_receiver import Receiver, Reply, raw_serving, serving
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 SCHEDULE = [0.0, 0.3, 0.6]  # three attempts
@@ -104,6 +113,23 @@ def target(url: str) -> WebhookTarget:
         "http://[2002:a9fe:a9fe::1]/hook",  # 6to4 wrapping 169.254.169.254
         "https://localhost:8443/hook",  # a name that resolves to loopback
         "http://LOCALHOST./hook",
+        # KlipNote's own table, not the interpreter's (Python 3.11.7 finds these global):
+        "http://192.0.0.192/hook",  # IETF protocol assignments
+        "http://192.0.0.9/hook",
+        "http://192.88.99.1/hook",  # the deprecated 6to4 relay anycast
+        "http://198.18.0.1/hook",  # benchmarking
+        "http://203.0.113.7/hook",  # documentation
+        "http://240.0.0.1/hook",
+        "http://255.255.255.255/hook",
+        "http://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
+        "http://[64:ff9b::c000:c0]/hook",  # NAT64 of 192.0.0.192
+        "http://[::ffff:192.0.0.192]/hook",  # IPv4-mapped 192.0.0.192
+        "http://[64:ff9b:1::1]/hook",  # local-use NAT64
+        "http://[100::1]/hook",  # discard-only
+        "http://[2001::1]/hook",  # Teredo
+        "http://[2001:db8::1]/hook",  # documentation
+        "http://[fec0::1]/hook",  # site-local: outside 2000::/3
+        "http://[::a9fe:a9fe]/hook",  # IPv4-compatible: outside 2000::/3
     ],
 )
 async def test_guard_refuses_private_addresses(url: str) -> None:
@@ -159,6 +185,51 @@ def test_guard_details() -> None:
     assert not allow.allows_address(ipaddress.ip_address("192.168.0.1"))
 
 
+def test_the_forbidden_ranges_are_klipnotes_own_table() -> None:
+    """The guard judges by its table of the IANA special-purpose registries, so what it refuses
+    does not change with the interpreter: 192.0.0.192 passes Python 3.11.7's own checks."""
+    import ipaddress
+
+    def reason(text: str) -> str | None:
+        return forbidden_reason(ipaddress.ip_address(text))
+
+    assert reason("192.0.0.192") == "IETF protocol assignments (RFC 6890)"
+    assert reason("::ffff:192.0.0.192") == reason("64:ff9b::c000:c0") == reason("192.0.0.192")
+    assert reason("2002:c000:c0::1") == reason("192.0.0.192")  # 6to4 wrapping it
+    assert reason("64:ff9b:1::1") == "local-use NAT64 (RFC 8215)"
+    assert reason("fe80::1%2") == "link-local (RFC 4291)"  # a scoped address too
+    # Public addresses pass, wrapped in IPv6 or not.
+    for public in ("8.8.8.8", "93.184.215.14", "64:ff9b::808:808", "2002:808:808::1", "2606:4700::1"):
+        assert reason(public) is None, public
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.exa mple.com/hook",  # a space in the host
+        "http://hooks.example.com/a b",  # ...or anywhere
+        "http://hooks.exa\tmple.com/hook",  # a tab, which urlsplit would silently drop
+        "http://hooks.example.com/hook\n",
+        "http://hooks.example.com/\x7f",
+        "http://\u2603.example/hook",  # a snowman: IDNA2003 encodes it, IDNA2008 does not
+        "http://xn--a.example/hook",  # an A-label that is no punycode
+        "http://hooks_1.example/hook",  # '_' is no letter, digit nor hyphen
+        "http://a..b/hook",  # an empty label
+        "http://" + "a" * 64 + ".example/hook",  # a label over 63 letters
+        "http://hooks.example.com:99999/hook",  # no port
+    ],
+)
+def test_webhook_urls_no_delivery_could_use_are_refused(url: str) -> None:
+    with pytest.raises(WebhookRefused) as refused:
+        guard().check(target(url))
+    assert refused.value.code == "webhook_invalid" and refused.value.message
+
+
+def test_idna2008_host_names_are_resolved_as_their_a_label() -> None:
+    assert parse_endpoint("https://Bücher.example/hook").host == "xn--bcher-kva.example"
+    assert parse_endpoint("https://faß.example/hook").host == "xn--fa-hia.example"  # IDNA2003: fass
+
+
 def test_retry_after_and_schedule() -> None:
     now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert retry_after_s("120") == 120.0
@@ -166,6 +237,10 @@ def test_retry_after_and_schedule() -> None:
     assert retry_after_s(format_datetime(now - timedelta(seconds=90), usegmt=True), now) == 0.0
     assert retry_after_s("soon") is None
     assert retry_after_s(None) is None
+    # A receiver's header read defensively: digits other than ASCII's, Latin-1 bytes, absurd dates.
+    for odd in ("²", "١٢", "Ⅻ", "\xff\xfe", "1.5", "-3", "Wed, 21 Oct 99999 07:28:00 GMT"):
+        assert retry_after_s(odd) is None, odd
+    assert retry_after_s("9" * 40) == 24 * 3600  # honoured up to a day
     schedule = [0, 5, 300]
     assert next_delay(schedule, 1, None) == 5
     assert next_delay(schedule, 1, 60) == 60  # Retry-After asks for longer
@@ -181,44 +256,58 @@ def test_retry_after_and_schedule() -> None:
 
 
 class FakeJobs:
-    """A job store (a `JobLedger`) of one record, projected with the real projector."""
+    """A job store (a `JobLedger`) of a few records, projected with the real projector."""
 
-    def __init__(self, record: JobRecord) -> None:
-        self.record = record
+    def __init__(self, *records: JobRecord) -> None:
+        self.records = {record.id: record for record in records}
+
+    @property
+    def record(self) -> JobRecord:
+        """The first record (the only one, for most tests)."""
+        return next(iter(self.records.values()))
 
     async def get(self, job_id: str) -> JobRecord | None:
-        return self.record if job_id == self.record.id else None
+        return self.records.get(job_id)
 
     async def project(
         self, event: CloudEvent, job_id: str, webhook_target: WebhookTarget | None = None
     ) -> JobRecord | None:
-        self.record = apply(self.record, event, webhook_target) or self.record
-        return self.record
+        record = self.records[job_id]
+        self.records[job_id] = apply(record, event, webhook_target) or record
+        return self.records[job_id]
 
 
-def in_process(
-    url: str, tls: ssl.SSLContext | None = None, **settings: Any
-) -> tuple[WebhookDeliverer, FakeJobs]:
-    values = hook_settings(webhook_schedule_s=SCHEDULE, **settings)
-    record = JobRecord(
-        id="job1",
+def ended_job(job_id: str, url: str) -> JobRecord:
+    return JobRecord(
+        id=job_id,
         state=JobState.COMPLETED,
         media=ObjectRef(bucket="uploads", key="talk.wav"),
         webhook=WebhookStatus(url=shown_url(url)),
         webhook_target=WebhookTarget(url=url, headers={"Authorization": STATIC_TOKEN}),
     )
-    jobs = FakeJobs(record)
+
+
+def in_process(
+    url: str | dict[str, str],
+    tls: ssl.SSLContext | None = None,
+    resolve: Resolver | None = None,
+    **settings: Any,
+) -> tuple[WebhookDeliverer, FakeJobs]:
+    """A deliverer of one job, `job1`, to `url`, or of several (`{job_id: url}`)."""
+    values = hook_settings(webhook_schedule_s=SCHEDULE, **settings)
+    urls = url if isinstance(url, dict) else {"job1": url}
+    jobs = FakeJobs(*(ended_job(job_id, job_url) for job_id, job_url in urls.items()))
     # The job in hand completed with no results: the real links part presigns nothing (no store call).
     links = ResultLinks(storage.client(values), values.result_link_expiry_s)
-    hooks = WebhookDeliverer(values, jobs, links, WebhookGuard.from_settings(values), tls=tls)
+    hooks = WebhookDeliverer(values, jobs, links, WebhookGuard.from_settings(values, resolve), tls=tls)
     return hooks, jobs
 
 
 async def deliver_once(
-    hooks: WebhookDeliverer, delivery: int
+    hooks: WebhookDeliverer, delivery: int, job_id: str = "job1"
 ) -> tuple[list[WebhookAttempted], Exception | None]:
-    done = TranscriptionCompleted(job_id="job1", run_id="r", model="whisperx", results={})
-    event = binding.new_event(catalogue.COMPLETED, done, function="optimize", event_id="job1:completed")
+    done = TranscriptionCompleted(job_id=job_id, run_id="r", model="whisperx", results={})
+    event = binding.new_event(catalogue.COMPLETED, done, function="optimize", event_id=f"{job_id}:completed")
     token = DELIVERY_ATTEMPT.set(delivery)
     seen: list[WebhookAttempted] = []
     try:
@@ -306,6 +395,149 @@ async def test_https_goes_to_the_checked_address_with_the_hosts_name(tls_cert: t
         await runner.cleanup()
 
 
+async def never_resolves(host: str, port: int) -> list[IPAddress]:
+    """A resolver that never answers (a black-holed DNS server)."""
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def test_a_resolver_that_never_answers_ends_the_attempt_within_its_deadline() -> None:
+    """DNS is inside the attempt's one deadline: a black-holed resolver is a `retrying` attempt
+    after WEBHOOK_TIMEOUT_S, not a delivery slot held for as long as the resolver likes."""
+    url = "https://hooks.example.com/hook"
+    hooks, jobs = in_process(url, resolve=never_resolves, webhook_timeout_s=TIMEOUT_S)
+    async with asyncio.timeout(TIMEOUT_S * 20):  # a hang fails here, not after minutes
+        seen, error = await deliver_once(hooks, 1)
+        # At submission the same resolution is bounded too: accepted (unresolved), checked at delivery.
+        await hooks.guard.check_async(WebhookTarget(url=url))
+
+    assert isinstance(error, RetryLater) and error.delay_s == SCHEDULE[1]
+    assert [(a.outcome, a.attempt) for a in seen] == [("retrying", 1)]
+    assert seen[0].error == f"no answer within {TIMEOUT_S:g}s (resolving the host)"
+    assert jobs.record.webhook is not None
+    assert jobs.record.webhook.state == "retrying" and jobs.record.webhook.attempts == 1
+
+
+async def test_a_receiver_that_accepts_and_never_answers_ends_within_the_deadline() -> None:
+    async with raw_serving(None) as blackhole:
+        hooks, _ = in_process(
+            f"{blackhole.url}/hook", webhook_allowed_hosts=["127.0.0.1"], webhook_timeout_s=TIMEOUT_S
+        )
+        async with asyncio.timeout(TIMEOUT_S * 20):  # a hang fails here, not after minutes
+            seen, error = await deliver_once(hooks, 1)
+
+    assert blackhole.connections == 1
+    assert isinstance(error, RetryLater) and [(a.outcome, a.attempt) for a in seen] == [("retrying", 1)]
+    assert (seen[0].error or "").startswith(f"no answer within {TIMEOUT_S:g}s")
+
+
+async def test_a_slow_host_delays_only_its_own_jobs() -> None:
+    """At most WEBHOOK_HOST_CONCURRENCY attempts per host in flight: a job beyond it waits
+    (RetryLater, no attempt counted) while other hosts' jobs are delivered at once."""
+    async with raw_serving(None) as blackhole, serving(SECRET) as other:
+        fast = other.url.replace("127.0.0.1", "localhost") + "/hook/fast"  # another host name
+        urls = {"slow1": f"{blackhole.url}/hook", "slow2": f"{blackhole.url}/hook", "fast": fast}
+        hooks, jobs = in_process(
+            urls,
+            webhook_allowed_hosts=["127.0.0.1", "localhost"],
+            webhook_timeout_s=120.0,  # the test hangs up on the attempt itself: no timing involved
+            webhook_host_concurrency=1,
+        )
+        async with asyncio.timeout(60):
+            first = asyncio.create_task(deliver_once(hooks, 1, "slow1"))
+            await blackhole.connected.wait()  # slow1's attempt holds the host's one slot
+
+            seen, error = await deliver_once(hooks, 1, "slow2")
+            assert seen == [] and isinstance(error, RetryLater) and "busy" in str(error)
+            assert error.delay_s == 60.0  # half a deadline
+            slow2 = jobs.records["slow2"].webhook
+            assert slow2 is not None and slow2.attempts == 0 and slow2.state == "pending"
+
+            seen, error = await deliver_once(hooks, 1, "fast")
+            assert error is None and [a.outcome for a in seen] == ["delivered"]
+            assert len(other.hits["fast"]) == 1
+            assert not first.done()  # delivered while the slow host still holds its attempt
+
+            # Waits are deliveries too: once the message has only enough left for its attempts,
+            # the attempt goes ahead beyond the bound rather than the message running out.
+            late = settled_deliveries(catalogue.INGEST_WEBHOOKS, hooks.settings) - len(SCHEDULE) + 1
+            blackhole.connected.clear()
+            forced = asyncio.create_task(deliver_once(hooks, late, "slow2"))
+            await blackhole.connected.wait()
+            assert blackhole.connections == 2
+
+            blackhole.hang_up()
+            for task in (first, forced):
+                seen, error = await task
+                assert isinstance(error, RetryLater) and [a.outcome for a in seen] == ["retrying"]
+
+            blackhole.connected.clear()  # the slots are free again: slow2's next attempt goes ahead
+            again = asyncio.create_task(deliver_once(hooks, late + 1, "slow2"))
+            await blackhole.connected.wait()
+            blackhole.hang_up()
+            seen, error = await again
+            assert [(a.outcome, a.attempt) for a in seen] == [("retrying", 2)]
+
+
+@pytest.mark.parametrize("status", [200, 503])
+async def test_a_non_ascii_retry_after_is_ignored(status: int) -> None:
+    """'²' is a digit to `str.isdigit` and no number to `float`: it crashed the deliverer after
+    the receiver had accepted the call (then delivered again)."""
+    reply = (
+        f"HTTP/1.1 {status} X\r\nRetry-After: ".encode()
+        + "²".encode()
+        + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    async with raw_serving(reply) as raw:
+        hooks, _ = in_process(f"{raw.url}/hook", webhook_allowed_hosts=["127.0.0.1"])
+        seen, error = await deliver_once(hooks, 1)
+
+    if status == 200:
+        assert error is None and [(a.outcome, a.status_code) for a in seen] == [("delivered", 200)]
+    else:
+        assert isinstance(error, RetryLater) and error.delay_s == SCHEDULE[1]  # the schedule's
+        assert [(a.outcome, a.next_attempt_in_s) for a in seen] == [("retrying", SCHEDULE[1])]
+
+
+SECRET_URL = "http://user:pw@hooks.example.com:{port}/T0/B1/secret?token=x"
+
+
+def assert_url_redacted(text: str) -> None:
+    for secret in ("user:pw", "pw@", "T0", "B1", "secret", "token=x", "s3cret"):
+        assert secret not in text, (secret, text)
+
+
+async def test_delivery_logs_show_no_credentials_path_or_query(caplog: pytest.LogCaptureFixture) -> None:
+    """Every line the webhooks package logs, and every reason it gives, shows a webhook URL as
+    scheme://host:port/… only."""
+    import ipaddress
+    import logging
+
+    async def to_loopback(host: str, port: int) -> list[IPAddress]:
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    async def to_metadata(host: str, port: int) -> list[IPAddress]:
+        return [ipaddress.ip_address("169.254.169.254")]
+
+    caplog.set_level(logging.DEBUG, logger="functions.ingest.webhooks")
+    reasons = []
+    async with raw_serving(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n") as raw:
+        url = SECRET_URL.format(port=raw.url.rsplit(":", 1)[1])
+        hooks, jobs = in_process(url, resolve=to_loopback, webhook_allowed_hosts=["hooks.example.com"])
+        for delivery in (1, 2, 3):  # retrying, retrying, gave up
+            _, error = await deliver_once(hooks, delivery)
+            reasons.append(str(error))
+        assert raw.connections == 3 and isinstance(error, PermanentError)
+        refused, _ = in_process(url, resolve=to_metadata)
+        _, error = await deliver_once(refused, 1)
+        reasons.append(str(error))
+
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "webhook of job job1" in logged and "refused" in logged and "gave up" in logged
+    assert f"http://hooks.example.com:{raw.url.rsplit(':', 1)[1]}/…" in logged
+    assert_url_redacted(logged + "\n".join(reasons) + jobs.record.model_dump_json(exclude={"webhook_target"}))
+
+
 # -- a real receiver -----------------------------------------------------------------------------
 
 
@@ -365,7 +597,7 @@ async def request_job(js: JetStreamContext, url: str, job_id: str | None = None)
         webhook=WebhookTarget(url=url, headers={"Authorization": STATIC_TOKEN, "X-Tenant": "acme"}),
     )
     event = binding.new_event(
-        catalogue.REQUESTED, request, function="test", subject=job_id, event_id=f"{job_id}:requested"
+        catalogue.REQUESTED, request, function="ingest", subject=job_id, event_id=f"{job_id}:requested"
     )
     await publish(js, event)
     await wait_for_record(js, job_id, lambda record: True, RECORD_WAIT_S)
@@ -473,7 +705,7 @@ async def test_delivered_once_signed_with_links_and_metadata(
 
     status = record["webhook"]
     assert status["attempts"] == 1 and status["status_code"] == 200
-    assert status["url"] == f"{receiver.url}/hook/ok"  # no query in the record
+    assert status["url"] == f"{receiver.url}/…"  # neither path nor query in the record
     assert "webhook_target" in record  # kept for the deliverer (the API hides it)
     assert_no_secrets(json.dumps(status))
 
@@ -611,3 +843,34 @@ def test_ingest_logs_no_secrets(hook_stack: EmbeddedStack) -> None:
     log = Path(hook_stack.child("ingest").log_path).read_text(errors="replace")
     assert "webhook of job" in log
     assert_no_secrets(log)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://hooks.exa mple.com/hook", "http://hooks.exa\tmple.com/hook", "http://\u2603.example/hook"],
+    ids=["space", "tab", "idna2008-invalid"],
+)
+async def test_the_api_refuses_webhook_urls_no_delivery_could_use(
+    hook_stack: EmbeddedStack, url: str
+) -> None:
+    """Refused at submission (422 `webhook_invalid`) rather than accepted and failing every attempt."""
+    async with httpx.AsyncClient(base_url=hook_stack.api_url, timeout=60) as api:
+        with open(AUDIO / "jfk.flac", "rb") as body:
+            response = await api.post(
+                "/v1/jobs", files={"file": ("jfk.flac", body)}, data={"webhook_url": url}
+            )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]["code"] == "webhook_invalid"
+
+
+async def test_the_job_view_shows_no_credentials_path_or_query(
+    hjs: JetStreamContext, hook_stack: EmbeddedStack
+) -> None:
+    job_id = await request_job(hjs, SECRET_URL.format(port=8443))
+    async with httpx.AsyncClient(base_url=hook_stack.api_url, timeout=60) as api:
+        view = await api.get(f"/v1/jobs/{job_id}")
+
+    assert view.status_code == 200, view.text
+    assert view.json()["webhook"]["url"] == "http://hooks.example.com:8443/…"
+    assert_url_redacted(view.text)

@@ -82,3 +82,51 @@ async def serving(secret: str, port: int = 0) -> AsyncIterator[Receiver]:
     finally:
         hooks.release.set()
         await runner.cleanup()
+
+
+@dataclass
+class RawServer:
+    """A TCP server on 127.0.0.1 that speaks no HTTP of its own: each connection gets `reply`
+    (raw bytes, e.g. a header no HTTP library would write) once its request has arrived, or
+    nothing at all (`reply=None`: accepts and never answers, a black-holed receiver)."""
+
+    reply: bytes | None
+    url: str = ""
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    connections: int = 0
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    def hang_up(self) -> None:
+        """Close every connection (a caller still waiting for an answer gets none, at once)."""
+        for writer in self.writers:
+            writer.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        self.connected.set()
+        try:
+            await reader.readuntil(b"\r\n\r\n")  # the request's head; its body does not matter
+            if self.reply is None:
+                await reader.read()  # until the caller gives up and closes
+                return
+            writer.write(self.reply)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_serving(reply: bytes | None) -> AsyncIterator[RawServer]:
+    """A RawServer listening on a free port of 127.0.0.1 (its `url` is `http://127.0.0.1:<port>`)."""
+    raw = RawServer(reply)
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
+    raw.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield raw
+    finally:
+        server.close()
+        raw.hang_up()  # Python 3.11's server leaves its connections open
+        await server.wait_closed()

@@ -10,5 +10,6 @@ REFUSALS = frozenset({"webhook_unsigned", "webhook_scheme", "webhook_invalid", "
 
 class WebhookRefused(CodedError, ValueError):
     """A webhook target ingest will not call: `webhook_unsigned` (no usable WEBHOOK_SECRET),
-    `webhook_scheme` (not http or https), `webhook_invalid` (no URL, no host), or
-    `webhook_forbidden` (an address the SSRF guard refuses)."""
+    `webhook_scheme` (not http or https), `webhook_invalid` (whitespace or control characters, no
+    host, a bad port, a host that is no IDNA2008 name), or `webhook_forbidden` (an address the
+    SSRF guard refuses)."""
