@@ -32,6 +32,10 @@ _FORMAT = JSONFormat()
 _CE_PREFIX = "ce-"
 _DATACONTENTTYPE_HEADER = "ce-datacontenttype"
 _REQUIRED = ("id", "source", "type", "specversion")
+# The deepest nesting of a message's JSON we read. Our events nest a few levels (the envelope,
+# data, media or metadata); a deeper document is no event of ours, and one deeper than Python's
+# recursion limit would crash the parser instead of being refused (issue 15, poison messages).
+MAX_JSON_DEPTH = 32
 TRACEPARENT = "traceparent"
 
 
@@ -81,19 +85,39 @@ def encode(event: CloudEvent, mode: Mode = "structured") -> tuple[dict[str, str]
 
 
 def decode(headers: dict[str, str] | None, body: bytes) -> CloudEvent:
-    """The CloudEvent in a NATS message, or MalformedEvent with the reason."""
+    """The CloudEvent in a NATS message (or an HTTP request), or MalformedEvent with the reason:
+    whatever the body, never another exception (JSON nested over `MAX_JSON_DEPTH` included), so
+    the API answers 400 and a consumer dead-letters it."""
     headers = {name.lower(): value for name, value in (headers or {}).items()}
     binary = any(name.startswith(_CE_PREFIX) for name in headers) and not headers.get(
         "content-type", ""
     ).startswith("application/cloudevents")
     try:
         if binary:
-            return _decode_binary(headers, body)
-        return _decode_structured(body)
+            event = _decode_binary(headers, body)
+        else:
+            event = _decode_structured(body)
+        _check_depth(event.get_data())
+        return event
     except MalformedEvent:
         raise
+    except RecursionError as error:  # nested deeper than the parser goes: refused before the check
+        raise MalformedEvent(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from error
     except (BaseCloudEventException, ValueError, TypeError, UnicodeDecodeError) as error:
         raise MalformedEvent(f"not a valid CloudEvent 1.0: {error}") from error
+
+
+def _check_depth(document: Any) -> None:
+    """MalformedEvent when `document` (parsed JSON) nests deeper than MAX_JSON_DEPTH."""
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:  # iterative: a deep document must not recurse here either
+        value, depth = pending.pop()
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise MalformedEvent(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((child, depth + 1) for child in children)
 
 
 def _decode_structured(body: bytes) -> CloudEvent:
@@ -103,6 +127,7 @@ def _decode_structured(body: bytes) -> CloudEvent:
         raise MalformedEvent(f"structured-mode body is not JSON: {error}") from error
     if not isinstance(document, dict):
         raise MalformedEvent("structured-mode body is not a JSON object")
+    _check_depth(document)
     _require_attributes(document)
     return _FORMAT.read(CloudEvent, body)  # type: ignore[return-value]
 
@@ -139,6 +164,8 @@ def parse_data(event: CloudEvent, model: type[T]) -> T:
         if isinstance(data, (bytes, str)):
             return model.model_validate_json(data)
         return model.model_validate(data)
+    except RecursionError as error:  # data given as JSON text, nested deeper than the parser goes
+        raise MalformedEvent(f"{event.get_type()} data is nested too deeply") from error
     except ValidationError as error:
         problems = describe_errors(error.errors(), "data")
         raise MalformedEvent(f"{event.get_type()} data does not match its schema: {problems}") from error

@@ -18,7 +18,7 @@ from events.errors import ProblemResponse, problem_body
 
 # The statuses every route may answer with the error body, for the OpenAPI document.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProblemResponse} for status in (400, 401, 404, 409, 413, 415, 422)
+    status: {"model": ProblemResponse} for status in (400, 401, 404, 408, 409, 413, 415, 422, 503)
 }
 
 

@@ -281,7 +281,7 @@ async def test_an_upload_over_the_limit_is_refused(api: httpx.AsyncClient, stack
     ("media", "code"),
     [
         ("s3://uploads/refs/never-stored.wav", "media_missing"),
-        ("s3://no-such-bucket/x.wav", "media_missing"),
+        ("s3://no-such-bucket/x.wav", "media_bucket_forbidden"),  # only MEDIA_BUCKETS are read
         ("http://example.com/x.wav", "media_invalid"),
         ("s3://uploads/", "media_invalid"),
     ],

@@ -3,7 +3,13 @@ stores the upload (or checks the referenced object), admits the request and subm
 the gateway; routing and state follow from events.
 
 One router per resource (`jobs`, `events`, `results`), FastAPI dependencies for the API key and
-the gateway (`dependencies`), one error body (`problems`).
+the gateway (`dependencies`), one error body (`problems`), and in front of them all the guard that
+checks the key and a body's size and pace before a byte of it is read (`limits`).
+
+Every route under `/v1/` needs the key (when API_KEY is set) but the JSON Schema under
+`/v1/schemas/`; the health probes and the API's own documentation (`/docs`, `/redoc`,
+`/openapi.json`) are public too: they describe the API and hold no job, key or secret, and other
+systems fetch them to build their requests.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from events.settings import Settings
 from functions.ingest.admission import Admission
 from functions.ingest.api import events, jobs, results
 from functions.ingest.api.dependencies import Parts
+from functions.ingest.api.limits import RequestGuard, StreamSlots
 from functions.ingest.gateway import Gateway
 
 
@@ -31,11 +38,15 @@ def create_app(settings: Settings, admission: Admission, gateway: Callable[[], G
             "Jobs come from `POST /v1/jobs` (an upload or an object already in storage), from files "
             "dropped into the uploads bucket, and from `io.klipnote.transcription.requested.v1` "
             "CloudEvents (on NATS, or `POST /v1/events`), whose data follows the JSON Schema at "
-            "`/v1/schemas/transcription-requested.json`. Errors answer `{detail: {code, message}}`."
+            "`/v1/schemas/transcription-requested.json`. Errors answer `{detail: {code, message}}`. "
+            "Every `/v1` route needs `Authorization: Bearer <API_KEY>` (when the key is set) but the "
+            "schemas; this documentation and the schemas are public: they hold no secret."
         ),
     )
-    app.state.parts = Parts(settings, admission, gateway)
+    app.state.parts = Parts(settings, admission, gateway, StreamSlots(settings.api_max_event_streams))
     problems.install(app)
+    # Outside every route, inside Starlette's error handling: it answers before FastAPI reads a body.
+    app.add_middleware(RequestGuard, settings=settings)
     for router in (jobs.router, events.router, results.router, events.schemas):
         app.include_router(router)
     return app

@@ -3,7 +3,6 @@ admission, the gateway once ingest has started)."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -15,6 +14,7 @@ from events.models import WebhookTarget
 from events.runtime.problems import problem
 from events.settings import Settings
 from functions.ingest.admission import REFUSALS, Admission
+from functions.ingest.api.limits import UNAUTHORIZED_MESSAGE, StreamSlots, key_accepted
 from functions.ingest.gateway import Gateway
 
 _bearer = HTTPBearer(auto_error=False)
@@ -23,11 +23,13 @@ _bearer = HTTPBearer(auto_error=False)
 @dataclass(frozen=True)
 class Parts:
     """What the routes work with. `gateway` gives the gateway, or None until ingest has started
-    (the API is served from the moment the process is up; the job store and the bus come later)."""
+    (the API is served from the moment the process is up; the job store and the bus come later);
+    `streams` the slots of live event streams."""
 
     settings: Settings
     admission: Admission
     gateway: Callable[[], Gateway | None]
+    streams: StreamSlots
 
     async def admit(self, *, model: str | None, language: str | None, webhook: WebhookTarget | None) -> None:
         """Admit a request's options (`Admission.admit`), or answer 422 with the refusal's code."""
@@ -55,17 +57,12 @@ def authorize(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Refuse (401 `unauthorized`) without `Authorization: Bearer <API_KEY>`, when API_KEY is set;
-    the key is compared in constant time."""
-    api_key = parts(request).settings.api_key
-    if api_key is None:
-        return
-    if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), api_key.encode()):
-        raise problem(
-            401,
-            "unauthorized",
-            "a valid API key is required (Authorization: Bearer)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    the key is compared in constant time. `limits.RequestGuard` has refused such a request before
+    its body was read; this names the scheme in the OpenAPI document and holds for any route
+    mounted outside the guard's paths."""
+    token = f"Bearer {credentials.credentials}" if credentials is not None else None
+    if not key_accepted(parts(request).settings.api_key, token):
+        raise problem(401, "unauthorized", UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
 
 
 def use_gateway(request: Request) -> Gateway:

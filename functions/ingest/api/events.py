@@ -3,17 +3,21 @@ from other systems over HTTP, and the JSON Schema of that event's data."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from events import binding, catalogue
 from events.models import TranscriptionRequested
 from events.runtime.problems import ERRORS, problem
 from functions.ingest.api.dependencies import GatewayDep, PartsDep, authorize
+from functions.ingest.api.limits import StreamSlot
 from functions.ingest.gateway import Gateway
-from functions.ingest.ids import job_id_for, valid_job_id
+from functions.ingest.ids import CALLER_JOB_ID_RULE, job_id_for, valid_caller_job_id
 from functions.ingest.schema import JobView
 
 router = APIRouter(dependencies=[Depends(authorize)], responses=ERRORS)
@@ -22,15 +26,27 @@ schemas = APIRouter()
 
 # Seconds between SSE comments on a quiet stream: proxies close idle streams.
 _KEEP_ALIVE_S = 15
+_ENDS = {kind.type for kind in catalogue.JOB_ENDS}
 
 
 @router.get("/v1/jobs/{job_id}/events")
-async def job_events(job_id: str, gateway: GatewayDep) -> StreamingResponse:
+async def job_events(job_id: str, parts: PartsDep, gateway: GatewayDep) -> StreamingResponse:
     """The job's lifecycle events as they happen (server-sent events, each `data:` a
-    CloudEvent in JSON), from its request to its end (`completed` or `failed`)."""
+    CloudEvent in JSON), from its request to its end (`completed` or `failed`).
+
+    Bounded: at most `API_MAX_EVENT_STREAMS` streams at once (then 503 `too_many_streams`), each
+    for at most `API_EVENT_STREAM_MAX_S` seconds, after which it ends with an `event: timeout`
+    message (reconnect to go on). A finished job whose events the JOBS stream no longer keeps
+    ends at once with an `event: expired` message: its record (`GET /v1/jobs/{id}`) says how it
+    ended."""
     if await gateway.get_job(job_id) is None:  # the stream replays every event: no catch-up
         raise problem(404, "job_not_found", f"no job {job_id}")
-    return StreamingResponse(_event_stream(gateway, job_id), media_type="text/event-stream")
+    slot = parts.streams.take()
+    if slot is None:
+        limit = parts.settings.api_max_event_streams
+        raise problem(503, "too_many_streams", f"{limit} event streams are open already; try again later")
+    stream = _event_stream(gateway, job_id, slot, parts.settings.api_event_stream_max_s)
+    return _SlotStream(slot, stream, media_type="text/event-stream")
 
 
 @router.post("/v1/events", status_code=202)
@@ -44,12 +60,14 @@ async def receive_event(request: Request, parts: PartsDep, gateway: GatewayDep) 
         wanted = binding.parse_data(event, TranscriptionRequested)
     except binding.MalformedEvent as error:
         raise problem(400, "malformed_event", str(error)) from error
-    if wanted.job_id is not None and not valid_job_id(wanted.job_id):
-        raise problem(400, "malformed_event", "data.job_id is up to 128 of A-Z a-z 0-9 _ - (or left out)")
+    if wanted.job_id is not None and not valid_caller_job_id(wanted.job_id):
+        # Caller-named ids live in their own namespace (functions/ingest/ids.py).
+        raise problem(400, "malformed_event", CALLER_JOB_ID_RULE)
     await parts.admit(model=wanted.model, language=wanted.language, webhook=wanted.webhook)
     job_id = job_id_for(event, wanted)
     existing = await gateway.get_job(job_id)
     if existing is not None:
+        await gateway.republish(existing)  # still `requested`: its first publish may have failed
         return await gateway.view(existing)
     request_data = wanted.model_copy(update={"job_id": job_id})
     return await gateway.view(await gateway.submit(request_data, binding.traceparent_of(event)))
@@ -61,10 +79,47 @@ async def requested_schema() -> JSONResponse:
     return JSONResponse(TranscriptionRequested.model_json_schema())
 
 
-async def _event_stream(gateway: Gateway, job_id: str) -> AsyncIterator[bytes]:
-    async for event in gateway.follow(job_id, _KEEP_ALIVE_S):
-        if event is None:
-            yield b": keep-alive\n\n"
-            continue
-        _, body = binding.encode(event, "structured")
-        yield f"id: {event.get_id()}\nevent: {event.get_type()}\n".encode() + b"data: " + body + b"\n\n"
+class _SlotStream(StreamingResponse):
+    """A stream that frees its slot when the response ends, however it ends (the client gone
+    included, which the generator itself may never learn)."""
+
+    def __init__(self, slot: StreamSlot, content: AsyncIterator[bytes], media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+
+
+async def _event_stream(
+    gateway: Gateway, job_id: str, slot: StreamSlot, max_s: float
+) -> AsyncIterator[bytes]:
+    deadline = asyncio.get_running_loop().time() + max_s
+    ended = False
+    try:
+        async for event in gateway.follow(job_id, _KEEP_ALIVE_S, until=deadline):
+            if event is None:
+                yield b": keep-alive\n\n"
+                continue
+            _, body = binding.encode(event, "structured")
+            yield f"id: {event.get_id()}\nevent: {event.get_type()}\n".encode() + b"data: " + body + b"\n\n"
+            ended = event.get_type() in _ENDS
+    finally:
+        # Freed before the last message goes out: a client that read the stream's end may open another.
+        slot.release()
+    if ended:
+        return
+    if asyncio.get_running_loop().time() >= deadline:
+        yield _notice("timeout", job_id, f"the stream reached its limit of {max_s:g} s; reconnect to go on")
+    else:
+        yield _notice(
+            "expired", job_id, "the job has ended and its events are no longer kept; read its record"
+        )
+
+
+def _notice(name: str, job_id: str, message: str) -> bytes:
+    """An SSE message of ours that ends a stream early, `data:` JSON with the job and why."""
+    return f"event: {name}\ndata: {json.dumps({'job_id': job_id, 'message': message})}\n\n".encode()

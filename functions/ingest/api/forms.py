@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from events.models import DEFAULT_FORMATS, OutputFormat, WebhookTarget, split_formats
+from events.models import DEFAULT_FORMATS, MAX_METADATA_BYTES, OutputFormat, WebhookTarget, split_formats
 from events.runtime.problems import problem
 
-_MAX_METADATA_BYTES = 4096
+_MAX_METADATA_BYTES = MAX_METADATA_BYTES
 # A header a webhook call may carry: an RFC 9110 token for its name, no control characters in its
 # value (a CR/LF would smuggle a header of its own).
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")

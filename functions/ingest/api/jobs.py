@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
@@ -12,11 +15,14 @@ from events.runtime.problems import ERRORS, problem
 from functions.ingest.api.dependencies import GatewayDep, PartsDep, authorize
 from functions.ingest.api.forms import parse_options
 from functions.ingest.api.media import stat_reference, store_upload
+from functions.ingest.gateway import Gateway
 from functions.ingest.ids import keyed_job_id, new_job_id, object_job_id
 from functions.ingest.naming import display_filename
-from functions.ingest.schema import JobPage, JobView
+from functions.ingest.schema import JobPage, JobRecord, JobView
 
 router = APIRouter(dependencies=[Depends(authorize)], responses=ERRORS)
+# The deepest page a listing reaches: what one request may make ingest hold in memory.
+_MAX_OFFSET = 10_000
 
 
 @router.post("/v1/jobs", status_code=202)
@@ -38,19 +44,33 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobView:
     """Start a job: upload media in the multipart field `file`, or name an object already in
-    storage in `media`. Answers 202 with the job (its `id`). A repeated `Idempotency-Key`,
-    or the same stored object named again, answers with the same job."""
+    storage in `media`. Answers 202 with the job (its `id`). A repeated `Idempotency-Key` with
+    the same file and options, or the same stored object named again, answers with the same job;
+    the key with another file or other options is refused (422 `idempotency_key_reused`, as the
+    IETF draft-ietf-httpapi-idempotency-key-header asks)."""
     model, language = model or None, language or None
     options = parse_options(formats, metadata, webhook_url, webhook_header)
     await parts.admit(model=model, language=language, webhook=options.webhook)
     if (file is None) == (media is None):
         raise problem(422, "media_missing", "send the media as `file`, or name it in `media`")
     gateway = parts.started_gateway()
+    digest: str | None = None
     if file is not None:
         job_id = keyed_job_id(idempotency_key) if idempotency_key else new_job_id()
+        if idempotency_key:
+            options_sent: dict[str, object] = {
+                "model": model,
+                "language": language,
+                "formats": options.formats,
+                "metadata": options.metadata,
+                "webhook": options.webhook.model_dump(mode="json") if options.webhook else None,
+                "audio_track": audio_track,
+                "filename": file.filename,
+            }
+            digest = await _request_digest(file, options_sent)
         existing = await gateway.get_job(job_id)
         if existing is not None:
-            return existing.public()
+            return await _repeated(gateway, existing, digest)
         ref, filename = await store_upload(gateway.store, parts.settings, file, job_id)
     else:
         ref = await stat_reference(gateway.store, parts.settings, media or "")
@@ -67,20 +87,51 @@ async def submit_job(
         webhook=options.webhook,
         audio_track=audio_track,
     )
-    return await gateway.view(await gateway.submit(request))
+    return await gateway.view(await gateway.submit(request, request_digest=digest))
+
+
+async def _request_digest(file: UploadFile, options: dict[str, object]) -> str:
+    """SHA-256 (hex) of an upload's bytes and its options (canonical JSON): what an
+    `Idempotency-Key` request sent. Reads the spooled upload once, off the event loop."""
+
+    def digest() -> str:
+        hashed = hashlib.sha256(json.dumps(options, sort_keys=True, separators=(",", ":")).encode())
+        hashed.update(b"\0")
+        file.file.seek(0)
+        for chunk in iter(lambda: file.file.read(2**20), b""):
+            hashed.update(chunk)
+        file.file.seek(0)
+        return hashed.hexdigest()
+
+    return await asyncio.to_thread(digest)
+
+
+async def _repeated(gateway: Gateway, existing: JobRecord, digest: str | None) -> JobView:
+    """The answer to a request whose `Idempotency-Key` names an existing job: the job, when it is
+    the same request (a job still `requested` is published again: the first publish may have
+    failed); 422 `idempotency_key_reused` when the key came with another file or options."""
+    if digest is not None and existing.request_digest is not None and existing.request_digest != digest:
+        raise problem(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was sent before with another file or other options; "
+            "a new request needs a new key",
+        )
+    await gateway.republish(existing)
+    return await gateway.view(existing)
 
 
 @router.get("/v1/jobs")
 async def list_jobs(
     gateway: GatewayDep,
     state: JobState | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=_MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
-    """Jobs, newest first, optionally only those in one state."""
-    records = await gateway.list_jobs(state)
-    page = [record.public() for record in records[offset : offset + limit]]
-    return JobPage(jobs=page, total=len(records), offset=offset, limit=limit)
+    """Jobs, newest first, optionally only those in one state; `offset` up to 10000 (ingest
+    holds at most `offset + limit` records to answer)."""
+    records, total = await gateway.page_of_jobs(state, offset, limit)
+    return JobPage(jobs=[record.public() for record in records], total=total, offset=offset, limit=limit)
 
 
 @router.get("/v1/jobs/{job_id}")

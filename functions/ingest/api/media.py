@@ -12,7 +12,7 @@ from minio.error import S3Error
 from events import storage
 from events.models import ObjectRef
 from events.runtime.problems import problem
-from events.settings import Settings
+from events.settings import Settings, media_bucket_allowed
 from functions.ingest.ids import normalise_etag
 from functions.ingest.naming import display_filename, upload_key
 
@@ -76,11 +76,16 @@ async def store_upload(
 
 async def stat_reference(store: Minio, settings: Settings, media: str) -> ObjectRef:
     """`s3://bucket/key` of an object that exists now (its eTag names the job). Raises 422
-    `media_invalid`, `media_missing`, `media_unreachable`, `media_empty`; 413 `media_too_large`;
-    503 `storage_unavailable` when the store cannot be reached."""
+    `media_invalid`, `media_bucket_forbidden` (a bucket MEDIA_BUCKETS does not allow: the store is
+    read with the service's credentials, which reach every bucket), `media_missing`,
+    `media_unreachable`, `media_empty`; 413 `media_too_large`; 503 `storage_unavailable` when
+    the store cannot be reached."""
     bucket, _, key = media.removeprefix("s3://").partition("/")
     if not media.startswith("s3://") or len(bucket) < 3 or not key:
         raise problem(422, "media_invalid", "media is s3://bucket/key")
+    if not media_bucket_allowed(bucket, settings):
+        # Checked before the store is asked: whether the object exists is no one's business either.
+        raise problem(422, "media_bucket_forbidden", f"media may not be read from bucket {bucket!r}")
     try:
         stat = await asyncio.to_thread(store.stat_object, bucket, key)
     except ValueError as error:  # a bucket name or key the store client refuses outright
