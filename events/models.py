@@ -6,10 +6,11 @@ Schemas are exported (`klipnote schemas`) so other systems can publish valid req
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 OutputFormat = Literal["json", "srt", "vtt", "txt"]
 # The media type of each result format, as stored and as served (SubRip has no registered type:
@@ -23,6 +24,8 @@ MEDIA_TYPES: dict[OutputFormat, str] = {
 # Why a job went to its model (events/routing.py).
 RoutingReason = Literal["requested", "language rule", "detected language", "default"]
 DEFAULT_FORMATS: list[OutputFormat] = ["json", "srt", "vtt", "txt"]
+# Echoed metadata, as JSON: records and events stay small whichever way a job came in.
+MAX_METADATA_BYTES = 4096
 
 
 def split_formats(value: str) -> tuple[list[OutputFormat], list[str]]:
@@ -115,10 +118,34 @@ class TranscriptionRequested(EventData):
     model: str | None = Field(None, description="Explicit model; otherwise routing decides.")
     language: str | None = Field(None, description="ISO 639-1 code; otherwise detected.")
     formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
-    metadata: dict[str, str] = Field(default_factory=dict, description="Echoed back on completion.")
-    filename: str | None = None
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Echoed back on completion; at most 4096 bytes as JSON."
+    )
+    filename: str | None = Field(None, max_length=255)
     webhook: WebhookTarget | None = Field(None, description="Called when the job completes or fails.")
+    webhook_in_record: bool = Field(
+        False,
+        description="Set by ingest instead of `webhook`: the job has a webhook, whose URL and headers "
+        "(tokens live there) are kept in the job record only, never in an event. Other systems send "
+        "`webhook`; a request with this flag and no record holding a webhook fails "
+        "(webhook_reference_unknown).",
+    )
     audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _one_webhook(self) -> TranscriptionRequested:
+        # A reference and a target at once would leave open which one is called.
+        if self.webhook_in_record and self.webhook is not None:
+            raise ValueError("webhook and webhook_in_record exclude each other")
+        return self
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounded(cls, metadata: dict[str, str]) -> dict[str, str]:
+        # The form's limit (functions/ingest/api/forms.py), for every way in: records stay small.
+        if len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is limited to {MAX_METADATA_BYTES} bytes as JSON")
+        return metadata
 
 
 class TranscriptionDispatched(EventData):

@@ -36,6 +36,23 @@ class Settings(BaseSettings):
     )
     ack_wait_s: float = Field(30.0, description="JetStream ack wait; heartbeats run at a third of it.")
     max_deliver: int = Field(5, description="Deliveries of one message before it goes to the DLQ.")
+    deliver_headroom: int = Field(
+        3,
+        ge=1,
+        description="Deliveries the server allows beyond the most a consumer's handler could settle "
+        "(MAX_DELIVER, plus WEBHOOK_SCHEDULE_S for webhooks): the host dead-letters the first of them "
+        "unhandled (every delivery before crashed or hung its process); the rest cover a dead-letter "
+        "publish that failed. Their sum is the consumer's max_deliver on the server.",
+    )
+    router_concurrency: int = Field(
+        8, ge=1, description="Requests one ingest replica routes at once (the ingest-router consumer)."
+    )
+    webhook_concurrency: int = Field(
+        32,
+        ge=1,
+        description="Webhook deliveries one ingest replica makes at once, so a slow receiver holds up "
+        "only its own jobs.",
+    )
     retry_backoff_s: Annotated[list[float], NoDecode] = Field(
         default=[1.0, 5.0, 30.0, 120.0],
         description="Delays before redelivery after a transient failure, by attempt (comma separated).",
@@ -51,6 +68,12 @@ class Settings(BaseSettings):
     s3_secure: bool = Field(False, description="Use TLS for S3.")
     s3_region: str | None = Field(None, description="S3 region, if the store needs one.")
     uploads_bucket: str = Field("uploads", description="Bucket that receives input media.")
+    media_buckets: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Buckets a media reference (`media=s3://...`, a CloudEvent's `media`) may name, "
+        "read with the service's own credentials (comma separated); unset: the uploads bucket only. "
+        "Others are refused (media_bucket_forbidden): never the results bucket of other jobs.",
+    )
     results_bucket: str = Field("results", description="Bucket that receives transcripts.")
 
     # -- routing ----------------------------------------------------------------------------
@@ -73,6 +96,31 @@ class Settings(BaseSettings):
     api_port: int = Field(8080, description="Port of the ingest HTTP API.")
     api_key: str | None = Field(None, description="Bearer token required by the API when set.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest accepted upload.")
+    api_max_body_bytes: int = Field(
+        1024**2,
+        gt=0,
+        description="Largest request body of the API besides the media (a CloudEvent to /v1/events; "
+        "the form fields around an upload, whose body may be MAX_UPLOAD_BYTES plus this). Refused "
+        "from Content-Length at once, or as soon as a streamed body passes it (413).",
+    )
+    api_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for the next part of a request body; a body that stalls longer "
+        "(a slowloris) is answered 408 body_timeout and the connection freed.",
+    )
+    api_max_event_streams: int = Field(
+        100,
+        ge=1,
+        description="Concurrent live event streams (GET /v1/jobs/{id}/events) one ingest serves; one "
+        "more is refused 503 too_many_streams.",
+    )
+    api_event_stream_max_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest life of one live event stream, seconds; it then ends with an "
+        "`event: timeout` message (reconnect to go on).",
+    )
     result_link_expiry_s: int = Field(
         3600, description="Lifetime of the presigned result links in job records and webhooks."
     )
@@ -93,7 +141,25 @@ class Settings(BaseSettings):
         description="Delay before each delivery attempt, seconds (Standard Webhooks' schedule; comma "
         "separated). Its length is the number of attempts.",
     )
-    webhook_timeout_s: float = Field(15.0, description="How long one delivery may take.")
+    webhook_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="The deadline of one delivery attempt, seconds: resolving the host (DNS), "
+        "connecting, TLS, sending and reading the answer, all within it.",
+    )
+    webhook_connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long one attempt may take to open its connection (TCP and TLS), seconds; "
+        "never more than WEBHOOK_TIMEOUT_S.",
+    )
+    webhook_host_concurrency: int = Field(
+        4,
+        ge=1,
+        description="Attempts in flight to one webhook host at once, per ingest replica; a job whose "
+        "host is at the bound waits (without counting an attempt) so a slow host delays only its "
+        "own jobs.",
+    )
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts, addresses or networks (CIDR) webhooks may reach although private, "
@@ -102,6 +168,11 @@ class Settings(BaseSettings):
 
     # -- function processes -----------------------------------------------------------------
     health_host: str = Field("127.0.0.1", description="Address of a function's health endpoints.")
+    receiver_token: str | None = Field(
+        None,
+        description="Bearer token the CloudEvents receiver of the HTTP transport (`POST /`) requires "
+        "when set; without one, only the network boundary keeps others out (docs/security.md).",
+    )
     health_port: int = Field(8081, description="Port of a function's health endpoints.")
 
     # -- models -----------------------------------------------------------------------------
@@ -233,7 +304,12 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "enabled_models", "retry_backoff_s", "webhook_schedule_s", "webhook_allowed_hosts", mode="before"
+        "enabled_models",
+        "retry_backoff_s",
+        "webhook_schedule_s",
+        "webhook_allowed_hosts",
+        "media_buckets",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -279,6 +355,16 @@ class Settings(BaseSettings):
         if self.compute_type:
             return self.compute_type
         return "float16" if self.resolved_device() == "cuda" else "int8"
+
+
+def media_bucket_allowed(bucket: str, settings: Settings) -> bool:
+    """Whether a media reference may name `bucket` (MEDIA_BUCKETS; unset: the uploads bucket only).
+    The one rule for every way a reference comes in (the API's `media=`, a CloudEvent over HTTP
+    or NATS): ingest and the workers read media with the service's credentials, which reach every
+    bucket, results included, so a caller may name only buckets meant for input (issue 15, the
+    confused deputy)."""
+    allowed = settings.media_buckets if settings.media_buckets is not None else [settings.uploads_bucket]
+    return bucket in allowed
 
 
 def env_value(value: object) -> str:

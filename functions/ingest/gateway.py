@@ -5,8 +5,8 @@ Every request passes the same checks first (`admission.Admission.admit`: routing
 tag's form, the webhook guard): the API answers a refusal 422 before submitting, and the router
 fails the job with the refusal's code.
 
-- `submit`: publish `transcription.requested` and project it at once, so the job exists when
-  the caller is answered.
+- `submit`: project `transcription.requested` into the job record, then publish it, so the job
+  exists when the caller is answered; a webhook's URL and headers go into the record only.
 - `view`: a record as the API shows it, with presigned links to its results once completed.
 
 It depends on narrow parts only: settings, the job store, a publisher, the object store, the
@@ -45,7 +45,12 @@ class Intake(Protocol):
 
     async def list_jobs(self, state: JobState | None = None) -> list[JobRecord]: ...
 
-    async def submit(self, request: TranscriptionRequested, traceparent: str | None = None) -> JobRecord: ...
+    async def submit(
+        self,
+        request: TranscriptionRequested,
+        traceparent: str | None = None,
+        request_digest: str | None = None,
+    ) -> JobRecord: ...
 
 
 class Gateway:
@@ -68,17 +73,26 @@ class Gateway:
 
     # -- submission ------------------------------------------------------------------------
 
-    async def submit(self, request: TranscriptionRequested, traceparent: str | None = None) -> JobRecord:
-        """Publish a job request and project it at once, so the job exists when we answer. A
-        repeat (same job id) is a JetStream duplicate and answers with the existing job.
-        `traceparent` (W3C Trace Context) continues a caller's trace.
+    async def submit(
+        self,
+        request: TranscriptionRequested,
+        traceparent: str | None = None,
+        request_digest: str | None = None,
+    ) -> JobRecord:
+        """Project a job request, then publish it, so the job exists when we answer. A repeat
+        (same job id) changes no record (a finished job stays finished: the router dispatches
+        only a job still `requested`) and answers with the existing job. `traceparent` (W3C
+        Trace Context) continues a caller's trace; `request_digest` goes into a new record (see
+        `JobRecord.request_digest`).
 
-        The values of the webhook's static headers (an Authorization token, say) never enter the
-        event, which every reader of the JOBS stream sees: it names the headers' target only, and
-        the full target goes straight into the job record, which only ingest reads."""
+        A webhook (its URL, whose query, user:password or path may hold a token, and its static
+        headers) never enters the event, which every reader of the JOBS stream and the job's
+        event stream sees for 30 days: the event says `webhook_in_record`, and the full target
+        goes into the job record, which only ingest reads. The record is written first, so the
+        router, which admits the record's target, finds it whenever it reads the event."""
         full_target = request.webhook
-        if full_target is not None and full_target.headers:
-            request = request.model_copy(update={"webhook": full_target.model_copy(update={"headers": {}})})
+        # A caller's own `webhook_in_record` means nothing here: the record holds what we put in it.
+        request = request.model_copy(update={"webhook": None, "webhook_in_record": full_target is not None})
         # The job's trace starts here (or continues the caller's); every later hop continues it.
         with self._tracer.start_as_current_span(
             "transcription requested", context=tracing.context_from(traceparent)
@@ -91,10 +105,38 @@ class Gateway:
                 event_id=lifecycle.requested_id(request.job_id) if request.job_id else None,
                 traceparent=tracing.current_traceparent(),
             )
+            record = await self.jobs.project(event, job_id_for(event, request), full_target, request_digest)
             await self.publisher.publish(event)
-        record = await self.jobs.project(event, job_id_for(event, request), full_target)
         assert record is not None
         return record
+
+    async def republish(self, record: JobRecord) -> None:
+        """Publish the request of a job still `requested` again, from its record: its publish may
+        have failed after the record was written (the caller saw an error and retries), and a
+        job must not wait for ever for a request that never reached the router. The event id is
+        the request's, so when the first publish got through this one is a JetStream duplicate
+        (and past the dedupe window the router dispatches only a job still `requested`)."""
+        if record.state is not JobState.REQUESTED:
+            return
+        request = TranscriptionRequested(
+            job_id=record.id,
+            media=record.media,
+            model=record.requested_model,
+            language=record.language,
+            formats=record.formats,
+            metadata=record.metadata,
+            filename=record.filename,
+            webhook_in_record=record.webhook_target is not None,
+            audio_track=record.audio_track,
+        )
+        event = binding.new_event(
+            catalogue.REQUESTED,
+            request,
+            function=NAME,
+            subject=record.id,
+            event_id=lifecycle.requested_id(record.id),
+        )
+        await self.publisher.publish(event)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -110,6 +152,12 @@ class Gateway:
         """Every record (in `state`, if given), newest first."""
         return await self.jobs.list(state)
 
+    async def page_of_jobs(
+        self, state: JobState | None, offset: int, limit: int
+    ) -> tuple[list[JobRecord], int]:
+        """One page of records, newest first, and how many there are (see `JobStore.page`)."""
+        return await self.jobs.page(state, offset, limit)
+
     async def result_links(self, record: JobRecord) -> dict[OutputFormat, str]:
         """Presigned download links of a job's results (`RESULT_LINK_EXPIRY_S`)."""
         return await self.links.of(record)
@@ -121,6 +169,9 @@ class Gateway:
             view.links = await self.result_links(record)
         return view
 
-    def follow(self, job_id: str, wait_s: float) -> AsyncIterator[CloudEvent | None]:
-        """The job's lifecycle events as they happen, until its end (see `JobStore.events`)."""
-        return self.jobs.events(job_id, wait_s)
+    def follow(
+        self, job_id: str, wait_s: float, until: float | None = None
+    ) -> AsyncIterator[CloudEvent | None]:
+        """The job's lifecycle events as they happen, until its end or the event loop's time
+        `until`; at once for a finished job whose events are no longer kept (see `JobStore.events`)."""
+        return self.jobs.events(job_id, wait_s, until)

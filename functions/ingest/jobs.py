@@ -6,6 +6,8 @@ The record's shape is `functions.ingest.schema`; job ids are `functions.ingest.i
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -39,23 +41,35 @@ class JobLedger(Protocol):
     async def get(self, job_id: str) -> JobRecord | None: ...
 
     async def project(
-        self, event: CloudEvent, job_id: str, webhook_target: WebhookTarget | None = None
+        self,
+        event: CloudEvent,
+        job_id: str,
+        webhook_target: WebhookTarget | None = None,
+        request_digest: str | None = None,
     ) -> JobRecord | None: ...
 
 
 def apply(
-    record: JobRecord | None, event: CloudEvent, webhook_target: WebhookTarget | None = None
+    record: JobRecord | None,
+    event: CloudEvent,
+    webhook_target: WebhookTarget | None = None,
+    request_digest: str | None = None,
 ) -> JobRecord | None:
     """The record after `event`, or None when the event changes nothing (repeat, stale).
 
-    `webhook_target` is the full target of a request whose event was published without the
-    values of its webhook's headers (secrets stay out of events): only the record holds them. The
-    projector may have written the record from the event first; then they are filled in here."""
+    A `requested` event makes the record and never changes one: a repeat of the request (after
+    JetStream's dedupe window, say) leaves a finished job finished and its webhook as it was.
+    `webhook_target` is the full target of a request that ingest published with
+    `webhook_in_record` (URL and headers, where tokens live, stay out of every event): the
+    gateway projects the request, with it, before publishing it, so the record holds the target
+    before any reader of the event looks for it. `request_digest` (the gateway's too) is what an
+    `Idempotency-Key` request sent, kept to tell a retry from another request under the key."""
     kind = binding.kind_of(event)
     if kind is catalogue.REQUESTED:
-        request = binding.parse_data(event, models.TranscriptionRequested)
         if record is not None:
-            return _with_header_values(record, request, webhook_target)
+            return None
+        request = binding.parse_data(event, models.TranscriptionRequested)
+        target = webhook_target if request.webhook_in_record else request.webhook
         return JobRecord(
             id=job_id_for(event, request),
             state=JobState.REQUESTED,
@@ -66,8 +80,9 @@ def apply(
             formats=request.formats,
             metadata=request.metadata,
             audio_track=request.audio_track,
-            webhook=WebhookStatus(url=shown_url(request.webhook.url)) if request.webhook else None,
-            webhook_target=webhook_target if _same_target(webhook_target, request) else request.webhook,
+            webhook=WebhookStatus(url=shown_url(target.url)) if target else None,
+            webhook_target=target,
+            request_digest=request_digest,
         )
     if record is None:
         # A lifecycle event of a job this ingest never saw requested (another entry point's
@@ -77,28 +92,6 @@ def apply(
     if updated is not None:
         updated.updated_at = utcnow()
     return updated
-
-
-def _same_target(full: WebhookTarget | None, request: models.TranscriptionRequested) -> bool:
-    """Whether `full` is the request's webhook with the header values its event left out."""
-    published = request.webhook
-    return (
-        full is not None
-        and published is not None
-        and full.url == published.url
-        and not published.headers
-        and bool(full.headers)
-    )
-
-
-def _with_header_values(
-    record: JobRecord, request: models.TranscriptionRequested, full: WebhookTarget | None
-) -> JobRecord | None:
-    # Only the record this very request made (its webhook as the event has it) and before the
-    # job has ended: a later request naming the same object never changes the job's webhook.
-    if not _same_target(full, request) or record.webhook_target != request.webhook or record.finished:
-        return None
-    return record.model_copy(update={"webhook_target": full})
 
 
 _WEBHOOK_STATES = {"delivered": "delivered", "retrying": "retrying", "gave_up": "failed", "refused": "failed"}
@@ -223,8 +216,9 @@ class JobStore:
     async def job_ids(self) -> list[str]:
         """Every job's key, from the KV stream's subjects (nats-py's `kv.keys()` can end its
         listing before the first key when the server is busy)."""
-        prefix = f"$KV.{catalogue.JOBS_KV_BUCKET}."
-        subjects = await self.bus.stream_subjects(f"KV_{catalogue.JOBS_KV_BUCKET}", f"{prefix}>")
+        bucket = (await self.kv.status()).bucket  # this store's bucket (`jobs`, or a test's own)
+        prefix = f"$KV.{bucket}."
+        subjects = await self.bus.stream_subjects(f"KV_{bucket}", f"{prefix}>")
         return [subject.removeprefix(prefix) for subject in subjects]
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -252,21 +246,65 @@ class JobStore:
             return await self.project(event, job_id) or record
         return record
 
-    async def events(self, job_id: str, wait_s: float) -> AsyncIterator[CloudEvent | None]:
+    async def events(
+        self, job_id: str, wait_s: float, until: float | None = None
+    ) -> AsyncIterator[CloudEvent | None]:
         """The job's lifecycle events from its request on, as they happen, until its end
-        (`completed` or `failed`, included); None whenever `wait_s` seconds pass without one (a
-        reader's chance to keep its connection alive)."""
+        (`completed` or `failed`, included) or, when given, the event loop's time `until`; None
+        whenever `wait_s` seconds pass without one (a reader's chance to keep its connection
+        alive). A finished job whose end event the JOBS stream no longer keeps (past its age)
+        yields nothing: its events would never come."""
         ends = {kind.type for kind in catalogue.JOB_ENDS}
+        if await self._ended_and_forgotten(job_id):
+            return
+        loop = asyncio.get_running_loop()
         async with self.bus.reading(catalogue.job_events_subject(job_id)) as reader:
-            while True:
-                msg = await reader.next(wait_s)
+            while until is None or loop.time() < until:
+                wait = wait_s if until is None else max(0.0, min(wait_s, until - loop.time()))
+                msg = await reader.next(wait)
                 if msg is None:
-                    yield None
+                    if until is None or loop.time() < until:
+                        yield None
                     continue
                 event = binding.decode(msg.headers, msg.data)
                 yield event
                 if event.get_type() in ends:
                     return
+
+    async def _ended_and_forgotten(self, job_id: str) -> bool:
+        record = await self.get(job_id)
+        if record is None or not record.finished:
+            return False
+        for kind in catalogue.JOB_ENDS:
+            try:
+                if await self.bus.last_event(catalogue.JOBS, kind.subject(job_id)) is not None:
+                    return False
+            except binding.MalformedEvent:
+                return False  # an end is there, unreadable: the reader dead-letters nothing, but ends
+        return True
+
+    async def page(
+        self, state: JobState | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[JobRecord], int]:
+        """Records `offset` to `offset + limit` (newest first, in `state` if given) and how many
+        there are in all. Holds at most `offset + limit` records at a time however many jobs
+        there are (a heap over the scan), so a large bucket of fat records cannot exhaust memory;
+        the scan still reads each record once (an index is the step beyond)."""
+        window = offset + limit
+        newest: list[tuple[float, int, JobRecord]] = []  # a min-heap of the window's newest
+        total = 0
+        for key in await self.job_ids():
+            record = await self.get(key)
+            if record is None or (state is not None and record.state != state):
+                continue
+            total += 1
+            item = (record.created_at.timestamp(), total, record)
+            if len(newest) < window:
+                heapq.heappush(newest, item)
+            elif item[0] > newest[0][0]:
+                heapq.heapreplace(newest, item)
+        ordered = [record for _, _, record in sorted(newest, key=lambda item: item[:2], reverse=True)]
+        return ordered[offset:], total
 
     async def list(self, state: JobState | None = None) -> list[JobRecord]:
         """Every record, newest first (a scan of the bucket: fine for thousands of jobs; an index
@@ -277,7 +315,11 @@ class JobStore:
         return sorted(records, key=lambda record: record.created_at, reverse=True)
 
     async def project(
-        self, event: CloudEvent, job_id: str, webhook_target: WebhookTarget | None = None
+        self,
+        event: CloudEvent,
+        job_id: str,
+        webhook_target: WebhookTarget | None = None,
+        request_digest: str | None = None,
     ) -> JobRecord | None:
         """Apply one lifecycle event; safe under concurrent projectors (compare-and-set)."""
         while True:
@@ -287,7 +329,7 @@ class JobStore:
                 revision: int | None = entry.revision
             except KeyNotFoundError:
                 record, revision = None, None
-            updated = apply(record, event, webhook_target)
+            updated = apply(record, event, webhook_target, request_digest)
             if updated is None:
                 return record
             value = updated.model_dump_json().encode()

@@ -3,7 +3,13 @@ handed over by the language it detected → the model the language rules name (e
 
 Every job leaves the router the same way: `dispatched` (the work, on the model's queue) then
 `queued` (for the job record), with deterministic ids so a repeated request or hand-over is a
-JetStream duplicate, not a second job."""
+JetStream duplicate, not a second job. Past JetStream's dedupe window a repeat is no duplicate
+any more (a re-announced bucket object, a re-published CloudEvent, the same object named again):
+the router reads the job's record and dispatches only a job that is still `requested`, so a
+finished job never runs again and its results are never overwritten (issue 15, finding 6).
+
+Before admission, a request's media must be in a bucket MEDIA_BUCKETS allows: the model functions
+read it with the service's credentials, which reach every bucket (issue 15, finding 4)."""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from typing import Protocol
 from cloudevents.core.v1.event import CloudEvent
 
 from events import binding, catalogue, lifecycle, routing
+from events.errors import CodedError
+from events.lifecycle import JobState
 from events.models import (
     LanguageDetected,
     ObjectRef,
@@ -21,12 +29,14 @@ from events.models import (
     TranscriptionDispatched,
     TranscriptionQueued,
     TranscriptionRequested,
+    WebhookTarget,
 )
-from events.settings import Settings
+from events.settings import Settings, media_bucket_allowed
 from functions.ingest import NAME
 from functions.ingest.admission import REFUSALS, Admission
 from functions.ingest.ids import checked_job_id
 from functions.ingest.schema import JobRecord
+from functions.ingest.webhooks.errors import WebhookRefused
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +67,21 @@ class Router:
             return
         request = binding.parse_data(event, TranscriptionRequested)
         job_id = checked_job_id(event, request)
+        record = await self.jobs.current(job_id)
+        if record is not None and record.state is not JobState.REQUESTED:
+            # Dispatched already (a redelivery) or finished: a repeat past the dedupe window.
+            log.info("not dispatching job %s again: it is %s", job_id, record.state)
+            return
         try:
+            if not media_bucket_allowed(request.media.bucket, self.settings):
+                raise MediaBucketForbidden(
+                    "media_bucket_forbidden",
+                    f"media may come only from buckets MEDIA_BUCKETS allows, not {request.media.bucket!r}",
+                )
             route = await self.admission.admit(
-                model=request.model, language=request.language, webhook=request.webhook
+                model=request.model, language=request.language, webhook=_webhook(request, record)
             )
-        except REFUSALS as error:
+        except (MediaBucketForbidden, *REFUSALS) as error:
             yield lifecycle.failed(job_id, error, function=NAME, step="routing")
             return
         for out in _dispatch(
@@ -102,6 +122,25 @@ class Router:
             handed_over_from=detected.model,
         ):
             yield out
+
+
+class MediaBucketForbidden(CodedError):
+    """`media_bucket_forbidden`: the media names a bucket MEDIA_BUCKETS does not allow."""
+
+
+def _webhook(request: TranscriptionRequested, record: JobRecord | None) -> WebhookTarget | None:
+    """The webhook target the deliverer will call, for admission: the record's (a repeat never
+    changes it; ingest's own requests carry only `webhook_in_record`), else the event's (another
+    system's request the projector has not written yet). WebhookRefused
+    `webhook_reference_unknown` for a reference no record backs."""
+    target = record.webhook_target if record is not None else request.webhook
+    if request.webhook_in_record and target is None:
+        raise WebhookRefused(
+            "webhook_reference_unknown",
+            "the request says its webhook is in the job's record, but no record holds one: send "
+            "`webhook` with the URL instead",
+        )
+    return target
 
 
 def _dispatch(

@@ -29,7 +29,7 @@ class JobError(BaseModel):
 class WebhookStatus(BaseModel):
     """How a job's webhook delivery stands (projected from `webhook.attempted` events)."""
 
-    url: str = Field(description="The receiver, shown without query string or credentials.")
+    url: str = Field(description="The receiver, shown as scheme://host[:port] and /… for any path.")
     state: Literal["pending", "delivered", "retrying", "failed"] = "pending"
     attempts: int = 0
     status_code: int | None = None
@@ -38,13 +38,21 @@ class WebhookStatus(BaseModel):
 
 
 def shown_url(url: str) -> str:
-    """A URL as records and logs may show it: no user:password, query or fragment (tokens live there)."""
+    """A webhook URL as records, logs, answers and dead letters may show it: `scheme://host[:port]`,
+    and `/…` in place of any path. Receivers put tokens in the user:password, the query, the
+    fragment and the path too (`/services/T0/B1/<secret>`), so none of them is shown; the host
+    tells an operator which receiver it is. Never raises (a bad port is left out)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port:
+        netloc += f":{port}"
+    path = "/…" if parts.path not in ("", "/") else parts.path
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
 class JobFields(BaseModel):
@@ -86,6 +94,9 @@ class JobRecord(JobFields):
 
     # Kept in the record for the webhook deliverer; never part of an API answer (headers are secrets).
     webhook_target: WebhookTarget | None = None
+    # SHA-256 (hex) of what an `Idempotency-Key` request sent (its file and options): a repeat of
+    # the key with another request is refused (`idempotency_key_reused`). Record only.
+    request_digest: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -93,7 +104,7 @@ class JobRecord(JobFields):
 
     def public(self) -> JobView:
         """The record without secrets (no links yet: the gateway adds them)."""
-        return JobView.model_validate(self.model_dump(exclude={"webhook_target"}))
+        return JobView.model_validate(self.model_dump(exclude={"webhook_target", "request_digest"}))
 
 
 class JobView(JobFields):

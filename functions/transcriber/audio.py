@@ -1,7 +1,8 @@
 """Media intake: what every model function does to a user's file before a model hears it, and
 the windows the decoded audio is cut into for the model.
 
-One path for every file: `probe` it (only media containers, only the one local file), `choose_track`,
+One path for every file: `fetch` it from the store (the version that was admitted, within
+MAX_UPLOAD_BYTES), `probe` it (only media containers, only the one local file), `choose_track`,
 `start_offset` of that track on the file's timeline, then `decode` it to 16 kHz mono s16le on disk
 within the limits (`Limits`). Each refusal is a `JobFailed` with its own code and a plain message;
 no ffmpeg log line reaches a user.
@@ -12,6 +13,8 @@ Rules and where they come from:
   `-format_whitelist` and `-protocol_whitelist` input options (ffmpeg-formats(1), "Format
   Options"; ffmpeg-protocols(1)) restrict probing and decoding to `MEDIA_DEMUXERS` and the `file`
   protocol, so nothing in a file can make the worker read anything but its own input.
+- ffmpeg and ffprobe parse hostile bytes: they run with `CHILD_ENV` only (PATH, locale, TMPDIR),
+  never with the function's environment, which holds the S3 secret and whatever else it was given.
 - A track is the default-flagged audio stream (`disposition.default`, as players choose), else the
   first; `audio_track` (0-based among audio streams, ffmpeg's `a:N` stream specifier) overrides.
 - Channels are mixed by us, not by ffmpeg's `-ac 1`: ffmpeg refuses to rematrix more than eight
@@ -26,6 +29,7 @@ Rules and where they come from:
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -36,8 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from minio import Minio
+from minio.error import S3Error, ServerError
+from minio.helpers import DictType
 
-from events.models import AudioTrack, MediaInfo
+from events import storage
+from events.models import AudioTrack, MediaInfo, ObjectRef
+from events.runtime.function import TransientError
 from events.settings import Settings
 from functions.transcriber.schema import SAMPLE_RATE, JobFailed
 
@@ -77,6 +86,12 @@ _REFUSED_KINDS = {
 }
 _PROBE_TIMEOUT_S = 600.0
 _MAX_TITLE = 200
+# The only variables ffmpeg and ffprobe inherit: what finds the binaries, the locale of their
+# messages and where temporary files go. No secret, whatever the function's environment holds.
+CHILD_ENV = ("PATH", "LANG", "LC_ALL", "TMPDIR")
+# An eTag as RFC 9110 (8.8.3) spells one between its quotes: anything else names no version.
+_ETAG = re.compile(r"^[\x21\x23-\x7e]{1,200}$")
+_CHUNK_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,86 @@ def windows(audio: DecodedAudio, window_s: float, search_s: float = 5.0) -> list
         start = cut
     ranges.append((start, length))
     return ranges
+
+
+# -- fetching ------------------------------------------------------------------------------------
+
+
+def fetch(store: Minio, media: ObjectRef, path: Path, limit_bytes: int) -> None:
+    """The object `media` names, into `path`: the very version that was admitted, and only when
+    it has at most `limit_bytes` (MAX_UPLOAD_BYTES), both settled before a byte is read.
+
+    The version is pinned with S3's `If-Match` on the HEAD and on the GET: `media.etag` when the
+    request named one (a bucket notification, an upload, a reference the API looked up), else the
+    eTag of the version whose size was checked, so an object replaced in between is never read
+    unchecked. The bytes are counted while they stream, too.
+
+    Raises JobFailed: `media_missing` (no such object or bucket), `media_too_large`,
+    `media_changed` (the object is not the version the request named: replaced since), or
+    `media_key_invalid` (a name the client refuses); TransientError when the store errs or is away."""
+    where = f"s3://{media.bucket}/{media.key}"
+    try:
+        stat = store.stat_object(media.bucket, media.key, extra_headers=_version(media.etag, where))
+        size = stat.size or 0
+        if size > limit_bytes:
+            raise _too_large(size, limit_bytes)
+        response = store.get_object(
+            media.bucket, media.key, request_headers=_version(media.etag or stat.etag, where)
+        )
+        try:
+            received = 0
+            with open(path, "wb") as out:
+                for chunk in response.stream(_CHUNK_BYTES):
+                    received += len(chunk)
+                    if received > limit_bytes:  # a store whose HEAD said less than it sends
+                        raise _too_large(received, limit_bytes)
+                    out.write(chunk)
+        finally:
+            response.close()
+            response.release_conn()
+    except S3Error as error:
+        if error.code == "PreconditionFailed":
+            raise _changed(where) from error
+        if error.code in ("NoSuchKey", "NoSuchBucket", "ResourceNotFound"):
+            raise JobFailed("media_missing", f"{where} does not exist") from error
+        raise TransientError(f"storage error: {error}") from error
+    except ServerError as error:  # minio-py's error for a HEAD answered without an S3 error code
+        if error.status_code == 412:
+            raise _changed(where) from error
+        raise TransientError(f"storage error: {error}") from error
+    except storage.UNREACHABLE as error:
+        raise TransientError(f"storage unreachable: {error}") from error
+    except ValueError as error:  # the client refuses the name itself (a `..` segment)
+        raise JobFailed("media_key_invalid", f"{media.key!r} is not a usable object key: {error}") from error
+
+
+def _version(etag: str | None, where: str) -> DictType | None:
+    """The `If-Match` header of the version `etag` names (None: any version)."""
+    if etag is None:
+        return None
+    bare = etag.strip().strip('"')  # S3 quotes eTags in headers; notifications and records do not
+    if not _ETAG.match(bare):
+        raise _changed(where)
+    return {"If-Match": f'"{bare}"'}
+
+
+def _too_large(size: int, limit_bytes: int) -> JobFailed:
+    return JobFailed(
+        "media_too_large", f"the media is {size} bytes, over the limit of {limit_bytes} (MAX_UPLOAD_BYTES)"
+    )
+
+
+def _changed(where: str) -> JobFailed:
+    return JobFailed(
+        "media_changed",
+        f"{where} is not the version the request named (its eTag differs): it was replaced or "
+        "deleted after the job was requested; request the job again for the new version",
+    )
+
+
+def child_env() -> dict[str, str]:
+    """The environment of an ffmpeg or ffprobe child: `CHILD_ENV` from ours, nothing else."""
+    return {name: os.environ[name] for name in CHILD_ENV if name in os.environ}
 
 
 # -- probing ------------------------------------------------------------------------------------
@@ -397,7 +492,7 @@ class _Pass:
             "-ac", str(width), "pipe:1",
         ]  # fmt: skip
         max_samples = int(self.limits.max_seconds * SAMPLE_RATE)
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
         timed_out = threading.Event()
 
         def kill() -> None:
@@ -465,7 +560,7 @@ class _Pass:
 
 def _run(command: list[str], timeout_s: float, doing: str) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(command, capture_output=True, check=False, timeout=timeout_s)
+        return subprocess.run(command, capture_output=True, check=False, timeout=timeout_s, env=child_env())
     except subprocess.TimeoutExpired as error:
         raise JobFailed(
             "media_decode_timeout", f"{doing} took longer than {timeout_s:g} s (DECODE_TIMEOUT_S)"

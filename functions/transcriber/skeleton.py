@@ -22,7 +22,6 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
-from minio.error import S3Error
 
 from events import binding, catalogue, lifecycle, routing, storage, tracing
 from events.models import (
@@ -32,9 +31,9 @@ from events.models import (
     TranscriptionProgress,
     TranscriptionTranscribed,
 )
-from events.runtime.function import Health, Runtime, Subscription, TransientError, alive
+from events.runtime.function import Health, Runtime, Subscription, alive
 from events.settings import Settings
-from functions.transcriber.audio import DecodedAudio, Limits, decode, windows
+from functions.transcriber.audio import DecodedAudio, Limits, decode, fetch, windows
 from functions.transcriber.hub import offline
 from functions.transcriber.language import Identified, identify
 from functions.transcriber.schema import (
@@ -364,29 +363,10 @@ class TranscriptionFunction:
         return whole
 
     def _fetch(self, job: TranscriptionDispatched, path: Path) -> None:
-        """The job's object into `path`; one over MAX_UPLOAD_BYTES is refused before a byte is read,
-        whichever way it came in (upload, bucket drop, reference)."""
-        limit = self.settings.max_upload_bytes
-        try:
-            size = self.store.stat_object(job.media.bucket, job.media.key).size or 0
-            if size > limit:
-                raise JobFailed(
-                    "media_too_large",
-                    f"the media is {size} bytes, over the limit of {limit} (MAX_UPLOAD_BYTES)",
-                )
-            self.store.fget_object(job.media.bucket, job.media.key, str(path))
-        except S3Error as error:
-            if error.code in ("NoSuchKey", "NoSuchBucket", "ResourceNotFound"):
-                raise JobFailed(
-                    "media_missing", f"s3://{job.media.bucket}/{job.media.key} does not exist"
-                ) from error
-            raise TransientError(f"storage error: {error}") from error
-        except storage.UNREACHABLE as error:
-            raise TransientError(f"storage unreachable: {error}") from error
-        except ValueError as error:  # the client refuses the name itself (a `..` segment)
-            raise JobFailed(
-                "media_key_invalid", f"{job.media.key!r} is not a usable object key: {error}"
-            ) from error
+        """The job's object into `path` (`audio.fetch`): the version that was admitted, refused
+        over MAX_UPLOAD_BYTES before a byte is read, whichever way it came in (upload, bucket
+        drop, reference)."""
+        fetch(self.store, job.media, path, self.settings.max_upload_bytes)
 
     def _progress(self, job: TranscriptionDispatched, run_id: str, stage: str, fraction: float) -> CloudEvent:
         progress = TranscriptionProgress(

@@ -1,10 +1,12 @@
 """The child processes of an embedded stack: spawned with their output in a log file each, tied
-to the stack's life (PR_SET_PDEATHSIG), waited on until they answer, and reaped on stop."""
+to the stack's life (PR_SET_PDEATHSIG), waited on until they answer, and reaped on stop; and
+`SECRETS`, the one table of which child may hold which secret setting in its environment."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import time
@@ -14,6 +16,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+
+# The secret settings (as environment variables) and the functions that need each; None: every
+# function. A child gets no other: a model function parses hostile media, so it never holds the
+# API key nor the webhook signing secret; the servers (nats-server, SeaweedFS) read their own
+# configuration files and hold none. The Knative manifests and the compose file give each
+# function the same secrets (infra/knative, infra/compose).
+SECRETS: dict[str, frozenset[str] | None] = {
+    "API_KEY": frozenset({"ingest"}),
+    "WEBHOOK_SECRET": frozenset({"ingest"}),
+    "S3_SECRET_KEY": None,  # every function reads or writes the store
+    "RECEIVER_TOKEN": None,  # every function's CloudEvents receiver checks it (HTTP transport)
+}
+
+
+def function_env(name: str, env: dict[str, str]) -> dict[str, str]:
+    """`env` without the secrets function `name` does not need (`SECRETS`)."""
+    return {key: value for key, value in env.items() if _needs(name, key)}
+
+
+def _needs(function: str | None, variable: str) -> bool:
+    if variable not in SECRETS:
+        return True
+    needed = SECRETS[variable]
+    return function is not None and (needed is None or function in needed)
 
 
 class StackError(RuntimeError):
@@ -50,7 +76,10 @@ class Processes:
         self.children: list[Child] = []
 
     def spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Child:
-        """Start `command` in a session of its own, stdin closed, stdout and stderr to its log."""
+        """Start `command` in a session of its own, stdin closed, stdout and stderr to its log;
+        with `env`, or else ours without any of the `SECRETS` (a server's)."""
+        if env is None:
+            env = {key: value for key, value in os.environ.items() if _needs(None, key)}
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(

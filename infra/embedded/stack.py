@@ -20,7 +20,7 @@ from events import provision
 from events.settings import Settings
 from infra.embedded.faults import FaultInjection
 from infra.embedded.ports import Ports, free_port, port_in_use
-from infra.embedded.processes import Child, Processes, StackError
+from infra.embedded.processes import Child, Processes, StackError, function_env
 from infra.embedded.servers import SERVERS
 
 # The names tests and the CLI import from here.
@@ -69,9 +69,10 @@ class EmbeddedStack(FaultInjection):
         return f"http://127.0.0.1:{self.ports.api}"
 
     def env(self) -> dict[str, str]:
-        """The environment a function process (or a client) of this stack runs with: every
-        setting, so a child sees exactly the configuration the stack was given (a model function
-        turns the model hubs off itself: functions/transcriber/hub.py)."""
+        """The environment a client of this stack runs with: every setting, the secrets included,
+        so a client sees exactly the configuration the stack was given. A function process gets
+        this less the secrets it does not need (`spawn_function`); a model function turns the
+        model hubs off itself (functions/transcriber/hub.py)."""
         return {**self.settings.to_env(), **self.extra_env}
 
     @property
@@ -131,9 +132,12 @@ class EmbeddedStack(FaultInjection):
         self.processes.stop([functions, servers], timeout)
 
     def spawn_function(self, name: str) -> None:
-        """Start `klipnote serve NAME` with the stack's environment and its own health port."""
+        """Start `klipnote serve NAME` with the stack's environment and its own health port, and
+        of the secret settings only those it needs (`infra.embedded.processes.SECRETS`)."""
         env = {**os.environ, **self.env(), "HEALTH_PORT": str(self.ports.health[name])}
-        self.processes.spawn(name, [sys.executable, "-m", "infra.cli", "serve", name], env=env)
+        self.processes.spawn(
+            name, [sys.executable, "-m", "infra.cli", "serve", name], env=function_env(name, env)
+        )
 
     def wait_ready(self, name: str, deadline: float | None = None) -> None:
         """Until function `name` answers its readiness probe (`deadline` in `time.monotonic()`

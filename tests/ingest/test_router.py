@@ -114,3 +114,52 @@ async def test_a_dropped_file_with_a_language_that_is_no_code_fails_at_routing()
     (failed,) = await routed(router(), event)
 
     assert failed.get_data()["code"] == "language_invalid"
+
+
+# -- trust boundaries (issue 15) ----------------------------------------------------------------------
+
+
+async def test_a_job_past_requested_is_never_dispatched_again() -> None:
+    """A repeated request past JetStream's dedupe window (a re-announced object, a re-published
+    CloudEvent, the same object named again) reaches the router as a new message: before, it
+    re-ran a finished job and overwrote its results."""
+    for state in (JobState.COMPLETED, JobState.FAILED, JobState.QUEUED, JobState.TRANSCRIBING):
+        record = JobRecord(id="job1", state=state, media=MEDIA, model="whisperx")
+        assert await routed(router(record), requested(language="zh")) == [], state
+    # ... while a job still `requested` (its record written first, by the gateway) goes on.
+    waiting = JobRecord(id="job1", state=JobState.REQUESTED, media=MEDIA)
+    out = await routed(router(waiting), requested(language="zh"))
+    assert [event.get_type() for event in out] == [catalogue.DISPATCHED.type, catalogue.QUEUED.type]
+
+
+async def test_media_from_a_bucket_media_buckets_does_not_allow_fails_at_routing() -> None:
+    """The model functions read media with the service's credentials, which reach every bucket:
+    before, a request naming `results` (other jobs' transcripts) was fetched and transcribed."""
+    for bucket in ("results", "some-other-bucket"):
+        media = ObjectRef(bucket=bucket, key="x.wav")
+        (failed,) = await routed(router(), requested(media=media))
+        assert failed.get_type() == catalogue.FAILED.type
+        assert failed.get_data()["code"] == "media_bucket_forbidden"
+        assert "MEDIA_BUCKETS" in failed.get_data()["message"]
+    archive = SETTINGS.model_copy(update={"media_buckets": ["uploads", "archive"]})
+    out = await routed(router(settings=archive), requested(media=ObjectRef(bucket="archive", key="x.wav")))
+    assert out[0].get_type() == catalogue.DISPATCHED.type
+
+
+async def test_a_webhook_kept_in_the_job_record_is_admitted_from_the_record() -> None:
+    """Ingest's own requests carry `webhook_in_record` instead of the URL (tokens live in URLs):
+    the router admits the record's target, and a reference no record backs fails."""
+    reference = requested(webhook_in_record=True)
+    forbidden = WebhookTarget(url="http://169.254.169.254/latest", headers={"Authorization": "Bearer t"})
+    record = JobRecord(id="job1", state=JobState.REQUESTED, media=MEDIA, webhook_target=forbidden)
+    (failed,) = await routed(router(record), reference)
+    assert failed.get_data()["code"] == "webhook_forbidden"
+
+    for orphan in (router(), router(JobRecord(id="job1", state=JobState.REQUESTED, media=MEDIA))):
+        (failed,) = await routed(orphan, reference)
+        assert failed.get_data()["code"] == "webhook_reference_unknown"
+
+    public = WebhookTarget(url="https://93.184.215.14/hook?token=t", headers={"Authorization": "Bearer t"})
+    record = JobRecord(id="job1", state=JobState.REQUESTED, media=MEDIA, webhook_target=public)
+    out = await routed(router(record), reference)
+    assert out[0].get_type() == catalogue.DISPATCHED.type

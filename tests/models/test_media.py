@@ -5,19 +5,25 @@ in ../shared/audio and ../shared/cases/make_media_cases.sh)."""
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import struct
 import subprocess
 import sys
 import threading
 import time
+import uuid
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from functions.transcriber.audio import JobFailed, Limits, decode, probe
+from events import storage
+from events.models import ObjectRef
+from functions.transcriber.audio import JobFailed, Limits, decode, fetch, probe
+from infra.embedded.stack import EmbeddedStack
 from tests.support.paths import AUDIO, ROOT, ffmpeg
 
 LIMITS = Limits(max_seconds=4 * 3600, decode_timeout_s=120)
@@ -370,3 +376,70 @@ def test_a_header_without_audio_fails_plainly(media_cases: Path, tmp_path: Path)
     failure = refused(media_cases / "03_mediarecorder_header_only.webm", tmp_path)
     assert failure.code == "media_unreadable"
     assert "EBML" not in failure.message
+
+
+# -- fetching, and what the tools inherit (issue 15: confused deputy, secrets) -----------------
+
+
+def test_the_fetch_reads_only_the_admitted_version_within_the_limit(
+    stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    """On the stack's SeaweedFS, which honours If-Match. Before, the model function fetched
+    whatever the key held when it got to it: another version than the one admitted, of any size."""
+    store = storage.client(stack.settings)
+    bucket, key = stack.settings.uploads_bucket, f"fetch/{uuid.uuid4().hex}.bin"
+    first = store.put_object(bucket, key, io.BytesIO(b"the version admitted"), 20)
+    now = b"the version put in its place since"
+    second = store.put_object(bucket, key, io.BytesIO(now), len(now))
+    target = tmp_path / "media"
+
+    def failure(media: ObjectRef, limit: int = 2**20) -> str:
+        with pytest.raises(JobFailed) as failed:
+            fetch(store, media, target, limit)
+        assert not target.exists()  # refused before a byte is read
+        return failed.value.code
+
+    assert failure(ObjectRef(bucket=bucket, key=key, etag=first.etag)) == "media_changed"
+    assert failure(ObjectRef(bucket=bucket, key=key, etag="x\r\nX-Injected: 1")) == "media_changed"
+    assert (
+        failure(ObjectRef(bucket=bucket, key=key, etag=second.etag), limit=len(now) - 1) == "media_too_large"
+    )
+    assert failure(ObjectRef(bucket=bucket, key=f"{key}.gone")) == "media_missing"
+    for etag in (second.etag, f'"{second.etag}"', None):  # S3 quotes eTags; records do not
+        fetch(store, ObjectRef(bucket=bucket, key=key, etag=etag), target, len(now))
+        assert target.read_bytes() == now
+        target.unlink()
+
+
+def test_ffmpeg_and_ffprobe_get_none_of_the_functions_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ffmpeg parses hostile bytes. Before, it inherited the function's whole environment: the S3
+    secret, and in the embedded stack the API key and the webhook signing secret too. Stand-ins
+    named ffmpeg and ffprobe, first on PATH, write down the environment they were given, then run
+    the real tools."""
+    tools, dumps = tmp_path / "bin", tmp_path / "env"
+    tools.mkdir()
+    dumps.mkdir()
+    for tool in ("ffmpeg", "ffprobe"):
+        real = shutil.which(tool)
+        assert real is not None
+        stand_in = tools / tool
+        stand_in.write_text(f'#!/bin/sh\nenv > "{dumps}/{tool}.$$"\nexec "{real}" "$@"\n')
+        stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    names = ("API_KEY", "WEBHOOK_SECRET", "S3_SECRET_KEY", "RECEIVER_TOKEN", "AWS_SECRET_ACCESS_KEY")
+    secrets = {name: f"{name.lower()}-{uuid.uuid4().hex}" for name in names}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+
+    audio = decode(AUDIO / "librispeech-1995-1837-0001.wav", tmp_path / "audio.s16le", LIMITS)
+
+    assert audio.samples > 0
+    environments = sorted(dumps.iterdir())
+    assert {path.name.split(".")[0] for path in environments} == {"ffmpeg", "ffprobe"}
+    for path in environments:
+        text = path.read_text()
+        assert "PATH=" in text
+        for name, value in secrets.items():
+            assert value not in text and f"{name}=" not in text, path.name

@@ -6,6 +6,7 @@ SeaweedFS and functions)."""
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
 import uuid
@@ -18,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from events import binding, catalogue
+from events import binding, catalogue, storage
 from events.lifecycle import JobState
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested, WebhookTarget
 from functions.ingest.api.media import not_media
@@ -230,11 +231,26 @@ async def raw_job_messages(js: JetStreamContext, job_id: str) -> list[bytes]:
     return [json.dumps(msg.headers or {}).encode() + msg.data for msg in messages]
 
 
+async def sse_text(api: httpx.AsyncClient, job_id: str) -> str:
+    """The job's event stream (`GET /v1/jobs/{id}/events`) as sent, up to the job's end."""
+    chunks = []
+    async with api.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        assert response.status_code == 200
+        async for text in response.aiter_text():
+            chunks.append(text)
+    return "".join(chunks)
+
+
 @pytest.mark.parametrize("way_in", ["upload", "cloudevent"])
-async def test_webhook_header_values_and_the_api_key_never_reach_events_or_logs(
+async def test_webhook_secrets_and_the_api_key_never_reach_events_or_logs(
     api: httpx.AsyncClient, js: JetStreamContext, stack: EmbeddedStack, way_in: str
 ) -> None:
-    hook = "http://93.184.215.14/klipnote-hook"  # a public address: the guard lets it through
+    """A webhook URL's tokens (user:password, path, query) and its header values live in the job
+    record only. Before, the URL went verbatim into `transcription.requested` (30 days in JOBS,
+    the SSE stream, dead letters); only the header values were left out."""
+    token = uuid.uuid4().hex
+    # A public address (the guard lets it through); a token in each place a URL may hold one.
+    hook = f"http://hook-user:pw-{token}@93.184.215.14/klipnote-hook/path-{token}?token=q-{token}"
     if way_in == "upload":
         response = await api.post(
             "/v1/jobs",
@@ -255,41 +271,100 @@ async def test_webhook_header_values_and_the_api_key_never_reach_events_or_logs(
     job_id = response.json()["id"]
 
     messages = await raw_job_messages(js, job_id)
+    streamed = await sse_text(api, job_id)
     kv = await js.key_value(catalogue.JOBS_KV_BUCKET)
     record = JobRecord.model_validate_json((await kv.get(job_id)).value or b"")
     shown = (await api.get(f"/v1/jobs/{job_id}")).text
     log = stack.child("ingest").log_path.read_text(errors="replace")
 
     requested = [m for m in messages if catalogue.REQUESTED.type.encode() in m]
-    assert len(requested) == 1 and b"/klipnote-hook" in requested[0]  # the event names the webhook...
-    for text in (*messages, shown.encode(), log.encode()):
-        assert SECRET_HEADER_VALUE.encode() not in text  # ... and none of its header values
+    assert len(requested) == 1 and b'"webhook_in_record":true' in requested[0].replace(b" ", b"")
+    assert catalogue.REQUESTED.type in streamed and "webhook_in_record" in streamed
+    for text in (*messages, streamed.encode()):  # the events: nothing of the URL but the flag
+        assert token.encode() not in text and b"93.184.215.14" not in text
+        assert SECRET_HEADER_VALUE.encode() not in text
+        assert API_KEY.encode() not in text
+    for text in (shown.encode(), log.encode()):
+        assert f"pw-{token}".encode() not in text and f"q-{token}".encode() not in text
+        assert SECRET_HEADER_VALUE.encode() not in text
         assert API_KEY.encode() not in text
     # The deliverer still has the whole target: it reads it from the job record.
-    assert record.webhook_target is not None
-    assert record.webhook_target.headers == {"Authorization": SECRET_HEADER_VALUE}
+    assert record.webhook_target == WebhookTarget(url=hook, headers={"Authorization": SECRET_HEADER_VALUE})
 
 
-def test_the_projector_and_the_api_agree_on_the_webhook_target_whoever_writes_first() -> None:
-    full = WebhookTarget(url="https://hooks.example.com/k", headers={"Authorization": "Bearer t"})
-    stripped = full.model_copy(update={"headers": {}})
+def test_only_the_job_record_holds_the_webhook_and_a_repeat_never_changes_a_record() -> None:
+    """The gateway projects a request with its full webhook target before publishing it with
+    `webhook_in_record`; the projector's later copy of the same event, or any repeat, changes
+    nothing, and a finished job never goes back to `requested`."""
+    full = WebhookTarget(url="https://hooks.example.com/k?token=t", headers={"Authorization": "Bearer t"})
     request = TranscriptionRequested(
-        job_id="j1", media=ObjectRef(bucket="uploads", key="a.wav"), webhook=stripped
+        job_id="j1", media=ObjectRef(bucket="uploads", key="a.wav"), webhook_in_record=True
     )
     event = binding.new_event(catalogue.REQUESTED, request, function="ingest", event_id="j1:requested")
 
-    by_api = apply(None, event, full)  # the API projects first
-    by_projector = apply(None, event)  # the projector (from the event) wins the race ...
-    assert by_api is not None and by_api.webhook_target == full
-    assert by_projector is not None and by_projector.webhook_target == stripped
-    filled = apply(by_projector, event, full)  # ... and the API fills the values in
-    assert filled is not None and filled.webhook_target == full
-    assert apply(filled, event, full) is None  # nothing more to do
-    assert apply(by_projector, event) is None  # a replayed event changes nothing
-    ended = by_projector.model_copy(update={"state": JobState.FAILED})
-    assert apply(ended, event, full) is None  # never once the job has ended
+    made = apply(None, event, full)  # the gateway, before publishing
+    assert made is not None and made.webhook_target == full and made.webhook is not None
+    assert "token" not in made.webhook.url
+    assert apply(made, event) is None  # the projector's copy of the event
     other = full.model_copy(update={"url": "https://other.example.com/k"})
-    assert apply(by_projector, event, other) is None  # only this request's own target
+    assert apply(made, event, other) is None  # a later request with the same job id
+    for state in (JobState.COMPLETED, JobState.FAILED):
+        ended = made.model_copy(update={"state": state})
+        assert apply(ended, event, full) is None  # a repeat past the dedupe window
+    # A reference without the gateway's target (another system's event) makes a record with no
+    # webhook: the router fails such a job (webhook_reference_unknown).
+    orphan = apply(None, event)
+    assert orphan is not None and orphan.webhook_target is None and orphan.webhook is None
+    # Another system's request on NATS still names its target in full; the record keeps it.
+    theirs = TranscriptionRequested(job_id="j2", media=ObjectRef(bucket="uploads", key="a.wav"), webhook=full)
+    made = apply(None, binding.new_event(catalogue.REQUESTED, theirs, function="crm"))
+    assert made is not None and made.webhook_target == full
+    with pytest.raises(ValueError, match="exclude each other"):
+        TranscriptionRequested(media=request.media, webhook=full, webhook_in_record=True)
+
+
+# -- confused deputy: media only from allowed buckets, the version that was admitted ----------------
+
+
+async def test_a_request_on_nats_naming_a_bucket_media_buckets_does_not_allow_fails_at_routing(
+    js: JetStreamContext, stack: EmbeddedStack
+) -> None:
+    """Before, the model function fetched `results/...` (another job's transcript) with the
+    service's credentials and transcribed it."""
+    key = f"crm/{uuid.uuid4().hex}.wav"
+    storage.client(stack.settings).put_object(
+        stack.settings.results_bucket, key, io.BytesIO(GARBAGE), len(GARBAGE)
+    )
+    request = TranscriptionRequested(media=ObjectRef(bucket=stack.settings.results_bucket, key=key))
+    event = binding.new_event(catalogue.REQUESTED, request, function="crm", event_id=uuid.uuid4().hex)
+    headers, body = binding.encode(event, "binary")
+    await publish_raw(js, headers, body)
+
+    end = await wait_for_job_end(js, job_id_for(event, request), timeout=30)
+    assert end.get_type() == catalogue.FAILED.type and end.get_data()["code"] == "media_bucket_forbidden"
+    assert end.get_data()["function"] == "ingest"
+
+
+async def test_an_object_replaced_after_its_request_is_not_transcribed(
+    js: JetStreamContext, stack: EmbeddedStack
+) -> None:
+    """A request names a version (its eTag); the object now under that key is another one. Before,
+    the model function fetched whatever was there."""
+    key = f"crm/{uuid.uuid4().hex}.wav"
+    store = storage.client(stack.settings)
+    admitted = store.put_object(stack.settings.uploads_bucket, key, io.BytesIO(GARBAGE), len(GARBAGE))
+    replaced = GARBAGE + b"replaced"
+    store.put_object(stack.settings.uploads_bucket, key, io.BytesIO(replaced), len(replaced))
+    request = TranscriptionRequested(
+        media=ObjectRef(bucket=stack.settings.uploads_bucket, key=key, etag=admitted.etag), language="en"
+    )
+    event = binding.new_event(catalogue.REQUESTED, request, function="crm", event_id=uuid.uuid4().hex)
+    headers, body = binding.encode(event, "binary")
+    await publish_raw(js, headers, body)
+
+    end = await wait_for_job_end(js, job_id_for(event, request), timeout=60)
+    assert end.get_type() == catalogue.FAILED.type and end.get_data()["code"] == "media_changed"
+    assert end.get_data()["function"] == "whisperx"
 
 
 # -- the table stays true ------------------------------------------------------------------------------
