@@ -396,3 +396,21 @@ def test_the_bad_input_table_names_only_tests_that_exist() -> None:
             if not path.exists() or name not in defined_tests(path):
                 missing.append(f"{file}::{name}")
     assert not missing, f"{DOC.name} names tests that do not exist: {missing}"
+
+
+def test_the_security_threat_table_names_only_tests_that_exist() -> None:
+    """docs/security.md: every threat row names a test that pins it, and each named test exists."""
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    table = text.split("## Threats and where they are stopped", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| **")]
+    rows = [row for row in rows if not row.startswith("| attack ")]
+    assert len(rows) >= 20, f"{len(rows)} threat rows"
+    missing = []
+    for row in rows:
+        references = _REFERENCE.findall(row)
+        assert references, f"a threat without a test: {row}"
+        for file, name in references:
+            path = ROOT / file
+            if not path.exists() or name not in defined_tests(path):
+                missing.append(f"{file}::{name}")
+    assert not missing, f"security.md names tests that do not exist: {missing}"
