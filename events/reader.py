@@ -1,5 +1,6 @@
 """Reading a subject of a stream from its start until a condition: one ephemeral pull consumer
-per read, which the server removes once the read is over (`INACTIVE_S` after its last fetch).
+per read, deleted when the read is over (and dropped by the server `INACTIVE_S` after its last
+fetch should the delete not get through).
 
 The job events API (SSE), optimize (a run's segments) and the tests all read this way. A pull
 consumer with no acks delivers in stream order and never skips a message: a message that reaches
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats.errors
@@ -50,7 +52,10 @@ async def reading(
 ) -> AsyncIterator[SubjectReader]:
     """An ephemeral pull consumer on `subject` for the duration of the block. Raises nats-py's
     `NotFoundError` when no stream holds the subject."""
+    stream = await js.find_stream_name_by_subject(subject)
+    name = f"read-{uuid.uuid4().hex}"  # never a durable's name (permissions deny those)
     config = ConsumerConfig(
+        name=name,
         # A list of filters keeps the filter out of the create subject (`...CREATE.<stream>.<name>`):
         # one permission covers every subject read.
         filter_subjects=[subject],
@@ -60,11 +65,17 @@ async def reading(
         mem_storage=True,
         num_replicas=1,
     )
-    sub = await js.pull_subscribe(subject, config=config)
+    await js.add_consumer(stream, config)
     try:
-        yield SubjectReader(sub)
+        sub = await js.pull_subscribe_bind(name=name, stream=stream)
+        try:
+            yield SubjectReader(sub)
+        finally:
+            await sub.unsubscribe()
     finally:
-        await sub.unsubscribe()
+        # Not left for INACTIVE_S: a client opening and closing streams would pile them up.
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(stream, name)
 
 
 async def read_until(

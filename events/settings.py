@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     # -- ingest API -------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the ingest HTTP API binds to.")
     api_port: int = Field(8080, description="Port of the ingest HTTP API.")
-    api_key: str | None = Field(None, description="Bearer token required by the API when set.")
+    # min_length: an empty value set by mistake (an empty Secret) would accept `Bearer ` as the key.
+    api_key: str | None = Field(None, min_length=1, description="Bearer token required by the API when set.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest accepted upload.")
     api_max_body_bytes: int = Field(
         1024**2,
@@ -133,6 +134,7 @@ class Settings(BaseSettings):
     # -- webhooks (Standard Webhooks) -------------------------------------------------------
     webhook_secret: str | None = Field(
         None,
+        min_length=1,
         description="Signing secret for webhook deliveries (Standard Webhooks, `whsec_` + base64); "
         "without one, requests that ask for a webhook are refused.",
     )
@@ -170,6 +172,7 @@ class Settings(BaseSettings):
     health_host: str = Field("127.0.0.1", description="Address of a function's health endpoints.")
     receiver_token: str | None = Field(
         None,
+        min_length=1,
         description="Bearer token the CloudEvents receiver of the HTTP transport (`POST /`) requires "
         "when set; without one, only the network boundary keeps others out (docs/security.md).",
     )

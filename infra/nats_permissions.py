@@ -13,10 +13,11 @@ Passwords are read from the environment by nats-server (`$KLIPNOTE_<USER>_NATS_P
 Each user subscribes only to its own inbox, `_INBOX_<user>.>` (`events.bus.inbox_prefix`, which
 `bus.connect` sets), so no credential reads another client's replies (job records, webhook
 headers, transcripts). MinIO's NATS target (nats.go) cannot be given an inbox prefix: it keeps the
-default `_INBOX.>`, which none of ours uses. No user but `provision` may delete a consumer or
-create, update or (unless it is its own) fetch from a durable: readers create their ephemeral
-consumers by name on `$JS.API.CONSUMER.CREATE.<stream>.<name>` (`events.reader`), which `_reader`
-allows for any name and `_durable_denies` denies for the durables' names. The nameless create
+default `_INBOX.>`, which none of ours uses. No user but `provision` may
+create, update, delete or (unless it is its own) fetch from a durable: readers create and delete
+their ephemeral consumers by name (`$JS.API.CONSUMER.CREATE.<stream>.<name>`, `...DELETE...`;
+`events.reader`), which `_reader` allows for any name and `_durable_denies` denies for the
+durables' names. The nameless create
 (`...CREATE.<stream>`, the name in the body, where the server would update a durable named there)
 and `...DURABLE.CREATE...` are allowed to no one.
 """
@@ -61,14 +62,15 @@ def _pull(consumer: Consumer) -> list[str]:
 def _reader(stream: catalogue.Stream) -> list[str]:
     """What reading a subject of one stream needs (`events.reader.reading`: an ephemeral pull
     consumer with a random name): find the stream, create the consumer by name
-    (`$JS.API.CONSUMER.CREATE.<stream>.<name>`), fetch from it. The durables' names are denied
-    (`_durable_denies`): the create subject carries the name, so no reader can create, update or
-    fetch from a durable it does not own. No delete: the server drops a reader once idle."""
+    (`$JS.API.CONSUMER.CREATE.<stream>.<name>`), fetch from it, delete it. The durables' names are
+    denied (`_durable_denies`): the subjects carry the name, so no reader can create, update,
+    delete or fetch from a durable it does not own."""
     return [
         "$JS.API.STREAM.NAMES",
         f"$JS.API.STREAM.INFO.{stream.name}",
         f"$JS.API.CONSUMER.CREATE.{stream.name}.*",
         f"$JS.API.CONSUMER.MSG.NEXT.{stream.name}.*",
+        f"$JS.API.CONSUMER.DELETE.{stream.name}.*",
     ]
 
 
@@ -82,6 +84,7 @@ def _durable_denies(streams: list[catalogue.Stream], own: list[Consumer]) -> lis
             continue
         stream, durable = consumer.stream.name, consumer.durable
         denies.append(f"$JS.API.CONSUMER.CREATE.{stream}.{durable}")
+        denies.append(f"$JS.API.CONSUMER.DELETE.{stream}.{durable}")
         if consumer not in own:
             denies.append(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}")
     return denies

@@ -104,7 +104,10 @@ def _add_receiver(app: FastAPI, process: FunctionProcess) -> None:
             return response
         if not process.health().ready:
             return _problem(503, "not_ready", "the function is still starting")
-        body = await request.body()
+        body = await _bounded_body(request, process.settings.api_max_body_bytes)
+        if body is None:
+            limit = process.settings.api_max_body_bytes
+            return _problem(413, "body_too_large", f"an event is at most {limit} bytes (API_MAX_BODY_BYTES)")
         try:
             event = binding.decode(dict(request.headers), body)
         except binding.MalformedEvent as error:
@@ -129,6 +132,20 @@ def _add_receiver(app: FastAPI, process: FunctionProcess) -> None:
             return _problem(503, "transient_error", f"{type(error).__name__}: {error}")
         log.info("handled %s", event.get_type(), extra=event_fields(event))
         return Response(status_code=202)
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it is declared or counted past `limit` bytes (an event is
+    small: segments never travel this way), read no further."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _authorized(request: Request, token: str | None) -> bool:

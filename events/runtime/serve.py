@@ -37,6 +37,19 @@ class UnknownFunction(CodedError):
         super().__init__("function_unknown", f"no function {name!r} here (this install has: {known})")
 
 
+class ReceiverUnguarded(CodedError):
+    """`klipnote serve NAME --transport http` for a function with its own public routes (ingest's
+    API) and no RECEIVER_TOKEN: its CloudEvents receiver would share the public port, and anyone
+    who reaches the API could push any event (a `completed` naming any object, say) past the key."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            "receiver_unguarded",
+            f"{name} serves a public API: under the HTTP transport its CloudEvents receiver shares that "
+            "port, so set RECEIVER_TOKEN (docs/security.md)",
+        )
+
+
 def installed() -> list[str]:
     """The functions this install (an image ships its own) can serve, by name."""
     # Found by name, as `load_function` imports them: the runtime depends on no function.
@@ -72,6 +85,8 @@ async def serve(name: str, settings: Settings, transport: Transport = "jetstream
         loop.add_signal_handler(sig, process.stop)
 
     routes = function.app()
+    if transport == "http" and routes is not None and settings.receiver_token is None:
+        raise ReceiverUnguarded(name)
     http = HttpHost(process, receiver=transport == "http", routes=routes)
     if routes is not None:
         address = (settings.api_host, settings.api_port)

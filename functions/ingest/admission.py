@@ -49,7 +49,7 @@ class Admission:
         RoutingError (`model_disabled`, `model_unknown`), LanguageRefused (`language_invalid`),
         WebhookRefused (`webhook_*`; the guard resolves the host off the event loop)."""
         route = routing.choose_model(model, language, self.settings)
-        if language is not None and not _LANGUAGE.match(language):
+        if language is not None and not _LANGUAGE.fullmatch(language):
             raise LanguageRefused("language_invalid", f"{language!r} is not an ISO 639-1 language code")
         if webhook is not None:
             await self.guard.check_async(webhook)

@@ -37,13 +37,13 @@ CALLER_JOB_ID_RULE = "data.job_id is up to 128 of A-Z a-z 0-9 _ -, not 32 lowerc
 
 def valid_job_id(job_id: str) -> bool:
     """Whether a job id (ours are hex; another system may name its own) fits KV keys and subjects."""
-    return bool(_JOB_ID.match(job_id))
+    return bool(_JOB_ID.fullmatch(job_id))  # not `match`: its `$` lets a final newline through
 
 
 def valid_caller_job_id(job_id: str) -> bool:
     """Whether another system may name its job `job_id`: a valid job id not of our form (see the
     module's docstring: caller ids live in their own namespace)."""
-    return valid_job_id(job_id) and not _OUR_JOB_ID.match(job_id)
+    return valid_job_id(job_id) and not _OUR_JOB_ID.fullmatch(job_id)
 
 
 def new_job_id() -> str:
@@ -70,10 +70,15 @@ def keyed_job_id(idempotency_key: str) -> str:
 
 def job_id_for(event: CloudEvent, request: TranscriptionRequested) -> str:
     """The request's own job id; a request from another system has none: derive one from the
-    event's source and id (CloudEvents' identity of an event), so its repeats make one job."""
+    event's source and id (CloudEvents' identity of an event), so its repeats make one job.
+
+    The name hashed starts `event` and gives the source's length: no source and id a caller
+    chooses can spell the name of an `Idempotency-Key` (`request\n<key>`) or of a stored object
+    (`object\n<bucket>\n<key>\n<etag>`), nor another source's events."""
     if request.job_id:
         return request.job_id
-    return uuid.uuid5(_JOB_NAMESPACE, f"{event.get_source()}\n{event.get_id()}").hex
+    source = event.get_source()
+    return uuid.uuid5(_JOB_NAMESPACE, f"event\n{len(source)}:{source}\n{event.get_id()}").hex
 
 
 def checked_job_id(event: CloudEvent, request: TranscriptionRequested) -> str:

@@ -23,6 +23,7 @@ from events.models import WebhookTarget, utcnow
 from events.reader import SubjectReader
 from events.runtime.function import Runtime
 from functions.ingest.ids import checked_job_id, job_id_for, valid_job_id
+from functions.ingest.naming import display_filename
 from functions.ingest.schema import JobError, JobRecord, WebhookStatus, shown_url
 
 _RANK = {
@@ -74,7 +75,8 @@ def apply(
             id=job_id_for(event, request),
             state=JobState.REQUESTED,
             media=request.media,
-            filename=request.filename,
+            # Every way in, not only uploads: a name from NATS or /v1/events is whatever was sent.
+            filename=display_filename(request.filename) if request.filename else None,
             requested_model=request.model,
             language=request.language,
             formats=request.formats,

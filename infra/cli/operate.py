@@ -14,12 +14,12 @@ from events.settings import Settings
 def run(args: argparse.Namespace) -> int:
     """Run `serve`, `provision` or `schemas`; the exit code (2 for another command)."""
     if args.command == "serve":
-        from events.runtime.serve import UnknownFunction
+        from events.runtime.serve import ReceiverUnguarded, UnknownFunction
         from events.runtime.serve import main as serve_main
 
         try:
             serve_main(args.name, args.transport)
-        except UnknownFunction as error:
+        except (UnknownFunction, ReceiverUnguarded) as error:
             print(f"klipnote serve: {error.message}", file=sys.stderr)
             return 2
         return 0

@@ -128,7 +128,10 @@ def follow(client: KlipNote, job_id: str, display: Display, job: JobView | None 
 
 def _outcome(client: KlipNote, job_id: str, end: JobEnd) -> int:
     if end.state != JobState.COMPLETED:
-        print(f"klipnote: job {job_id} failed: {end.code}: {printable(end.message or '')}", file=sys.stderr)
+        print(
+            f"klipnote: job {job_id} failed: {printable(end.code or '')}: {printable(end.message or '')}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     client.wait_finished(job_id)  # the record follows the event: `results` can run right after
     print(f"job {job_id} completed; its transcripts: klipnote results {job_id}", file=sys.stderr)
@@ -167,7 +170,8 @@ def results(args: argparse.Namespace, client: KlipNote, job_id: str) -> int:
             f"job {job_id} made no {','.join(missing)} (it made {','.join(produced)})", EXIT_NOT_FOUND
         )
     source = recall(job_id)
-    stem = source.stem if source else Path(job.filename or job_id).stem or job_id
+    # A name from the job's record is whatever its requester sent: no control characters in ours.
+    stem = source.stem if source else printable(Path(job.filename or job_id).stem) or job_id
     if args.to is not None:
         directory = args.to
         directory.mkdir(parents=True, exist_ok=True)
@@ -195,7 +199,10 @@ def submit_and_follow(api: str, media: Path, args: argparse.Namespace, settings:
             with Display(sys.stdout) as display:
                 end = follow(client, job_id, display)
             if end.state != JobState.COMPLETED:
-                print(f"job failed: {end.code}: {printable(end.message or '')}", file=sys.stderr)
+                print(
+                    f"job failed: {printable(end.code or '')}: {printable(end.message or '')}",
+                    file=sys.stderr,
+                )
                 return 1
             job = client.wait_finished(job_id)
             output = args.output / job_id

@@ -36,9 +36,10 @@ def function_env(name: str, env: dict[str, str]) -> dict[str, str]:
 
 
 def _needs(function: str | None, variable: str) -> bool:
-    if variable not in SECRETS:
+    name = variable.upper()  # Settings read the environment case-insensitively: `api_key` is API_KEY
+    if name not in SECRETS:
         return True
-    needed = SECRETS[variable]
+    needed = SECRETS[name]
     return function is not None and (needed is None or function in needed)
 
 

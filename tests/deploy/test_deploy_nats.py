@@ -243,6 +243,9 @@ async def test_ingest_cannot_delete_or_reconfigure_a_durable_it_does_not_own(
         # ... while reading a job's events as the API does (events.reader) still works.
         async with reading(ingest.jetstream(), catalogue.job_events_subject("nobody")) as reader:
             assert await reader.next(0.1) is None
+        # ... and its consumer is gone with the read (a client opening streams piles none up).
+        names = [info.name for info in await admin.consumers_info(catalogue.JOBS.name)]
+        assert not [name for name in names if name.startswith("read-")], names
     finally:
         await ingest.close()
     assert await _durable_configs(admin, models) == before

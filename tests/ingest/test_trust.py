@@ -10,18 +10,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
+from pydantic import ValidationError
 
 from events import binding, catalogue, lifecycle, storage
 from events.bus import Publisher
 from events.lifecycle import JobState
 from events.models import ObjectRef, TranscriptionRequested
 from events.runtime.function import Runtime
+from events.settings import Settings
 from functions.ingest.admission import Admission
-from functions.ingest.ids import keyed_job_id
+from functions.ingest.ids import job_id_for, keyed_job_id, object_job_id, valid_caller_job_id, valid_job_id
 from functions.ingest.jobs import JobStore
 from functions.ingest.router import Router
-from infra.embedded.processes import SECRETS, Processes
+from infra.embedded.processes import SECRETS, Processes, function_env
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import finished_job, job_events, subject_count
 from tests.support.paths import API_KEY, AUDIO, WEBHOOK_SECRET
@@ -146,3 +149,42 @@ async def test_a_keyed_request_whose_publish_failed_runs_when_it_is_retried(
         )
     assert retry.status_code == 202 and retry.json()["id"] == job_id
     assert (await finished_job(api, js, job_id))["state"] == "completed"
+
+
+def test_a_caller_cannot_name_a_job_of_ours_by_its_event_source_and_id() -> None:
+    """A job a caller's CloudEvent names is derived from its source and id; before, the source
+    `request` and id `<key>` spelled the job of that Idempotency-Key (and `object` the job of a
+    stored object), so a caller could take either before it existed."""
+    media = ObjectRef(bucket="uploads", key="k.wav", etag="e1")
+    request = TranscriptionRequested(media=media)
+    forged_key = CloudEvent({"type": catalogue.REQUESTED.type, "source": "request", "id": "key-1"}, {})
+    forged_object = CloudEvent(
+        {"type": catalogue.REQUESTED.type, "source": "object", "id": "uploads\nk.wav\ne1"}, {}
+    )
+    assert job_id_for(forged_key, request) != keyed_job_id("key-1")
+    assert job_id_for(forged_object, request) != object_job_id("uploads", "k.wav", "e1")
+    split = CloudEvent({"type": catalogue.REQUESTED.type, "source": "a\nb", "id": "c"}, {})
+    other = CloudEvent({"type": catalogue.REQUESTED.type, "source": "a", "id": "b\nc"}, {})
+    assert job_id_for(split, request) != job_id_for(other, request)
+
+
+@pytest.mark.parametrize("job_id", ["job\n", "job\r\n", "\njob"])
+def test_a_job_id_with_a_line_break_is_no_job_id(job_id: str) -> None:
+    """`re.match` with `$` let a final newline through, and the id then broke the subject it
+    names (a 500 over HTTP, a crashing router on NATS)."""
+    assert not valid_job_id(job_id) and not valid_caller_job_id(job_id)
+
+
+@pytest.mark.parametrize("setting", ["API_KEY", "WEBHOOK_SECRET", "RECEIVER_TOKEN"])
+def test_an_empty_secret_is_refused_at_start(setting: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty Secret set API_KEY to "": `Authorization: Bearer ` (nothing after it) was the key."""
+    monkeypatch.setenv(setting, "")
+    with pytest.raises(ValidationError, match=setting.lower()):
+        Settings()
+
+
+def test_a_secret_named_in_lower_case_is_held_back_too() -> None:
+    """Settings read the environment case-insensitively: `api_key` is the API key as well."""
+    env = {"api_key": "k", "Webhook_Secret": "w", "PATH": "/bin"}
+    assert function_env("whisperx", env) == {"PATH": "/bin"}
+    assert function_env("ingest", env) == env

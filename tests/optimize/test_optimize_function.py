@@ -158,8 +158,8 @@ class _WatchedJetStream:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._js, name)
 
-    async def pull_subscribe(self, *args: Any, **kwargs: Any) -> Any:
-        subscription = await self._js.pull_subscribe(*args, **kwargs)
+    async def pull_subscribe_bind(self, *args: Any, **kwargs: Any) -> Any:
+        subscription = await self._js.pull_subscribe_bind(*args, **kwargs)
         self.subscribed.set()
         return subscription
 

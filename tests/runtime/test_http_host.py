@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
 
@@ -18,20 +19,23 @@ from events.reader import read_until
 from events.runtime.function import PermanentError
 from events.runtime.http import HttpHost
 from events.runtime.process import FunctionProcess
+from events.runtime.serve import ReceiverUnguarded, serve
+from events.settings import Settings
 from infra.embedded.stack import EmbeddedStack
 from tests.support.handlers import Recorder, make_consumer, valid_event
 from tests.support.samples import sample
 
 
 async def receiver(
-    stack: EmbeddedStack, js: JetStreamContext, token: str | None = None
+    stack: EmbeddedStack, js: JetStreamContext, token: str | None = None, max_body: int | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Recorder]]:
     consumer = await make_consumer(js, stack.settings)
     # The recorder's consumer filters on its own subjects; the HTTP host routes by catalogue
     # subject, so point it at the `queued` events the recorder understands.
     consumer = type(consumer)(consumer.durable, consumer.stream, "transcription.queued.*")
     recorder = Recorder(consumer)
-    process = FunctionProcess(recorder, stack.settings.model_copy(update={"receiver_token": token}))
+    limits = {"receiver_token": token, "api_max_body_bytes": max_body or stack.settings.api_max_body_bytes}
+    process = FunctionProcess(recorder, stack.settings.model_copy(update=limits))
     app = HttpHost(process, receiver=True).app
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://function") as client:
@@ -94,6 +98,34 @@ async def test_with_a_receiver_token_only_its_holder_may_deliver_events(
         assert (await client.post("/", headers=headers, content=body)).status_code == 202
         event_id, _ = recorder.seen.get_nowait()
         assert event_id == event.get_id()
+
+
+async def test_an_event_over_the_body_limit_is_refused_unread(
+    stack: EmbeddedStack, js: JetStreamContext
+) -> None:
+    """Before, the receiver read any body whole into memory."""
+    async for client, recorder in receiver(stack, js, max_body=2048):
+        headers, body = binding.encode(valid_event("http-big"), "structured")
+        padded = body[:-1] + b', "padding": "' + b"x" * 4096 + b'"}'
+        response = await client.post("/", headers=headers, content=padded)
+        assert response.status_code == 413 and response.json()["detail"]["code"] == "body_too_large"
+
+        response = await client.post("/", headers=headers, content=_chunked(padded, 512))
+        assert response.status_code == 413
+        assert recorder.seen.empty()
+
+
+async def _chunked(body: bytes, size: int) -> AsyncIterator[bytes]:
+    """`body` streamed in parts, with no Content-Length: counted as it arrives."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_ingest_under_the_http_transport_needs_a_receiver_token() -> None:
+    """ingest serves its public API and, under the HTTP transport, the CloudEvents receiver on
+    the same port: without a token anyone reaching the API could push any event past the key."""
+    with pytest.raises(ReceiverUnguarded, match="RECEIVER_TOKEN"):
+        asyncio.run(serve("ingest", Settings(), "http"))
 
 
 def test_subject_matching_follows_nats_wildcards() -> None:

@@ -105,7 +105,10 @@ async def _event_stream(
                 yield b": keep-alive\n\n"
                 continue
             _, body = binding.encode(event, "structured")
-            yield f"id: {event.get_id()}\nevent: {event.get_type()}\n".encode() + b"data: " + body + b"\n\n"
+            # A line break in an id or a type would start a field (or an event) of its own (the
+            # SSE format, WHATWG HTML 9.2.6): events from other functions are not trusted for it.
+            fields = f"id: {_one_line(event.get_id())}\nevent: {_one_line(event.get_type())}\n"
+            yield fields.encode() + b"data: " + body + b"\n\n"
             ended = event.get_type() in _ENDS
     finally:
         # Freed before the last message goes out: a client that read the stream's end may open another.
@@ -123,3 +126,8 @@ async def _event_stream(
 def _notice(name: str, job_id: str, message: str) -> bytes:
     """An SSE message of ours that ends a stream early, `data:` JSON with the job and why."""
     return f"event: {name}\ndata: {json.dumps({'job_id': job_id, 'message': message})}\n\n".encode()
+
+
+def _one_line(value: str) -> str:
+    """`value` with CR, LF and NUL replaced by spaces: one SSE field."""
+    return value.translate({0x0D: " ", 0x0A: " ", 0x00: " "})

@@ -68,7 +68,7 @@ def _webhook(webhook_url: str | None, webhook_header: str | None) -> WebhookTarg
     if webhook_header:
         name, sep, value = webhook_header.partition(":")
         name, value = name.strip(), value.strip()
-        if not sep or not _HEADER_NAME.match(name) or not _HEADER_VALUE.match(value):
+        if not sep or not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
             raise problem(
                 422, "webhook_invalid", "webhook_header is `Name: value`, with no control characters"
             )

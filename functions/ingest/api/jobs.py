@@ -65,7 +65,8 @@ async def submit_job(
                 "metadata": options.metadata,
                 "webhook": options.webhook.model_dump(mode="json") if options.webhook else None,
                 "audio_track": audio_track,
-                "filename": file.filename,
+                # As stored (store_upload): a client quoting `"` as %22 sends the same name.
+                "filename": display_filename((file.filename or "").replace("%22", '"')),
             }
             digest = await _request_digest(file, options_sent)
         existing = await gateway.get_job(job_id)
@@ -87,7 +88,11 @@ async def submit_job(
         webhook=options.webhook,
         audio_track=audio_track,
     )
-    return await gateway.view(await gateway.submit(request, request_digest=digest))
+    record = await gateway.submit(request, request_digest=digest)
+    if digest is not None and record.request_digest not in (None, digest):
+        # Another request under the same key made the job first (both found no record).
+        raise _key_reused()
+    return await gateway.view(record)
 
 
 async def _request_digest(file: UploadFile, options: dict[str, object]) -> str:
@@ -111,14 +116,18 @@ async def _repeated(gateway: Gateway, existing: JobRecord, digest: str | None) -
     the same request (a job still `requested` is published again: the first publish may have
     failed); 422 `idempotency_key_reused` when the key came with another file or options."""
     if digest is not None and existing.request_digest is not None and existing.request_digest != digest:
-        raise problem(
-            422,
-            "idempotency_key_reused",
-            "this Idempotency-Key was sent before with another file or other options; "
-            "a new request needs a new key",
-        )
+        raise _key_reused()
     await gateway.republish(existing)
     return await gateway.view(existing)
+
+
+def _key_reused() -> Exception:
+    return problem(
+        422,
+        "idempotency_key_reused",
+        "this Idempotency-Key was sent before with another file or other options; "
+        "a new request needs a new key",
+    )
 
 
 @router.get("/v1/jobs")
