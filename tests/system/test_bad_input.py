@@ -121,11 +121,19 @@ async def test_an_undeclared_type_is_left_to_the_decoder(
 
 
 @pytest.mark.parametrize(
-    "media", ["s3://up..loads/x.wav", "s3://" + "b" * 64 + "/x.wav", "s3://uploads/a/../b.wav"]
+    ("media", "code"),
+    [
+        # A bucket no store could have is no bucket MEDIA_BUCKETS allows: refused before the client.
+        ("s3://up..loads/x.wav", "media_bucket_forbidden"),
+        ("s3://" + "b" * 64 + "/x.wav", "media_bucket_forbidden"),
+        ("s3://uploads/a/../b.wav", "media_invalid"),
+    ],
 )
-async def test_a_reference_the_store_client_refuses_is_invalid(api: httpx.AsyncClient, media: str) -> None:
+async def test_a_reference_the_store_client_refuses_is_invalid(
+    api: httpx.AsyncClient, media: str, code: str
+) -> None:
     # Each was a 500: the minio client raises ValueError before any request.
-    assert problem(await api.post("/v1/jobs", data={"media": media})) == (422, "media_invalid")
+    assert problem(await api.post("/v1/jobs", data={"media": media})) == (422, code)
 
 
 async def test_an_idempotency_key_over_255_characters_is_refused(api: httpx.AsyncClient) -> None:
