@@ -97,14 +97,7 @@ class Gateway:
         with self._tracer.start_as_current_span(
             "transcription requested", context=tracing.context_from(traceparent)
         ):
-            event = binding.new_event(
-                catalogue.REQUESTED,
-                request,
-                function=NAME,
-                subject=request.job_id,
-                event_id=lifecycle.requested_id(request.job_id) if request.job_id else None,
-                traceparent=tracing.current_traceparent(),
-            )
+            event = _requested_event(request, tracing.current_traceparent())
             record = await self.jobs.project(event, job_id_for(event, request), full_target, request_digest)
             await self.publisher.publish(event)
         assert record is not None
@@ -129,14 +122,7 @@ class Gateway:
             webhook_in_record=record.webhook_target is not None,
             audio_track=record.audio_track,
         )
-        event = binding.new_event(
-            catalogue.REQUESTED,
-            request,
-            function=NAME,
-            subject=record.id,
-            event_id=lifecycle.requested_id(record.id),
-        )
-        await self.publisher.publish(event)
+        await self.publisher.publish(_requested_event(request))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -175,3 +161,16 @@ class Gateway:
         """The job's lifecycle events as they happen, until its end or the event loop's time
         `until`; at once for a finished job whose events are no longer kept (see `JobStore.events`)."""
         return self.jobs.events(job_id, wait_s, until)
+
+
+def _requested_event(request: TranscriptionRequested, traceparent: str | None = None) -> CloudEvent:
+    """The `transcription.requested` event ingest publishes for `request`: its id derives from the
+    job id, so every publish of one job's request (a retry, a republish) is a JetStream duplicate."""
+    return binding.new_event(
+        catalogue.REQUESTED,
+        request,
+        function=NAME,
+        subject=request.job_id,
+        event_id=lifecycle.requested_id(request.job_id) if request.job_id else None,
+        traceparent=traceparent,
+    )
