@@ -14,6 +14,7 @@ id as their last token so one job's events can be filtered (`transcription.*.<jo
 | io.klipnote.transcription.transcribed.v1       | transcription.transcribed.<job>  | JOBS       |
 | io.klipnote.transcription.completed.v1         | transcription.completed.<job>    | JOBS       |
 | io.klipnote.transcription.failed.v1            | transcription.failed.<job>       | JOBS       |
+| io.klipnote.transcription.canceled.v1          | transcription.canceled.<job>     | JOBS       |
 | io.klipnote.webhook.attempted.v1               | transcription.webhook.<job>      | JOBS       |
 | io.klipnote.deadletter.v1                      | dlq.<consumer>                   | DLQ        |
 | (MinIO S3 event records, not CloudEvents)      | storage.uploads                  | STORAGE    |
@@ -73,12 +74,15 @@ COMPLETED = EventKind(
     "transcription.completed",
 )
 FAILED = EventKind("io.klipnote.transcription.failed.v1", models.TranscriptionFailed, "transcription.failed")
+CANCELED = EventKind(
+    "io.klipnote.transcription.canceled.v1", models.TranscriptionCanceled, "transcription.canceled"
+)
 WEBHOOK = EventKind("io.klipnote.webhook.attempted.v1", models.WebhookAttempted, "transcription.webhook")
 DEAD_LETTER = EventKind("io.klipnote.deadletter.v1", models.DeadLetter, "dlq", "consumer")
 
 KINDS = [
     REQUESTED, DISPATCHED, QUEUED, LANGUAGE_DETECTED, SEGMENT, PROGRESS, TRANSCRIBED, COMPLETED, FAILED,
-    WEBHOOK, DEAD_LETTER,
+    CANCELED, WEBHOOK, DEAD_LETTER,
 ]  # fmt: skip
 KINDS_BY_TYPE: dict[str, EventKind] = {kind.type: kind for kind in KINDS}
 
@@ -86,7 +90,7 @@ KINDS_BY_TYPE: dict[str, EventKind] = {kind.type: kind for kind in KINDS}
 # no job is left waiting for a step that will never come.
 JOB_STEPS = (REQUESTED, DISPATCHED, LANGUAGE_DETECTED, TRANSCRIBED)
 # The events that end a job: after one, only its webhook's attempts follow.
-JOB_ENDS = (COMPLETED, FAILED)
+JOB_ENDS = (COMPLETED, FAILED, CANCELED)
 
 # MinIO's NATS target publishes raw S3 event records (not CloudEvents) on this subject.
 STORAGE_UPLOADS_SUBJECT = "storage.uploads"

@@ -20,8 +20,8 @@ from events.models import TranscriptionFailed
 
 class JobState(StrEnum):
     """Where a job stands. It only moves forward: requested → queued → transcribing →
-    transcribed → completed, or to failed from any of them (a language hand-over puts a
-    transcribing job back on another model's queue, the one step back there is)."""
+    transcribed → completed, or to failed or canceled from any of them (a language hand-over
+    puts a transcribing job back on another model's queue, the one step back there is)."""
 
     REQUESTED = "requested"
     QUEUED = "queued"
@@ -29,15 +29,20 @@ class JobState(StrEnum):
     TRANSCRIBED = "transcribed"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELED = "canceled"
 
 
 # The states a job ends in: nothing changes it afterwards but its webhook's delivery.
-FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELED})
 
 
 def end_state(kind: catalogue.EventKind) -> JobState | None:
     """The state a job ends in with an event of `kind` (`catalogue.JOB_ENDS`), None for others."""
-    return {catalogue.COMPLETED: JobState.COMPLETED, catalogue.FAILED: JobState.FAILED}.get(kind)
+    return {
+        catalogue.COMPLETED: JobState.COMPLETED,
+        catalogue.FAILED: JobState.FAILED,
+        catalogue.CANCELED: JobState.CANCELED,
+    }.get(kind)
 
 
 def requested_id(job_id: str) -> str:
@@ -68,6 +73,10 @@ def transcribed_id(run_id: str) -> str:
 
 def completed_id(job_id: str) -> str:
     return f"{job_id}:completed"
+
+
+def canceled_id(job_id: str) -> str:
+    return f"{job_id}:canceled"
 
 
 def webhook_attempt_id(job_id: str, attempt: int) -> str:

@@ -24,6 +24,9 @@ MEDIA_TYPES: dict[OutputFormat, str] = {
 # Why a job went to its model (events/routing.py).
 RoutingReason = Literal["requested", "language rule", "detected language", "default"]
 DEFAULT_FORMATS: list[OutputFormat] = ["json", "srt", "vtt", "txt"]
+# What the model does with the speech: write it down in its language, or translate it to English
+# (Whisper's two tasks).
+Task = Literal["transcribe", "translate"]
 # Echoed metadata, as JSON: records and events stay small whichever way a job came in.
 MAX_METADATA_BYTES = 4096
 
@@ -108,6 +111,26 @@ class MediaInfo(EventData):
     downmix: str = Field(description="How the track's channels became one, in words.")
 
 
+class Decoding(EventData):
+    """How a model decodes one job, as the request asked: the same object travels from the
+    request to the record, the dispatched work item and the model's adapter. Each model applies
+    what it supports (functions/<model>/README.md); routing refuses a task no enabled model can do."""
+
+    task: Task = Field("transcribe", description="transcribe, or translate to English.")
+    prompt: str | None = Field(
+        None,
+        max_length=2000,
+        description="Initial prompt: text the model reads as what came before (spelling, names, "
+        "style). Whisper keeps its last 223 tokens.",
+    )
+    hotwords: str | None = Field(
+        None, max_length=1000, description="Words and phrases the model should expect, e.g. names."
+    )
+    temperature: float | None = Field(
+        None, ge=0.0, le=1.0, description="The first sampling temperature; unset: the model's own schedule."
+    )
+
+
 class TranscriptionRequested(EventData):
     """Someone wants a file transcribed. Every way in (API, bucket, other systems) makes one."""
 
@@ -131,6 +154,14 @@ class TranscriptionRequested(EventData):
         "(webhook_reference_unknown).",
     )
     audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
+    decoding: Decoding = Field(default_factory=Decoding, description="Task, prompt, hotwords, temperature.")
+    delete_after: int | None = Field(
+        None,
+        ge=0,
+        le=10 * 365 * 24 * 3600,
+        description="Seconds after the job ends when its upload, results and record are deleted; "
+        "unset: RESULTS_TTL_S.",
+    )
 
     @model_validator(mode="after")
     def _one_webhook(self) -> TranscriptionRequested:
@@ -165,6 +196,7 @@ class TranscriptionDispatched(EventData):
     )  # fmt: skip
     formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
     audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
+    decoding: Decoding = Field(default_factory=Decoding)
 
 
 class TranscriptionQueued(EventData):
@@ -273,6 +305,14 @@ class TranscriptionFailed(EventData):
     message: str = Field(description="What a person needs to know.")
     function: str
     run_id: str | None = None
+
+
+class TranscriptionCanceled(EventData):
+    """The job was canceled (ingest, `POST /v1/jobs/{id}/cancel`): a queued job never starts, a
+    running one stops at its next window, and nothing it produces afterwards counts."""
+
+    job_id: str
+    reason: str = Field("canceled by request", max_length=500)
 
 
 class WebhookAttempted(EventData):

@@ -12,7 +12,7 @@ import re
 
 from events import routing
 from events.errors import CodedError
-from events.models import WebhookTarget
+from events.models import Decoding, WebhookTarget
 from events.settings import Settings
 from functions.ingest.webhooks.errors import WebhookRefused
 from functions.ingest.webhooks.guard import WebhookGuard
@@ -43,7 +43,12 @@ class Admission:
         return cls(settings, WebhookGuard.from_settings(settings))
 
     async def admit(
-        self, *, model: str | None, language: str | None, webhook: WebhookTarget | None
+        self,
+        *,
+        model: str | None,
+        language: str | None,
+        webhook: WebhookTarget | None,
+        decoding: Decoding | None = None,
     ) -> routing.Route:
         """The model a request goes to and why. Raises, in this order, each with its code:
         RoutingError (`model_disabled`, `model_unknown`), LanguageRefused (`language_invalid`),

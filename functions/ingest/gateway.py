@@ -121,6 +121,8 @@ class Gateway:
             filename=record.filename,
             webhook_in_record=record.webhook_target is not None,
             audio_track=record.audio_track,
+            decoding=record.decoding,
+            delete_after=record.delete_after,
         )
         await self.publisher.publish(_requested_event(request))
 

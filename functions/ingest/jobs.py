@@ -82,6 +82,8 @@ def apply(
             formats=request.formats,
             metadata=request.metadata,
             audio_track=request.audio_track,
+            decoding=request.decoding,
+            delete_after=request.delete_after,
             webhook=WebhookStatus(url=shown_url(target.url)) if target else None,
             webhook_target=target,
             request_digest=request_digest,

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field
 
 from events.lifecycle import FINISHED_STATES, JobState
-from events.models import MediaInfo, ObjectRef, OutputFormat, RoutingReason, WebhookTarget, utcnow
+from events.models import Decoding, MediaInfo, ObjectRef, OutputFormat, RoutingReason, WebhookTarget, utcnow
 
 
 class JobError(BaseModel):
@@ -75,6 +75,13 @@ class JobFields(BaseModel):
     formats: list[OutputFormat] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
     audio_track: int | None = Field(None, description="The audio track asked for (0-based), if any.")
+    decoding: Decoding = Field(default_factory=Decoding, description="Task, prompt, hotwords, temperature.")
+    delete_after: int | None = Field(
+        None, description="Seconds after the job ends when it is deleted, as requested (else RESULTS_TTL_S)."
+    )
+    expires_at: datetime | None = Field(
+        None, description="When the job's upload, results and record are deleted (set when it ends)."
+    )
     run_id: str | None = None
     stage: str | None = None
     progress: float = 0.0

@@ -51,6 +51,7 @@ def sample(kind: EventKind) -> models.EventData:
         catalogue.FAILED.type: models.TranscriptionFailed(
             job_id=job, code="media_unreadable", message="could not decode", function="whisperx"
         ),
+        catalogue.CANCELED.type: models.TranscriptionCanceled(job_id=job),
         catalogue.WEBHOOK.type: models.WebhookAttempted(
             job_id=job,
             webhook_id="msg_2b8a",

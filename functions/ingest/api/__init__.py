@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from events.runtime import problems
 from events.settings import Settings
 from functions.ingest.admission import Admission
-from functions.ingest.api import events, jobs, results
+from functions.ingest.api import control, events, jobs, openai, results
 from functions.ingest.api.dependencies import Parts
 from functions.ingest.api.limits import RequestGuard, StreamSlots
 from functions.ingest.gateway import Gateway
@@ -47,6 +47,7 @@ def create_app(settings: Settings, admission: Admission, gateway: Callable[[], G
     problems.install(app)
     # Outside every route, inside Starlette's error handling: it answers before FastAPI reads a body.
     app.add_middleware(RequestGuard, settings=settings)
-    for router in (jobs.router, events.router, results.router, events.schemas):
+    routers = (jobs.router, control.router, events.router, results.router, openai.router, events.schemas)
+    for router in routers:
         app.include_router(router)
     return app
