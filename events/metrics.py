@@ -8,8 +8,15 @@ ask for one by its subscription's observer: ingest's projector takes `job_ended`
 - klipnote.webhook.attempts / klipnote.webhook.failures (counters, {attempt}; outcome);
 - klipnote.queue.lag (observable gauge, {message}; consumer, model): JetStream num_pending.
 
-Exported by the same OTEL_* configuration as traces (OTEL_METRICS_EXPORTER, the OTLP endpoint,
-OTEL_METRIC_EXPORT_INTERVAL); with none, instruments are no-ops and no queue is polled.
+Two ways out of one meter provider (`configure`, once per function process): pulled, by Prometheus
+from `/metrics` on the function's health port (the OpenTelemetry Prometheus exporter's reader, always
+there: a scrape costs the process nothing until it comes); and pushed, by the same OTEL_*
+configuration as traces (OTEL_METRICS_EXPORTER, the OTLP endpoint, OTEL_METRIC_EXPORT_INTERVAL),
+when configured. Both readers see the same measurements. Only the attributes in `LABELS` reach
+either (a View drops any other): no job id, run id or other per-job value is ever a label, so a
+series is one per model, function, consumer or outcome, not one per job. OTEL_SDK_DISABLED=true
+turns it all off: instruments are no-ops, no queue is polled, `/metrics` shows the Python
+process's own series only.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -25,9 +33,13 @@ from typing import Protocol
 from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
 from opentelemetry import metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import View
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from events import catalogue, lifecycle, tracing
 from events.catalogue import Consumer
@@ -39,6 +51,9 @@ _provider: MeterProvider | None = None
 
 MODEL, OUTCOME, FUNCTION = "klipnote.model", "klipnote.outcome", "klipnote.function"
 CONSUMER, EVENT_TYPE = "klipnote.consumer", "cloudevents.event_type"
+# The only attributes any instrument keeps (Prometheus labels `klipnote_model`, ...): each has a
+# handful of values. A per-job value (tracing.JOB_ID, RUN_ID) would make a series per job.
+LABELS = frozenset({MODEL, OUTCOME, FUNCTION, CONSUMER, EVENT_TYPE})
 
 _SECONDS_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
 _RTF_BUCKETS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5]
@@ -46,7 +61,7 @@ _RTF_BUCKETS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5]
 job_duration = _meter.create_histogram(
     "klipnote.job.duration",
     unit="s",
-    description="From a job's request to its completed or failed event.",
+    description="From a job's request to its end (completed, failed or canceled).",
     explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
 )
 real_time_factor = _meter.create_histogram(
@@ -74,16 +89,29 @@ webhook_failures = _meter.create_counter(
 # -- configuration ------------------------------------------------------------------------------
 
 
+def meter_provider(function: str, registry: CollectorRegistry = REGISTRY) -> MeterProvider | None:
+    """A meter provider for `function`'s process: a Prometheus reader collecting into `registry`
+    at each scrape (what `exposition` serves), beside a periodic reader (every
+    OTEL_METRIC_EXPORT_INTERVAL ms) for each push exporter OTEL_METRICS_EXPORTER names
+    (`tracing.exporters`). Every `klipnote.*` instrument keeps only the attributes in `LABELS`.
+    None when OTEL_SDK_DISABLED=true."""
+    if tracing.sdk_disabled():
+        return None
+    readers: list[MetricReader] = [PrometheusMetricReader(registry=registry)]
+    readers += [PeriodicExportingMetricReader(exporter) for exporter in tracing.exporters("metrics")]
+    views = [View(instrument_name="klipnote.*", attribute_keys=set(LABELS))]
+    return MeterProvider(metric_readers=readers, resource=tracing.resource(function), views=views)
+
+
 def configure(function: str) -> None:
-    """The process's meter provider, exporting every OTEL_METRIC_EXPORT_INTERVAL."""
+    """The process's meter provider (`meter_provider` on prometheus_client's default registry),
+    set once: OpenTelemetry's global provider cannot be replaced, so a second call does nothing."""
     global _provider
-    readers: list[MetricReader] = [
-        PeriodicExportingMetricReader(exporter) for exporter in tracing.exporters("metrics")
-    ]
-    if not readers:
+    if _provider is not None:
         return
-    _provider = MeterProvider(metric_readers=readers, resource=tracing.resource(function))
-    metrics.set_meter_provider(_provider)
+    _provider = meter_provider(function)
+    if _provider is not None:
+        metrics.set_meter_provider(_provider)
 
 
 def enabled() -> bool:
@@ -93,6 +121,20 @@ def enabled() -> bool:
 def flush(timeout_s: float = 5.0) -> None:
     if _provider is not None:
         _provider.force_flush(int(timeout_s * 1000))
+
+
+# The Prometheus reader hands a scrape its collection through one queue: one scrape at a time.
+_scraping = threading.Lock()
+
+
+def exposition(accept: str | None, registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """What `/metrics` answers: `registry` (this process's `klipnote_*` series once `configure`
+    ran, and prometheus_client's `process_*` and `python_*` ones) as the body, and its content
+    type: the Prometheus text format 0.0.4, or OpenMetrics 1.0 when `accept` (an HTTP Accept
+    value) asks for it (prometheus_client's own negotiation, as Prometheus scrapes)."""
+    encoder, content_type = choose_encoder(accept or "")
+    with _scraping:
+        return encoder(registry), content_type
 
 
 def _interval_s() -> float:
@@ -136,10 +178,10 @@ class LastEvents(Protocol):
 
 
 async def job_ended(event: CloudEvent, bus: LastEvents) -> None:
-    """A job's end (completed or failed) as whoever keeps job records took it: the job's duration
-    from its request, read back from the JOBS stream. Any other event, or no request there (gone
-    by max_age, an id from elsewhere), records nothing. Ingest's projector asks for it as its
-    subscription's observer; the middleware itself knows no function."""
+    """A job's end (completed, failed or canceled) as whoever keeps job records took it: the
+    job's duration from its request, read back from the JOBS stream. Any other event, or no
+    request there (gone by max_age, an id from elsewhere), records nothing. Ingest's projector
+    asks for it as its subscription's observer; the middleware itself knows no function."""
     kind = catalogue.KINDS_BY_TYPE.get(event.get_type())
     job_id = lifecycle.job_of(event)
     if kind not in catalogue.JOB_ENDS or job_id is None or not enabled():

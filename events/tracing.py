@@ -46,11 +46,18 @@ def resource(function: str) -> Resource:
     return default.merge(OTELResourceDetector().detect())
 
 
+def sdk_disabled() -> bool:
+    """OTEL_SDK_DISABLED=true: no telemetry at all (no exporter, no Prometheus reader)."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
 def exporters(signal: Signal) -> list[Any]:
     """The exporters OTEL_<SIGNAL>_EXPORTER names (comma-separated: otlp, console, none, or
     any name registered under the SDK's `opentelemetry_<signal>_exporter` entry points). Unset,
-    OTLP when an endpoint is configured, else none."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    OTLP when an endpoint is configured, else none. `prometheus` (metrics) adds nothing here:
+    `/metrics` on the health port is always served (events.metrics), rather than the entry
+    point's server of its own on another port."""
+    if sdk_disabled():
         return []
     variable = f"OTEL_{signal.upper()}_EXPORTER"
     names = [name.strip().lower() for name in os.environ.get(variable, "").split(",") if name.strip()]
@@ -61,6 +68,8 @@ def exporters(signal: Signal) -> list[Any]:
     for name in names:
         if name == "none":
             return []
+        if (signal, name) == ("metrics", "prometheus"):
+            continue
         if name == "otlp":  # the spec's default protocol; grpc only when asked for
             protocol = os.environ.get(
                 f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL",

@@ -3,7 +3,10 @@ HTTP transport) a CloudEvents receiver.
 
 Every process serves `/health/liveness` (the process is alive) and `/health/readiness` (model
 loaded, bus connected: 200 `{"status": "ready", ...}`, else 503 with `starting` or `not ready`,
-the function's reason as `problem` and its health details beside). The receiver is `POST /`
+the function's reason as `problem` and its health details beside), and `/metrics`, the process's
+metrics in the Prometheus text format (`events.metrics.exposition`; OpenMetrics when the scraper's
+Accept asks for it), public like the probes: figures per model, function and outcome, never a job
+(docs/observability.md). The receiver is `POST /`
 (binary and structured mode, the CloudEvents HTTP binding) so Knative Eventing can push events to
 the same handlers the JetStream host runs.
 
@@ -27,7 +30,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from events import binding, bus
+from events import binding, bus, metrics
 from events.errors import problem_body
 from events.runtime import problems
 from events.runtime.function import PermanentError, RetryLater
@@ -35,6 +38,10 @@ from events.runtime.process import FunctionProcess
 from events.runtime.telemetry import event_fields
 
 log = logging.getLogger(__name__)
+
+# Where Prometheus scrapes a function (its health port), as the ServiceMonitor under
+# infra/prometheus/ names it.
+METRICS_PATH = "/metrics"
 
 
 class HttpHost:
@@ -90,6 +97,12 @@ def _add_health(app: FastAPI, process: FunctionProcess) -> None:
             return JSONResponse({"status": "ready", **body})
         status = "starting" if not process.started.is_set() else "not ready"
         return JSONResponse({"status": status, **body}, status_code=503)
+
+    @app.get(METRICS_PATH, include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        # Collecting runs the instruments' callbacks and formats every series: off the event loop.
+        body, content_type = await asyncio.to_thread(metrics.exposition, request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
 
 def _add_receiver(app: FastAPI, process: FunctionProcess) -> None:

@@ -3,8 +3,9 @@
 A function lives in `functions/<name>/function.py` and exposes `create(settings) -> Function`;
 adding a model function needs no registry entry here.
 
-The process is composed of separate hosts: always the HTTP host (health probes, plus the
-function's own routes when it has some, on API_HOST:API_PORT, else on HEALTH_HOST:HEALTH_PORT);
+The process is composed of separate hosts: always the HTTP host (health probes and Prometheus's
+`/metrics`, plus the function's own routes when it has some, on API_HOST:API_PORT, else on
+HEALTH_HOST:HEALTH_PORT);
 then under the `jetstream` transport the JetStream host (pull consumers), under `http` the HTTP
 host's CloudEvents receiver instead (Knative Eventing pushes the events).
 """
