@@ -29,9 +29,15 @@ SECRETS: dict[str, frozenset[str] | None] = {
     "RECEIVER_TOKEN": None,  # every function's CloudEvents receiver checks it (HTTP transport)
 }
 
+# The children that are neither a server nor a function, and the only secrets each may hold: the
+# stand-in for MinIO's notifier (infra.embedded.notifier_standin) HEADs each object it announces.
+NOTIFIER_STANDIN = "notifier-standin"
+HELPER_SECRETS: dict[str, frozenset[str]] = {NOTIFIER_STANDIN: frozenset({"S3_SECRET_KEY"})}
+
 
 def function_env(name: str, env: dict[str, str]) -> dict[str, str]:
-    """`env` without the secrets function `name` does not need (`SECRETS`)."""
+    """`env` without the secrets function (or helper, `HELPER_SECRETS`) `name` does not need
+    (`SECRETS`)."""
     return {key: value for key, value in env.items() if _needs(name, key)}
 
 
@@ -39,6 +45,8 @@ def _needs(function: str | None, variable: str) -> bool:
     name = variable.upper()  # Settings read the environment case-insensitively: `api_key` is API_KEY
     if name not in SECRETS:
         return True
+    if function in HELPER_SECRETS:
+        return name in HELPER_SECRETS[function]
     needed = SECRETS[name]
     return function is not None and (needed is None or function in needed)
 
@@ -48,7 +56,7 @@ class StackError(RuntimeError):
     message), or one not ready before the deadline."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Runs in the child between fork and exec: if the stack is killed, so are its servers.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -90,7 +98,7 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         child = Child(name, process, log_path)
         self.children.append(child)
@@ -151,7 +159,9 @@ class Processes:
                     if response.status == 200:
                         return
             except urllib.error.HTTPError as error:  # 503 and why, from a readiness probe
-                answer = error.read().decode(errors="replace")
+                # Its body can time out too on a loaded machine: that is "not ready yet" as well.
+                with contextlib.suppress(OSError):
+                    answer = error.read().decode(errors="replace")
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:

@@ -3,7 +3,9 @@
 Starts nats-server with JetStream and SeaweedFS (`weed mini`) bound to 127.0.0.1
 (`infra.embedded.servers`), provisions streams, consumers, KV and buckets with the same
 idempotent entry point production uses (`events.provision`), then runs each function as a local
-process (`klipnote serve NAME`). Children die with the stack (PR_SET_PDEATHSIG) and are reaped on
+process (`klipnote serve NAME`), and with `UPLOADS_WATCH` the stand-in for MinIO's bucket notifier
+(`infra.embedded.notifier_standin`), so a file dropped into the uploads bucket starts its job at
+once. Children die with the stack (PR_SET_PDEATHSIG) and are reaped on
 stop (`infra.embedded.processes`). Ports: `infra.embedded.ports`; crashes and outages for fault
 tests: `infra.embedded.faults`.
 """
@@ -20,7 +22,7 @@ from events import provision
 from events.settings import Settings
 from infra.embedded.faults import FaultInjection
 from infra.embedded.ports import Ports, free_port, port_in_use
-from infra.embedded.processes import Child, Processes, StackError, function_env
+from infra.embedded.processes import NOTIFIER_STANDIN, Child, Processes, StackError, function_env
 from infra.embedded.servers import SERVERS
 
 # The names tests and the CLI import from here.
@@ -109,10 +111,14 @@ class EmbeddedStack(FaultInjection):
             raise StackError(f"ports already in use on 127.0.0.1: {busy} (is another stack running?)")
         self.processes.log_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
+        # The stand-in announces every file stored from now on, however late it subscribes.
+        started_ns = time.time_ns()
         try:
             for server in SERVERS.values():
                 server.start(self.processes, self.data_dir, self.ports, self.settings, deadline)
             self.provision()
+            if self.settings.uploads_watch:
+                self.spawn_notifier_standin(started_ns)
             for name in self.functions:
                 self.spawn_function(name)
             for name in self.functions:
@@ -126,9 +132,11 @@ class EmbeddedStack(FaultInjection):
         provision.run(self.settings)
 
     def stop(self, timeout: float = 40.0) -> None:
-        """Functions first (they drain through NATS), then the servers; reap every child."""
-        functions = [c for c in self.children if c.name in self.functions]
-        servers = [c for c in self.children if c.name not in self.functions]
+        """Functions and the notifier stand-in first (they drain through NATS), then the servers;
+        reap every child."""
+        clients = {*self.functions, NOTIFIER_STANDIN}
+        functions = [c for c in self.children if c.name in clients]
+        servers = [c for c in self.children if c.name not in clients]
         self.processes.stop([functions, servers], timeout)
 
     def spawn_function(self, name: str) -> None:
@@ -138,6 +146,24 @@ class EmbeddedStack(FaultInjection):
         self.processes.spawn(
             name, [sys.executable, "-m", "infra.cli", "serve", name], env=function_env(name, env)
         )
+
+    def spawn_notifier_standin(self, since_ns: int | None = None) -> None:
+        """Start the stand-in for MinIO's bucket notifier (child `notifier-standin`), following the
+        filer from where it left off (`<data_dir>/notifier-standin.position`), or else from
+        `since_ns` (ns since the epoch; default now). Of the secrets it gets the S3 key only."""
+        command = [
+            sys.executable,
+            "-m",
+            "infra.embedded.notifier_standin",
+            "--filer",
+            f"127.0.0.1:{self.ports.filer}.{self.ports.filer_grpc}",
+            "--position",
+            str(self.data_dir / f"{NOTIFIER_STANDIN}.position"),
+        ]
+        if since_ns is not None:
+            command += ["--since-ns", str(since_ns)]
+        env = {**os.environ, **self.env()}
+        self.processes.spawn(NOTIFIER_STANDIN, command, env=function_env(NOTIFIER_STANDIN, env))
 
     def wait_ready(self, name: str, deadline: float | None = None) -> None:
         """Until function `name` answers its readiness probe (`deadline` in `time.monotonic()`

@@ -30,6 +30,9 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
      "the belle2 adapter vs the transformers pipeline; import + load; peak RSS"),
     ("optimize", ["tests.benchmarks.optimize_bench"], "optimizer segments/s and rule compliance"),
     ("ingest", ["tests.benchmarks.ingest_bench"], "ingest jobs/s accepted and routed; per-hop latency"),
+    ("drop", ["tests.benchmarks.drop_bench"],
+     "a file dropped into the embedded stack's uploads bucket to its job's start, announced by the "
+     "stand-in for MinIO's notifier with the reconcile off (target under 3 s)"),
     ("replicas", ["tests.benchmarks.replicas_bench"],
      "one vs two model replicas on one queue; warm per-job overhead"),
     ("intake", ["tests.benchmarks.intake_bench"],

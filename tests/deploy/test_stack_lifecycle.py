@@ -43,6 +43,7 @@ def test_the_stack_starts_and_stops_repeatedly_without_leftovers(tmp_path: Path,
                 "ingest",
                 "optimize",
                 "whisperx",
+                "notifier-standin",  # UPLOADS_WATCH, on by default
             }
             ready = httpx.get(f"{stack.api_url}/health/readiness", timeout=5)
             assert ready.status_code == 200, f"cycle {cycle}"
