@@ -1,5 +1,5 @@
-"""The model registry: which model functions exist. It imports nothing, so that the settings,
-the routing policy and the deployment tools can all read it."""
+"""The model registry: which model functions exist, and what each can do. It imports nothing, so
+that the settings, the routing policy and the deployment tools can all read it."""
 
 from __future__ import annotations
 
@@ -12,4 +12,14 @@ from __future__ import annotations
 MODELS: dict[str, str] = {
     "whisperx": "WhisperX: multilingual, forced alignment",
     "belle2": "BELLE-2 (Whisper large-v3 fine-tune): Mandarin",
+}
+
+# What each model can do with speech (events.models.Task): `transcribe` (write it down in its
+# language) and `translate` (to English). A fact about the checkpoint, not configuration: Whisper's
+# multilingual checkpoints were trained on both tasks (Radford et al. 2022, section 2.3); BELLE-2
+# was fine-tuned on Mandarin transcription only, and its translate token is untrained. Routing
+# (events/routing.py) never sends a job to a model that cannot do its task.
+TASKS: dict[str, frozenset[str]] = {
+    "whisperx": frozenset({"transcribe", "translate"}),
+    "belle2": frozenset({"transcribe"}),
 }

@@ -9,6 +9,12 @@ whose function listens to the file (functions/transcriber/language.py) and appli
 language it detected; when they name another model, the function hands the job over with a
 `transcription.language_detected` event and ingest re-dispatches it, once. Ingest reads the rules
 from its settings, the model function from its own: both run this module.
+
+Every step honours the job's task (events.models.Task; what each model can do is
+events/registry.py TASKS): a model that cannot do it is refused when requested
+(`task_unsupported`) and skipped by a language rule, and a job the default model cannot do goes to
+the first enabled model (ENABLED_MODELS order) that can. A Mandarin job to translate goes to
+whisperx, never to belle2.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from events.errors import CodedError
-from events.models import RoutingReason, TranscriptionDispatched
-from events.registry import MODELS
+from events.models import RoutingReason, Task, TranscriptionDispatched
+from events.registry import MODELS, TASKS
 from events.settings import Settings
 
 
 class RoutingError(CodedError, ValueError):
-    """A request no enabled model can take (unknown or disabled model, no rule for the language)."""
+    """A request no enabled model can take (unknown or disabled model, a task the model or no
+    enabled model can do, no default)."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +42,23 @@ class Route:
     reason: RoutingReason
 
 
+def can_do(model: str, task: Task) -> bool:
+    """Whether `model` (a registry name) can do `task` (events/registry.py TASKS)."""
+    return task in TASKS.get(model, frozenset())
+
+
 def choose_model(
-    requested: str | None, language: str | None, settings: Settings, *, detected: bool = False
+    requested: str | None,
+    language: str | None,
+    settings: Settings,
+    *,
+    detected: bool = False,
+    task: Task = "transcribe",
 ) -> Route:
     """The model for a request (`requested` model, `language` as an ISO 639-1 code or a tag such
-    as zh-CN), or for a job whose language was `detected`. Raises RoutingError (`model_disabled`,
-    `model_unknown`) when the request cannot run here."""
+    as zh-CN, `task` transcribe or translate), or for a job whose language was `detected`. Raises
+    RoutingError (`model_disabled`, `model_unknown`; `task_unsupported` when the requested model,
+    or no enabled model, can do the task) when the request cannot run here."""
     enabled = settings.enabled_models
     if requested:
         if requested not in enabled:
@@ -48,18 +66,36 @@ def choose_model(
             raise RoutingError(
                 code, f"model {requested!r} is not available; enabled models: {', '.join(enabled)}"
             )
+        if not can_do(requested, task):
+            raise RoutingError(
+                "task_unsupported", f"model {requested!r} cannot {task}; {_able(task, settings)}"
+            )
         return Route(requested, "requested")
     if language:
-        # The rule table is configuration (LANGUAGE_MODELS); Mandarin -> BELLE-2 by default.
+        # The rule table is configuration (LANGUAGE_MODELS); Mandarin -> BELLE-2 by default. A rule
+        # naming a model that cannot do the task is passed over like a disabled one.
         ruled = settings.language_models.get(language.lower().split("-")[0])
-        if ruled in enabled:
+        if ruled in enabled and can_do(ruled, task):
             return Route(ruled, "detected language" if detected else "language rule")
-    if settings.default_transcription_model not in enabled:
-        raise RoutingError(
-            "model_disabled",
-            f"DEFAULT_TRANSCRIPTION_MODEL {settings.default_transcription_model!r} is not enabled",
-        )
-    return Route(settings.default_transcription_model, "detected language" if detected else "default")
+    reason: RoutingReason = "detected language" if detected else "default"
+    default = settings.default_transcription_model
+    if default not in enabled:
+        raise RoutingError("model_disabled", f"DEFAULT_TRANSCRIPTION_MODEL {default!r} is not enabled")
+    if can_do(default, task):
+        return Route(default, reason)
+    able = [model for model in enabled if can_do(model, task)]
+    if not able:
+        raise RoutingError("task_unsupported", f"no enabled model can {task}; {_able(task, settings)}")
+    return Route(able[0], reason)
+
+
+def _able(task: Task, settings: Settings) -> str:
+    """Which models can do `task`, and which are enabled, for a refusal's message."""
+    able = [model for model in MODELS if can_do(model, task)]
+    return (
+        f"models that can {task}: {', '.join(able) or 'none'}; "
+        f"enabled models (ENABLED_MODELS): {', '.join(settings.enabled_models)}"
+    )
 
 
 def routed_by_detection(job: TranscriptionDispatched) -> bool:

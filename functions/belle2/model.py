@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from events.models import Decoding
 from events.settings import Settings
 from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript, offline
+from functions.transcriber.prompt import as_prompt_text, fit_prompt
 from functions.transcriber.vad import Region, SpeechDetector
 
 NAME = "belle2"
@@ -170,8 +172,18 @@ class Belle2:
         language: str | None,
         on_segment: Callable[[Segment], None],
         on_progress: Callable[[float], None],
+        *,
+        decoding: Decoding | None = None,
     ) -> Transcript:
+        """One window (16 kHz mono float32) in `language` (None: Mandarin), region by region, as
+        `decoding` asks (README.md): its prompt and hotwords as previous text, its temperature as
+        the first of the fallback schedule. JobFailed `media_zero_duration`,
+        `language_unsupported`, `task_unsupported` (belle2 only transcribes: routing never sends
+        it a job to translate, events/registry.py TASKS)."""
         assert self.detector is not None, "load() first"
+        decoding = decoding or Decoding()
+        if decoding.task != "transcribe":
+            raise JobFailed("task_unsupported", f"{self.name} only transcribes; it cannot {decoding.task}")
         if len(audio) == 0:
             raise JobFailed("media_zero_duration", "the audio track lasts 0 s")
         language = (language or self.default_language or DEFAULT_LANGUAGE).lower().split("-")[0]
@@ -184,8 +196,14 @@ class Belle2:
             return transcript
         size = self.settings.batch_size
         heard = with_context(regions, len(audio))
+        prompt = self.prompt_ids(decoding)
+        temperatures = self.temperatures
+        if decoding.temperature is not None:
+            first = decoding.temperature
+            temperatures = (first, *(t for t in self.temperatures if t > first))
         for batch, context in zip(_batches(regions, size), _batches(heard, size), strict=True):
-            for region, (text, avg_logprob) in zip(batch, self.decode(audio, context, language), strict=True):
+            decoded = self.decode(audio, context, language, prompt, temperatures)
+            for region, (text, avg_logprob) in zip(batch, decoded, strict=True):
                 if not text:
                     continue  # a region the model heard nothing in (breath, noise)
                 segment = Segment(
@@ -222,12 +240,36 @@ class Belle2:
         probs = logits[[self.language_ids[code] for code in codes]].float().softmax(dim=-1)
         return {code: float(p) for code, p in zip(codes, probs.tolist(), strict=True)}
 
-    def decode(self, audio: np.ndarray, regions: list[Region], language: str) -> list[tuple[str, float]]:
+    def prompt_ids(self, decoding: Decoding) -> list[int]:
+        """The previous-text tokens of a job: `<|startofprev|>`, the hotwords, then the prompt,
+        each encoded as `processor.get_prompt_ids` encodes text (a leading space), together at
+        most Whisper's 223 tokens (the prompt losing its oldest, as openai-whisper's:
+        functions/transcriber/prompt.py); [] when the job has neither. Hotwords are previous text
+        here, where faster-whisper puts them too: transformers has no option of their own."""
+        texts = [as_prompt_text(decoding.hotwords), as_prompt_text(decoding.prompt)]
+        tokenizer = self.processor.tokenizer
+        hot, prompt = (tokenizer.encode(t, add_special_tokens=False) if t else [] for t in texts)
+        hot, prompt = fit_prompt(hot, prompt)
+        if not hot and not prompt:
+            return []
+        return [tokenizer.convert_tokens_to_ids("<|startofprev|>"), *hot, *prompt]
+
+    def decode(
+        self,
+        audio: np.ndarray,
+        regions: list[Region],
+        language: str,
+        prompt: Sequence[int] = (),
+        temperatures: Sequence[float] | None = None,
+    ) -> list[tuple[str, float]]:
         """Text and mean token log-probability of each region; "" for a region judged silent.
+        `prompt`: previous-text token ids (`prompt_ids`) every pass is conditioned on;
+        `temperatures`: the fallback schedule (default: openai-whisper's, from 0).
 
         The regions are encoded and decoded as one batch with beam search (`settings.beam_size`
-        beams; 1 is greedy) at temperature 0. Then, region by region, openai-whisper's rule
-        (transcribe.py: decode_with_fallback and the no-speech check after it):
+        beams; 1 is greedy) at the first temperature (sampling above 0). Then, region by region,
+        openai-whisper's rule (transcribe.py: decode_with_fallback and the no-speech check after
+        it):
 
         - a result whose text compresses too well (zlib ratio > 2.4: it repeats itself) or whose
           mean log-probability is below -1.0 is refused, and the region is decoded again, alone
@@ -245,10 +287,11 @@ class Belle2:
             clips, sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features.to(self.device, self.dtype)
         results = []
+        schedule = tuple(temperatures) if temperatures else self.temperatures
         with torch.inference_mode():
             encoded = self.model.get_encoder()(features).last_hidden_state
-            for i, first in enumerate(self._generate(encoded, language, self.temperatures[0])):
-                chosen = self._fallback(encoded[i : i + 1], language, first)
+            for i, first in enumerate(self._generate(encoded, language, schedule[0], prompt)):
+                chosen = self._fallback(encoded[i : i + 1], language, first, prompt, schedule)
                 results.append(("" if self._silent(chosen) else chosen.text, chosen.avg_logprob))
         return results
 
@@ -263,13 +306,15 @@ class Belle2:
             result.no_speech_prob > self.no_speech_threshold and result.avg_logprob < self.logprob_threshold
         )
 
-    def _fallback(self, encoded: Any, language: str, first: Decoded) -> Decoded:
+    def _fallback(
+        self, encoded: Any, language: str, first: Decoded, prompt: Sequence[int], schedule: Sequence[float]
+    ) -> Decoded:
         """The accepted result of one region, decoding it again at higher temperatures as needed."""
         result, tried = first, [first]
-        for temperature in self.temperatures[1:]:
+        for temperature in schedule[1:]:
             if not self._refused(result) or self._silent(result):
                 return result
-            result = self._generate(encoded, language, temperature)[0]
+            result = self._generate(encoded, language, temperature, prompt)[0]
             tried.append(result)
         if not self._refused(result) or self._silent(result):
             return result
@@ -290,14 +335,20 @@ class Belle2:
         ).last_hidden_state
         return self.model.get_output_embeddings()(hidden[:, -1])
 
-    def _generate(self, encoded: Any, language: str, temperature: float) -> list[Decoded]:
-        """Decode encoder outputs without timestamps: beam search at temperature 0, sampling from
-        the whole distribution (no top-k) above it; then score what was decoded."""
+    def _generate(
+        self, encoded: Any, language: str, temperature: float, prompt: Sequence[int] = ()
+    ) -> list[Decoded]:
+        """Decode encoder outputs without timestamps, after the previous-text tokens `prompt`
+        (transformers' `prompt_ids`): beam search at temperature 0, sampling from the whole
+        distribution (no top-k) above it; then score what was decoded."""
+        import torch
         from transformers.modeling_outputs import BaseModelOutput
 
         options: dict[str, Any] = {"temperature": temperature, "num_beams": self.settings.beam_size}
         if temperature > 0:
             options.update(do_sample=True, top_k=0, num_beams=1)
+        if prompt:
+            options["prompt_ids"] = torch.tensor(list(prompt), device=encoded.device)
         out = self.model.generate(
             # a new wrapper each time: generate() swaps in the tensor repeated for the beams
             encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
@@ -307,22 +358,28 @@ class Belle2:
             return_dict_in_generate=True,  # the sequences with their prompt and end token
             **options,
         )
-        expected = self._prompt(language)
-        prompt = len(expected)
+        # generate() returns the sequences whole: the previous text, then the start tokens.
+        expected = [*prompt, *self._prompt(language)]
+        start = len(prompt)  # where <|startoftranscript|> is
+        prompt_length = len(expected)
         eos = self.model.generation_config.eos_token_id
         rows = []
         for sequence in out.sequences.tolist():
-            if sequence[:prompt] != expected:  # the text would be cut in the wrong place
-                raise RuntimeError(f"generate() started from {sequence[:prompt]}, not {expected}")
-            generated = sequence[prompt:]
+            if sequence[:prompt_length] != expected:  # the text would be cut in the wrong place
+                raise RuntimeError(f"generate() started from {sequence[:prompt_length]}, not {expected}")
+            generated = sequence[prompt_length:]
             end = generated.index(eos) + 1 if eos in generated else len(generated)  # then padding
-            rows.append(sequence[: prompt + end])
+            rows.append(sequence[: prompt_length + end])
         tokenizer = self.processor.tokenizer
+        scores = self._score(encoded, rows, prompt_length, start)
         return [
             Decoded(
-                tokenizer.decode(row[prompt:], skip_special_tokens=True).strip(), avg, no_speech, temperature
+                tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip(),
+                avg,
+                no_speech,
+                temperature,
             )
-            for row, (no_speech, avg) in zip(rows, self._score(encoded, rows, prompt), strict=True)
+            for row, (no_speech, avg) in zip(rows, scores, strict=True)
         ]
 
     def _prompt(self, language: str) -> list[int]:
@@ -335,9 +392,12 @@ class Belle2:
             config.no_timestamps_token_id,
         ]
 
-    def _score(self, encoded: Any, rows: list[list[int]], prompt: int) -> list[tuple[float, float]]:
-        """P(<|nospeech|>) and openai-whisper's avg_logprob of each decoded row (prompt, text tokens,
-        end token if one came), by teacher forcing: one decoder pass over the rows.
+    def _score(
+        self, encoded: Any, rows: list[list[int]], prompt: int, start: int = 0
+    ) -> list[tuple[float, float]]:
+        """P(<|nospeech|>) and openai-whisper's avg_logprob of each decoded row (previous text and
+        start tokens: the first `prompt` tokens, <|startoftranscript|> at `start`; then text
+        tokens, end token if one came), by teacher forcing: one decoder pass over the rows.
 
         Scoring after the fact rather than asking generate() for its scores keeps beam search from
         storing a vocabulary-wide row per beam and step (4 MB a step for 4 regions x 5 beams). The
@@ -358,7 +418,7 @@ class Belle2:
         for i, row in enumerate(rows):
             # position j predicts token j + 1; one row at a time bounds the vocabulary-wide matrix
             logprobs = project(hidden[i, : len(row) - 1]).float().log_softmax(dim=-1)
-            no_speech = float(logprobs[0, self.no_speech_id].exp())
+            no_speech = float(logprobs[start, self.no_speech_id].exp())  # right after <|startoftranscript|>
             targets = torch.tensor(row[prompt:], device=encoded.device).unsqueeze(-1)
             total = float(logprobs[prompt - 1 :].gather(-1, targets).sum())
             text_tokens = len(row) - prompt - (1 if row[-1] == eos and len(row) > prompt else 0)

@@ -1,9 +1,10 @@
 """Admission: the checks every request passes, once, whichever way it came in (the HTTP API, a
 CloudEvent from another system on NATS or over HTTP, a file dropped into the uploads bucket).
 
-Routing (the model exists and is enabled: events/routing.py), the language tag's form, and the
-webhook guard (SSRF, a signing secret: webhooks/guard.py). The API answers a refusal 422 before
-it stores anything; the router fails the job with the refusal's code (`failed`, step `routing`).
+Routing (the model exists, is enabled and can do the job's task: events/routing.py), the
+language tag's form, and the webhook guard (SSRF, a signing secret: webhooks/guard.py). The API
+answers a refusal 422 before it stores anything; the router fails the job with the refusal's code
+(`failed`, step `routing`).
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ class Admission:
         webhook: WebhookTarget | None,
         decoding: Decoding | None = None,
     ) -> routing.Route:
-        """The model a request goes to and why. Raises, in this order, each with its code:
-        RoutingError (`model_disabled`, `model_unknown`), LanguageRefused (`language_invalid`),
-        WebhookRefused (`webhook_*`; the guard resolves the host off the event loop)."""
-        route = routing.choose_model(model, language, self.settings)
+        """The model a request goes to and why, for its `decoding`'s task (unset: transcribe).
+        Raises, in this order, each with its code: RoutingError (`model_disabled`,
+        `model_unknown`, `task_unsupported`: the model, or no enabled model, can do the task),
+        LanguageRefused (`language_invalid`), WebhookRefused (`webhook_*`; the guard resolves the
+        host off the event loop)."""
+        task = decoding.task if decoding is not None else "transcribe"
+        route = routing.choose_model(model, language, self.settings, task=task)
         if language is not None and not _LANGUAGE.fullmatch(language):
             raise LanguageRefused("language_invalid", f"{language!r} is not an ISO 639-1 language code")
         if webhook is not None:

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from events.errors import CodedError
-from events.models import Word
+from events.models import Decoding, Word
 
 SAMPLE_RATE = 16_000  # samples per second of every audio array and decoded file
 
@@ -71,7 +71,11 @@ class ModelAdapter(Protocol):
     `transcribe` gets one window of 16 kHz mono float32 audio (times relative to the window) and
     the file's language (given, detected by the skeleton, or `default_language`), calls
     `on_segment` as soon as it has a segment and `on_progress` with the fraction of the window
-    done, and may raise JobFailed for input it cannot transcribe.
+    done, and may raise JobFailed for input it cannot transcribe. `decoding` is the job's task,
+    prompt, hotwords and temperature (None: the defaults); the adapter applies what its model
+    supports (functions/<model>/README.md says which) and, for `translate`, gives English segments
+    (`Segment.language` "en") while `Transcript.language` stays the language spoken. Routing
+    never sends a job whose task the model cannot do (events/registry.py TASKS).
 
     `detect_language` gives the probability of each language the model knows (ISO 639-1 codes,
     summing to 1) for one clip of at most 30 s of 16 kHz mono float32 audio: the skeleton's
@@ -93,4 +97,6 @@ class ModelAdapter(Protocol):
         language: str | None,
         on_segment: Callable[[Segment], None],
         on_progress: Callable[[float], None],
+        *,
+        decoding: Decoding | None = None,
     ) -> Transcript: ...

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from events.models import Word
+from events.models import Decoding, Word
 from events.settings import Settings
 from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript, offline
+from functions.transcriber.prompt import as_prompt_text, fit_prompt
 
 NAME = "whisperx"
 # Passes over one chunk at most: the first, then its untranscribed rests (each must move on).
@@ -79,7 +80,14 @@ class WhisperX:
         language: str | None,
         on_segment: Callable[[Segment], None],
         on_progress: Callable[[float], None],
+        *,
+        decoding: Decoding | None = None,
     ) -> Transcript:
+        """One window (16 kHz mono float32) in `language` (None: detected from this window),
+        decoded as `decoding` asks (README.md: task, prompt, hotwords, temperature). With
+        task=translate the segments are English (`language` "en", aligned by the English aligner
+        when one is configured) and the transcript's language stays the one spoken. JobFailed
+        `language_unsupported`, `task_unsupported` (an English-only checkpoint cannot translate)."""
         from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
         from whisperx.audio import CHUNK_LENGTH
         from whisperx.vads import Pyannote
@@ -107,20 +115,55 @@ class WhisperX:
             return transcript
         model = pipeline.model
         multilingual = model.model.is_multilingual
-        tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language)
-        aligner = self._aligner(language)
-        skipped = f"skipped: no alignment model for {language!r}; word times from the decoder"
+        decoding = decoding or Decoding()
+        if decoding.task == "translate" and not multilingual:
+            raise JobFailed("task_unsupported", "an English-only Whisper checkpoint cannot translate")
+        tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=decoding.task, language=language)
+        # Translated text is English: the English aligner (when configured) times its words, and
+        # the subtitle rules (functions/optimize) read the segments' language.
+        written = "en" if decoding.task == "translate" else language
+        aligner = self._aligner(written)
+        skipped = f"skipped: no alignment model for {written!r}; word times from the decoder"
         transcript.alignment = "wav2vec2" if aligner else skipped
-        for index, segments in self._decode(audio, chunks, tokenizer, with_words=aligner is None):
+        options = self._options(decoding, tokenizer, with_words=aligner is None)
+        for index, segments in self._decode(audio, chunks, tokenizer, options):
             for segment in segments:
+                segment.language = written
                 for part in self._align(segment, audio, aligner) if aligner else [segment]:
                     transcript.segments.append(part)
                     on_segment(part)
             on_progress((index + 1) / len(chunks))
         return transcript
 
+    def _options(self, decoding: Decoding, tokenizer: Any, *, with_words: bool) -> Any:
+        """faster-whisper's TranscriptionOptions for one job: the pipeline's, fixed at load, with
+        the job's prompt, hotwords and temperatures replaced in a copy (`dataclasses.replace`,
+        as whisperx's own `FasterWhisperPipeline.transcribe` does), so no job's options outlive
+        it. The file's language is forced (multilingual=False: no detection per chunk).
+
+        The prompt and hotwords share Whisper's 223-token budget (functions/transcriber/prompt.py):
+        cut here, as token ids decoded back to text, because the batched pipeline takes the
+        prompt only as text. A temperature starts the fallback schedule there (0.2 steps, up to
+        1.0, as openai-whisper's)."""
+        hotwords, prompt = as_prompt_text(decoding.hotwords), as_prompt_text(decoding.prompt)
+        hot_ids, prompt_ids = fit_prompt(
+            tokenizer.encode(hotwords) if hotwords else [], tokenizer.encode(prompt) if prompt else []
+        )
+        temperatures = list(self.pipeline.options.temperatures)
+        if decoding.temperature is not None:
+            temperatures = [decoding.temperature, *(t for t in temperatures if t > decoding.temperature)]
+        return dataclasses.replace(
+            self.pipeline.options,
+            without_timestamps=False,
+            word_timestamps=with_words,
+            multilingual=False,
+            initial_prompt=tokenizer.decode(prompt_ids) if prompt_ids else None,
+            hotwords=tokenizer.decode(hot_ids).strip() if hot_ids else None,
+            temperatures=temperatures,
+        )
+
     def _decode(
-        self, audio: np.ndarray, chunks: list[dict[str, Any]], tokenizer: Any, *, with_words: bool
+        self, audio: np.ndarray, chunks: list[dict[str, Any]], tokenizer: Any, options: Any
     ) -> Iterator[tuple[int, list[Segment]]]:
         """Each VAD chunk's index and its segments, in order, decoded in batches by faster-whisper's
         own `BatchedInferencePipeline.forward` with timestamp tokens, so a chunk comes back as the
@@ -136,13 +179,17 @@ class WhisperX:
         refuse (openai-whisper's transcribe.py: zlib compression ratio over 2.4, a decoding loop,
         or mean log-probability under -1.0, unless the chunk is silence) is decoded again by
         faster-whisper's sequential `WhisperModel.transcribe`, which falls back to sampling at
-        rising temperatures."""
+        rising temperatures.
+
+        A job asking for a temperature above 0 is decoded sequentially throughout: the batched
+        pass cannot sample (it sets no `sampling_topk`, so CTranslate2 decodes greedily whatever
+        the temperature)."""
         from faster_whisper.transcribe import BatchedInferencePipeline
 
-        # The file's language is forced (multilingual=False: no detection per chunk).
-        options = dataclasses.replace(
-            self.pipeline.options, without_timestamps=False, word_timestamps=with_words, multilingual=False
-        )
+        if options.temperatures[0] > 0:
+            for index, chunk in enumerate(chunks):
+                yield index, self._sequential(audio, chunk, tokenizer, options)
+            return
         batched = BatchedInferencePipeline(self.pipeline.model)
         size = max(self.settings.batch_size, 1)
         for first in range(0, len(chunks), size):
@@ -155,7 +202,7 @@ class WhisperX:
                 rests = []
                 for (slot, chunk), segments in zip(pending, decoded, strict=True):
                     if self._refused(segments, options):
-                        found[slot].extend(self._sequential(audio, chunk, tokenizer, with_words=with_words))
+                        found[slot].extend(self._sequential(audio, chunk, tokenizer, options))
                         continue
                     found[slot].extend(segments)
                     if segments and (rest := _untranscribed(chunk, segments[-1].end)) is not None:
@@ -184,19 +231,23 @@ class WhisperX:
         return too_repetitive or too_unlikely
 
     def _sequential(
-        self, audio: np.ndarray, chunk: dict[str, Any], tokenizer: Any, *, with_words: bool
+        self, audio: np.ndarray, chunk: dict[str, Any], tokenizer: Any, options: Any
     ) -> list[Segment]:
-        """One chunk through faster-whisper's sequential decoding, with its temperature fallback."""
+        """One chunk through faster-whisper's sequential decoding, with its temperature fallback
+        (the job's task, prompt, hotwords and temperatures from `options`)."""
         model = self.pipeline.model
         start, end = chunk["start"], chunk["end"]
         parts, _ = model.transcribe(
             audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)],
             language=tokenizer.language_code,
-            task="transcribe",
+            task=_task_of(tokenizer),
             beam_size=self.settings.beam_size,
-            word_timestamps=with_words,
+            word_timestamps=options.word_timestamps,
             condition_on_previous_text=False,
             vad_filter=False,
+            initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
+            temperature=options.temperatures,
         )
         segments = []
         for part in parts:
@@ -344,6 +395,11 @@ class WhisperX:
                 )
             )
         return parts or [segment]
+
+
+def _task_of(tokenizer: Any) -> str:
+    """The task a faster-whisper Tokenizer was made for (it keeps only the task's token id)."""
+    return "translate" if tokenizer.task == tokenizer.tokenizer.token_to_id("<|translate|>") else "transcribe"
 
 
 def _untranscribed(chunk: dict[str, Any], transcribed_until: float) -> dict[str, Any] | None:

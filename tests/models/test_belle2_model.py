@@ -182,8 +182,8 @@ def spy_on_generate(
     calls: list[tuple[int, float, list[Decoded]]] = []
     generate = adapter._generate
 
-    def spy(encoded: object, language: str, temperature: float) -> list[Decoded]:
-        results = generate(encoded, language, temperature)
+    def spy(encoded: object, language: str, temperature: float, *prompt: object) -> list[Decoded]:
+        results = generate(encoded, language, temperature, *prompt)
         calls.append((len(results), temperature, results))
         return results
 
@@ -237,10 +237,12 @@ def test_fallback_stops_at_the_first_accepted_temperature(
     calls = spy_on_generate(belle2, monkeypatch)
     generate = belle2._generate
 
-    def accept_once_resampled(encoded: object, language: str, temperature: float) -> list[Decoded]:
+    def accept_once_resampled(
+        encoded: object, language: str, temperature: float, *prompt: object
+    ) -> list[Decoded]:
         if temperature > 0:
             belle2.logprob_threshold = -math.inf  # monkeypatch puts the class's value back afterwards
-        return generate(encoded, language, temperature)
+        return generate(encoded, language, temperature, *prompt)
 
     monkeypatch.setattr(belle2, "_generate", accept_once_resampled)
     audio = decode_audio(AUDIO / "aishell-BAC009S0724W0121.wav")

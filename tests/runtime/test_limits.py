@@ -26,7 +26,7 @@ from cloudevents.core.v1.event import CloudEvent
 from nats.js import JetStreamContext
 
 from events import binding, catalogue, provision, storage
-from events.models import ObjectRef, TranscriptionDispatched
+from events.models import Decoding, ObjectRef, TranscriptionDispatched
 from events.runtime.function import alive
 from functions.ingest.ids import object_job_id
 from functions.transcriber import Segment, Transcript, TranscriptionFunction
@@ -61,6 +61,8 @@ class StallingModel:
         language: str | None,
         on_segment: Callable[[Segment], None],
         on_progress: Callable[[float], None],
+        *,
+        decoding: Decoding | None = None,
     ) -> Transcript:
         self.calls += 1
         if self.calls == 1:

@@ -1,5 +1,6 @@
 """The form fields of `POST /v1/jobs` that need more than FastAPI's checks: output formats,
-echoed metadata, the webhook's URL and static header. Each refusal is a 422 with its code."""
+echoed metadata, the webhook's URL and static header, the decoding options (task, prompt,
+hotwords, temperature). Each refusal is a 422 with its code."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from events.models import DEFAULT_FORMATS, MAX_METADATA_BYTES, OutputFormat, WebhookTarget, split_formats
+from events.models import (
+    DEFAULT_FORMATS,
+    MAX_METADATA_BYTES,
+    Decoding,
+    OutputFormat,
+    WebhookTarget,
+    split_formats,
+)
 from events.runtime.problems import problem
 
 _MAX_METADATA_BYTES = MAX_METADATA_BYTES
@@ -77,3 +85,32 @@ def _webhook(webhook_url: str | None, webhook_header: str | None) -> WebhookTarg
         return WebhookTarget(url=webhook_url, headers=headers)
     except ValidationError as error:
         raise problem(422, "webhook_invalid", "webhook_url must be an http(s) URL") from error
+
+
+# Each decoding field's refusal code: a value the model could not use is refused before the job
+# exists, never dropped silently.
+_DECODING_CODES = {
+    "task": "task_invalid",
+    "prompt": "prompt_invalid",
+    "hotwords": "hotwords_invalid",
+    "temperature": "temperature_invalid",
+}
+
+
+def parse_decoding(
+    task: str | None, prompt: str | None, hotwords: str | None, temperature: float | None
+) -> Decoding:
+    """The decoding options of a job (events.models.Decoding) from its form fields (an empty
+    field is unset); raises the 422 `task_invalid` (not transcribe or translate),
+    `prompt_invalid` (over 2000 characters), `hotwords_invalid` (over 1000 characters) or
+    `temperature_invalid` (outside 0 to 1), naming the field and its rule."""
+    fields = {"task": task or None, "prompt": prompt or None, "hotwords": hotwords or None}
+    given: dict[str, object] = {name: value for name, value in fields.items() if value is not None}
+    if temperature is not None:
+        given["temperature"] = temperature
+    try:
+        return Decoding.model_validate(given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0])
+        raise problem(422, _DECODING_CODES[name], f"{name}: {first['msg']}") from error

@@ -1,16 +1,24 @@
 """What a dropped object asks for: options in its user metadata (`X-Amz-Meta-*`), made into a
 `transcription.requested`. A value that cannot be an option is logged and left out; the router
-admits the rest as it admits any request."""
+admits the rest as it admits any request.
+
+The options: `Model`, `Language`, `Formats`, `Webhook`, `Audio-Track`, and the decoding options
+`Task`, `Prompt`, `Hotwords`, `Temperature`, and `Delete-After` (seconds). S3 user metadata is
+sent as HTTP headers, so US-ASCII: a prompt in another script is sent as an RFC 2047 encoded word
+(`=?UTF-8?B?...?=`, what `email.header.Header(text, "utf-8").encode()` makes), and decoded here."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from email.header import decode_header, make_header
+from typing import Annotated
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from events.models import (
     DEFAULT_FORMATS,
+    Decoding,
     ObjectRef,
     OutputFormat,
     TranscriptionRequested,
@@ -24,6 +32,10 @@ from functions.ingest.naming import display_filename
 log = logging.getLogger("functions.ingest.uploads")
 
 _META_PREFIX = "x-amz-meta-"
+# A number of seconds within TranscriptionRequested.delete_after's bounds (its own, read from it).
+_DELETE_AFTER: TypeAdapter[int] = TypeAdapter(
+    Annotated[(int, *TranscriptionRequested.model_fields["delete_after"].metadata)]
+)
 
 
 def user_options(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -68,7 +80,49 @@ def request_for(
         filename=display_filename(key),
         webhook=webhook,
         audio_track=_audio_track(options.get("audio-track"), key),
+        decoding=_decoding(options, key),
+        delete_after=_delete_after(options.get("delete-after"), key),
     )
+
+
+def _decoding(options: Mapping[str, str], key: str) -> Decoding:
+    """The decoding options among the object's metadata; each value that cannot be one (a task
+    other than transcribe or translate, a temperature outside 0 to 1, a prompt over 2000
+    characters) is logged and left out, as every other option here."""
+    decoding = Decoding()
+    for name in ("task", "prompt", "hotwords", "temperature"):
+        if (value := options.get(name)) is None:
+            continue
+        if name in ("prompt", "hotwords"):
+            value = _decoded_words(value)
+        try:
+            decoding = Decoding.model_validate({**decoding.model_dump(exclude_unset=True), name: value})
+        except ValidationError as error:
+            reason = error.errors()[0]["msg"]
+            log.warning("%s: ignoring X-Amz-Meta-%s %r: %s", key, name.title(), value[:80], reason)
+    return decoding
+
+
+def _decoded_words(value: str) -> str:
+    """A metadata value with its RFC 2047 encoded words (`=?UTF-8?B?...?=`) decoded; plain ASCII
+    as it is."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return value  # not an encoded word after all: the text as sent
+
+
+def _delete_after(value: str | None, key: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return _DELETE_AFTER.validate_python(value.strip())
+    except ValidationError as error:
+        reason = error.errors()[0]["msg"]
+        log.warning("%s: ignoring X-Amz-Meta-Delete-After %r (seconds): %s", key, value[:80], reason)
+        return None
 
 
 def _formats(value: str | None, key: str) -> list[OutputFormat]:
