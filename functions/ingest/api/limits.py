@@ -7,17 +7,22 @@ it has all arrived. The guard acts before the app reads a byte:
 
 1. a protected route (everything under `/v1/` but the published schemas) without
    `Authorization: Bearer <API_KEY>` is answered 401 `unauthorized` (the body
-   `dependencies.authorize` answers; the key compared in constant time) with the body unread;
+   `dependencies.authorize` answers; the key compared in constant time) with the body unread
+   (on the OpenAI-compatible routes, a body declared no larger than `API_MAX_BODY_BYTES` is read
+   and discarded first, so that their clients can read the answer: `_drain_small_body`);
 2. a `Content-Length` over the route's limit is answered 413 at once;
 3. a body streamed without one (chunked) is counted as it arrives and answered 413 as soon as it
    passes the limit;
 4. a body whose next part does not come within `API_BODY_TIMEOUT_S` (a slowloris) is answered
    408 `body_timeout`.
 
-Limits, bytes: `POST /v1/jobs` takes `MAX_UPLOAD_BYTES` of media plus `API_MAX_BODY_BYTES` for the
-multipart framing and the other fields (413 `media_too_large`, the upload's own code); every other
-body `API_MAX_BODY_BYTES` (413 `body_too_large`). A refusal closes the connection (`Connection:
-close`): the rest of the body is never read.
+Limits, bytes: the uploads (`POST /v1/jobs`, `/v1/audio/transcriptions`, `/v1/audio/translations`)
+take `MAX_UPLOAD_BYTES` of media plus `API_MAX_BODY_BYTES` for the multipart framing and the other
+fields (413 `media_too_large`, the upload's own code); every other body `API_MAX_BODY_BYTES` (413
+`body_too_large`). A refusal closes the connection (`Connection: close`): the rest of the body is
+never read. The OpenAI-compatible routes (`/v1/audio/`, `/v1/models`) get the refusal in OpenAI's
+error body (`openai_shapes.openai_error_body`, what their clients parse), every other route in
+KlipNote's `{detail: {code, message}}`.
 
 `StreamSlots` bounds the live event streams (`API_MAX_EVENT_STREAMS`, then 503
 `too_many_streams`).
@@ -26,6 +31,7 @@ close`): the rest of the body is never read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass
 
@@ -35,12 +41,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.errors import problem_body
 from events.settings import Settings
+from functions.ingest.api.openai_shapes import openai_error_body
 
 UNAUTHORIZED_MESSAGE = "a valid API key is required (Authorization: Bearer)"
 _PROTECTED_PREFIX = "/v1/"
 # Published without the key: a schema is no secret, and other systems fetch it to build their events.
 _PUBLIC_PREFIXES = ("/v1/schemas/",)
-_UPLOAD_PATH = "/v1/jobs"
+_UPLOAD_PATHS = ("/v1/jobs", "/v1/audio/transcriptions", "/v1/audio/translations")
+_OPENAI_PREFIXES = ("/v1/audio/", "/v1/models")
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
 
@@ -59,6 +67,12 @@ def protected(path: str) -> bool:
     return path.startswith(_PROTECTED_PREFIX) and not path.startswith(_PUBLIC_PREFIXES)
 
 
+def openai_route(path: str) -> bool:
+    """Whether a path is one of the OpenAI-compatible routes (`/v1/audio/...`, `/v1/models...`),
+    whose refusals take OpenAI's error body."""
+    return path.startswith(_OPENAI_PREFIXES)
+
+
 class RequestGuard:
     """Pure ASGI middleware: the key, the body's size and pace, checked before the app reads the
     body (see the module's docstring for the rules and codes)."""
@@ -72,16 +86,20 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        openai = openai_route(scope["path"])
         if not key_accepted(self.settings.api_key, headers.get("authorization")):
-            await _answer(send, 401, "unauthorized", UNAUTHORIZED_MESSAGE, {"WWW-Authenticate": "Bearer"})
+            if openai:
+                await self._drain_small_body(receive, headers.get("content-length"))
+            challenge = {"WWW-Authenticate": "Bearer"}
+            await _answer(send, 401, "unauthorized", UNAUTHORIZED_MESSAGE, challenge, openai=openai)
             return
         limit, code = self._limit(scope)
         declared = headers.get("content-length")
         # An unparseable Content-Length never gets here: the HTTP server refuses it (400).
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _answer(send, 413, code, _too_large(limit))
+            await _answer(send, 413, code, _too_large(limit), openai=openai)
             return
-        body = _GuardedBody(receive, send, limit, code, self.settings.api_body_timeout_s)
+        body = _GuardedBody(receive, send, limit, code, self.settings.api_body_timeout_s, openai)
         try:
             await self.app(scope, body.receive, body.send)
         except Exception:
@@ -89,8 +107,22 @@ class RequestGuard:
             if not body.refused:
                 raise
 
+    async def _drain_small_body(self, receive: Receive, declared: str | None) -> None:
+        """Read and discard a refused request's body when it is declared no larger than
+        `API_MAX_BODY_BYTES`, all of it within `API_BODY_TIMEOUT_S`. A server that closes a
+        connection with body bytes unread makes its TCP stack reset it, and a client still
+        sending (the OpenAI SDKs, httpx) then loses the answer and reports a connection error
+        instead of the SDK's `AuthenticationError`. Nothing is stored, and a body over the bound
+        (or without a Content-Length) is not read: the key is still checked before any upload."""
+        if declared is None or not declared.isdigit() or int(declared) > self.settings.api_max_body_bytes:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.api_body_timeout_s):
+                while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+                    pass
+
     def _limit(self, scope: Scope) -> tuple[int, str]:
-        if scope["method"] == "POST" and scope["path"].rstrip("/") == _UPLOAD_PATH:
+        if scope["method"] == "POST" and scope["path"].rstrip("/") in _UPLOAD_PATHS:
             return self.settings.max_upload_bytes + self.settings.api_max_body_bytes, "media_too_large"
         return self.settings.api_max_body_bytes, "body_too_large"
 
@@ -106,6 +138,7 @@ class _GuardedBody:
     limit: int
     code: str
     timeout_s: float
+    openai: bool = False
     received: int = 0
     done: bool = False
     started: bool = False
@@ -137,7 +170,7 @@ class _GuardedBody:
 
     async def _refuse(self, status: int, code: str, message: str) -> Message:
         if not self.started:  # an answer under way cannot be replaced; the cut-off ends it
-            await _answer(self._send, status, code, message)
+            await _answer(self._send, status, code, message, openai=self.openai)
         self.refused = True
         return _DISCONNECT
 
@@ -147,12 +180,17 @@ def _too_large(limit: int) -> str:
 
 
 async def _answer(
-    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    openai: bool = False,
 ) -> None:
+    body = openai_error_body(status, code, message) if openai else problem_body(code, message)
     # The body is left unread, so the connection cannot carry another request.
-    response = JSONResponse(
-        problem_body(code, message), status, headers={**(headers or {}), "Connection": "close"}
-    )
+    response = JSONResponse(body, status, headers={**(headers or {}), "Connection": "close"})
     await response({"type": "http"}, _no_receive, send)
 
 
