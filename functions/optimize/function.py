@@ -1,5 +1,6 @@
 """optimize as a function: on `transcribed`, assemble that run's segments (and only that run's),
-write the requested formats to the results bucket, publish `completed`."""
+write the requested formats to the results bucket, publish `completed`; nothing for a job that was
+canceled (its model finished before it saw the cancel)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ class Optimize:
 
     async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
         done = binding.parse_data(event, TranscriptionTranscribed)
+        if await self._canceled(done.job_id):
+            # The model finished before it saw the cancel: the job ended canceled, with no results.
+            log.info("job %s was canceled: no results written", done.job_id)
+            return
         started = time.perf_counter()
         try:
             segments = await self.segments_of(done)
@@ -121,6 +126,17 @@ class Optimize:
             subject=done.job_id,
             event_id=lifecycle.completed_id(done.job_id),
         )
+
+    async def _canceled(self, job_id: str) -> bool:
+        """Whether the job was canceled (`lifecycle.was_canceled`, the JOBS stream); a read that
+        fails is retried later (TransientError) rather than results written for a canceled job."""
+        assert self._runtime is not None
+        try:
+            return await lifecycle.was_canceled(self._runtime, job_id)
+        except RuntimeError:  # a runtime without JetStream (the test harness): no cancels to read
+            return False
+        except Exception as error:
+            raise TransientError(f"could not read whether job {job_id} was canceled: {error}") from error
 
     async def segments_of(self, done: TranscriptionTranscribed) -> list[SegmentTranscribed]:
         """The `segment_count` segments of `run_id`, read back from the SEGMENTS stream."""
