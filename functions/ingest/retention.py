@@ -1,0 +1,82 @@
+"""Retention: a sweeper in ingest deletes each job whose time is up, through the API's own delete
+(`Gateway.delete`: upload, results, events and record, a tombstone left).
+
+A job's time is its record's `expires_at`, which the projector sets when the job ends
+(`jobs.expiry`: the request's `delete_after` seconds after its end, else RESULTS_TTL_S; neither:
+kept for ever). A job that ended before retention existed has no `expires_at`: it is timed from
+its `updated_at` (its end) the same way. Every RETENTION_SWEEP_INTERVAL_S seconds the sweeper reads
+every record (`JobStore.list`: a scan of the `jobs` bucket; issue 17 adds an index) and deletes
+the expired ones. Several ingest replicas may sweep at once: a delete is idempotent, so two of them
+deleting one job remove the same things twice and leave one tombstone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Protocol
+
+from events.models import utcnow
+from functions.ingest.jobs import expiry
+from functions.ingest.schema import JobRecord
+
+log = logging.getLogger(__name__)
+
+
+class Deleter(Protocol):
+    """What the sweeper needs of the gateway: the job list and the one delete."""
+
+    async def list_jobs(self) -> list[JobRecord]: ...
+
+    async def delete(self, job_id: str) -> bool: ...
+
+
+def expires_at(record: JobRecord, results_ttl_s: int) -> datetime | None:
+    """When `record`'s job is deleted: its `expires_at`, or for a finished job without one (it
+    ended before retention existed) `jobs.expiry`; None for a job still running or kept for ever."""
+    if not record.finished:
+        return None
+    return record.expires_at or expiry(record, results_ttl_s)
+
+
+class Sweeper:
+    """Deletes the expired jobs of `gateway` every `interval_s` seconds (RETENTION_SWEEP_INTERVAL_S),
+    with RESULTS_TTL_S `results_ttl_s` for jobs that ended without an `expires_at`."""
+
+    def __init__(self, gateway: Deleter, results_ttl_s: int, interval_s: float) -> None:
+        self.gateway = gateway
+        self.results_ttl_s = results_ttl_s
+        self.interval_s = interval_s
+
+    async def sweep_once(self, now: datetime | None = None) -> list[str]:
+        """One round: delete every job expired at `now` (default: the current UTC time); the ids
+        deleted. A job whose delete fails (the store or the bus away) is logged and left for the
+        next round; listing the jobs raises what the bus raises."""
+        now = now or utcnow()
+        deleted = []
+        for record in await self.gateway.list_jobs():
+            when = expires_at(record, self.results_ttl_s)
+            if when is None or when > now:
+                continue
+            try:
+                await self.gateway.delete(record.id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("retention could not delete job %s, retrying next round: %s", record.id, error)
+                continue
+            log.info("retention deleted job %s (expired %s)", record.id, when.isoformat())
+            deleted.append(record.id)
+        return deleted
+
+    async def sweep_forever(self) -> None:
+        """Sweep every interval; a round that fails (NATS down) waits for the next."""
+        while True:
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("retention sweep failed, retrying in %.0fs: %s", self.interval_s, error)
+            await asyncio.sleep(self.interval_s)
