@@ -2,7 +2,8 @@
 per read, deleted when the read is over (and dropped by the server `INACTIVE_S` after its last
 fetch should the delete not get through).
 
-The job events API (SSE), optimize (a run's segments) and the tests all read this way. A pull
+The job events API (SSE: a job's lifecycle events and its segments, two readers in one `Merge`),
+optimize (a run's segments) and the tests all read this way. A pull
 consumer with no acks delivers in stream order and never skips a message: a message that reaches
 the subscription after a fetch gave up waits in its queue for the next fetch.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -28,13 +29,22 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 # Seconds the server keeps a reader's consumer without a fetch: longer than any pause of a reader
 # between fetches (a caller's `after_subscribing`, a handler between two segments).
 INACTIVE_S = 300.0
+# Seconds one fetch of a `Merge` waits at most before it is asked anew (a bound on a request the
+# server holds open, not on the caller's wait).
+_FETCH_S = 5.0
 
 
 class SubjectReader:
     """The messages of one subscription, one at a time (see `reading`)."""
 
-    def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
+    def __init__(
+        self, subscription: JetStreamContext.PullSubscription, js: JetStreamContext, stream: str, subject: str
+    ) -> None:
         self._sub = subscription
+        self._js = js
+        self._stream = stream
+        self._subject = subject
+        self.delivered = 0  # messages `next` has returned
 
     async def next(self, wait_s: float) -> Msg | None:
         """The next message, or None when none came within `wait_s` seconds (the caller decides
@@ -43,7 +53,71 @@ class SubjectReader:
             (msg,) = await self._sub.fetch(1, timeout=max(wait_s, 0.01))
         except (TimeoutError, nats.errors.TimeoutError):
             return None
+        self.delivered += 1
         return msg
+
+    async def stored(self) -> int:
+        """How many messages on the subject the stream holds now (its per-subject counts, one
+        `STREAM.INFO` request): a reader from the start (`DeliverPolicy.ALL`) that has
+        `delivered` that many has read everything published before this call. Messages the
+        stream dropped meanwhile (its age limit, a purge) make the count smaller, never larger."""
+        info = await self._js.stream_info(self._stream, subjects_filter=self._subject)
+        return sum((info.state.subjects or {}).values())
+
+
+class Merge:
+    """The messages of several readers as they come, each reader's in its own order: one fetch
+    in flight per reader, none lost when another's message comes first (a finished fetch waits
+    for the next call). `close` cancels the fetches in flight."""
+
+    def __init__(self, readers: Sequence[SubjectReader]) -> None:
+        self._readers = list(readers)
+        self._fetches: dict[SubjectReader, asyncio.Task[Msg | None]] = {}
+
+    def holds(self, reader: SubjectReader) -> bool:
+        """Whether a message of `reader` was fetched and not yet returned by `next`."""
+        fetch = self._fetches.get(reader)
+        if fetch is None or not fetch.done() or fetch.cancelled() or fetch.exception() is not None:
+            return False
+        return fetch.result() is not None
+
+    async def next(
+        self, wait_s: float, among: Sequence[SubjectReader] | None = None
+    ) -> tuple[SubjectReader, Msg] | None:
+        """The next message of any of `among` (default: every reader) and whose it is, or None
+        when none came within `wait_s` seconds."""
+        readers = self._readers if among is None else list(among)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            for reader in readers:  # a message already fetched first, in the readers' order
+                fetch = self._fetches.get(reader)
+                if fetch is not None and fetch.done():
+                    del self._fetches[reader]
+                    msg = fetch.result()
+                    if msg is not None:
+                        return reader, msg
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            for reader in readers:
+                if reader not in self._fetches:
+                    # Kept when this call's wait ends first: the message it brings is the
+                    # next call's, not lost.
+                    self._fetches[reader] = asyncio.ensure_future(reader.next(min(left, _FETCH_S)))
+            await asyncio.wait(
+                [self._fetches[reader] for reader in readers],
+                timeout=left,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+
+    async def close(self) -> None:
+        """Cancel the fetches in flight (before their readers' subscriptions end)."""
+        fetches = list(self._fetches.values())
+        self._fetches.clear()
+        for fetch in fetches:
+            fetch.cancel()
+        await asyncio.gather(*fetches, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +143,7 @@ async def reading(
     try:
         sub = await js.pull_subscribe_bind(name=name, stream=stream)
         try:
-            yield SubjectReader(sub)
+            yield SubjectReader(sub, js, stream, subject)
         finally:
             await sub.unsubscribe()
     finally:
