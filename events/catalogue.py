@@ -149,14 +149,14 @@ INGEST_ROUTER = Consumer(
 )
 INGEST_PROJECTOR = Consumer("ingest-projector", JOBS, "transcription.>", batch=64)
 OPTIMIZE = Consumer("optimize", JOBS, f"{TRANSCRIBED.subject_prefix}.>")
-# A job's end (completed or failed) calls its webhook; retries ride on JetStream redelivery.
-# Deliveries wait on receivers (up to WEBHOOK_TIMEOUT_S each): many at once, so one black-holed
-# host delays only its own jobs.
+# A job's end (completed, failed or canceled) calls its webhook; retries ride on JetStream
+# redelivery. Deliveries wait on receivers (up to WEBHOOK_TIMEOUT_S each): many at once, so one
+# black-holed host delays only its own jobs.
 INGEST_WEBHOOKS = Consumer(
     "ingest-webhooks",
     JOBS,
     f"{COMPLETED.subject_prefix}.>",
-    extra_filters=[f"{FAILED.subject_prefix}.>"],
+    extra_filters=[f"{FAILED.subject_prefix}.>", f"{CANCELED.subject_prefix}.>"],
     concurrency="webhook_concurrency",
     retry_schedule="webhook_schedule_s",
 )

@@ -10,6 +10,7 @@ job projector drop (docs/reliability.md). Each step's id is built here and nowhe
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
 
@@ -77,6 +78,25 @@ def completed_id(job_id: str) -> str:
 
 def canceled_id(job_id: str) -> str:
     return f"{job_id}:canceled"
+
+
+class LastEvent(Protocol):
+    """Reads the last event on a subject of a stream (a function's `Runtime`)."""
+
+    async def last_event(self, stream: catalogue.Stream, subject: str) -> CloudEvent | None: ...
+
+
+async def was_canceled(bus: LastEvent, job_id: str) -> bool:
+    """Whether job `job_id` was canceled: its `transcription.canceled.<job>` is in the JOBS stream
+    (ingest publishes it on `POST /v1/jobs/{id}/cancel`). The stream, not ingest's record, is what
+    every function can read; a model function asks before it starts a job and while it runs,
+    optimize before it writes results. An unreadable message there is no cancel (ingest's
+    projector dead-letters it and the record goes on). Raises what the read raises (nats-py's
+    errors when NATS does not answer): the caller decides whether to go on or retry."""
+    try:
+        return await bus.last_event(catalogue.JOBS, catalogue.CANCELED.subject(job_id)) is not None
+    except binding.MalformedEvent:
+        return False
 
 
 def webhook_attempt_id(job_id: str, attempt: int) -> str:

@@ -122,13 +122,34 @@ class Settings(BaseSettings):
         description="Longest life of one live event stream, seconds; it then ends with an "
         "`event: timeout` message (reconnect to go on).",
     )
+    openai_wait_s: float = Field(
+        300.0,
+        ge=0,
+        description="Longest wait, seconds, of an OpenAI-compatible request (POST /v1/audio/*) for "
+        "its job's end; past it the answer is 504 job_still_running naming the job, which goes on "
+        "(poll GET /v1/jobs/{id}). 0 answers at once.",
+    )
     result_link_expiry_s: int = Field(
         3600, description="Lifetime of the presigned result links in job records and webhooks."
     )
     uploads_reconcile_interval_s: float = Field(
         60.0,
-        description="How often ingest lists the uploads bucket for objects no notification announced "
-        "(0 turns it off).",
+        ge=0,
+        description="How often ingest lists the uploads bucket for objects no notification announced, "
+        "seconds (0 turns it off; a negative value is refused).",
+    )
+    results_ttl_s: int = Field(
+        30 * 24 * 3600,
+        ge=0,
+        description="Seconds after a job ends (completed, failed, canceled) before its upload, "
+        "results and record are deleted, unless the request set `delete_after`; 30 days, the JOBS "
+        "stream's own age, by default (0 keeps them for ever).",
+    )
+    retention_sweep_interval_s: float = Field(
+        300.0,
+        ge=0,
+        description="How often, in seconds, ingest deletes the jobs whose `expires_at` has passed "
+        "(0 turns the sweeper off).",
     )
 
     # -- webhooks (Standard Webhooks) -------------------------------------------------------
@@ -239,6 +260,13 @@ class Settings(BaseSettings):
         description="A job whose model makes no progress (no segment, no progress report) for this "
         "long fails (transcription_stalled) and frees its worker; heartbeats stop with progress.",
     )
+    cancel_check_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often, in seconds, a model function running a job asks whether it was "
+        "canceled (one read of the JOBS stream); a canceled job stops at the model's next report "
+        "after that.",
+    )
 
     # -- optimize: subtitle rules (defaults from subtitle practice and the decision record) -----
     optimize_min_cue_s: float = Field(1.0, description="Shortest cue on screen, seconds.")
@@ -304,6 +332,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=lambda: Path.home() / ".local" / "share" / "klipnote",
         description="Embedded stack state (NATS and SeaweedFS data).",
+    )
+    uploads_watch: bool = Field(
+        True,
+        description="Embedded stack only: run the stand-in for MinIO's bucket notifier, which follows "
+        "SeaweedFS's filer metadata (`weed filer.meta.tail`) and announces each file stored in the "
+        "uploads bucket on `storage.uploads` within about a second; off, only the reconcile "
+        "(UPLOADS_RECONCILE_INTERVAL_S) finds dropped files.",
     )
 
     @field_validator(

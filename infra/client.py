@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from events import binding, catalogue
 from events.catalogue import EventKind
 from events.lifecycle import FINISHED_STATES, JobState
-from events.models import EventData, TranscriptionCompleted, TranscriptionFailed
+from events.models import EventData, TranscriptionCanceled, TranscriptionCompleted, TranscriptionFailed
 from functions.ingest.schema import JobPage, JobView
 
 # Exit codes of the commands (0: done).
@@ -40,6 +40,9 @@ EXIT_NOT_COMPLETED = 6
 Shape = TypeVar("Shape", JobView, JobPage)
 
 _RECONNECTS = 3  # a dropped event stream is resumed this often (events are replayed, deduplicated)
+# The API's notices that end an event stream before the job's end (functions/ingest/api/events.py).
+_TIMEOUT = "timeout"  # the stream's time limit: open it again
+_EXPIRED = "expired"  # a job that ended so long ago that its events are gone: read its record
 
 
 class ClientError(Exception):
@@ -67,8 +70,8 @@ class JobEvent:
 
 @dataclass(frozen=True)
 class JobEnd:
-    """How a job ended: `completed` with the formats it made, or `failed` with the failure's
-    code and message."""
+    """How a job ended: `completed` with the formats it made, `failed` with the failure's code
+    and message, or `canceled`."""
 
     state: JobState
     results: list[str]
@@ -77,11 +80,13 @@ class JobEnd:
 
     @classmethod
     def of_event(cls, event: JobEvent) -> JobEnd:
-        """From a `completed` or `failed` event (ValueError for any other)."""
+        """From a `completed`, `failed` or `canceled` event (ValueError for any other)."""
         if isinstance(event.data, TranscriptionCompleted):
             return cls(JobState.COMPLETED, sorted(event.data.results))
         if isinstance(event.data, TranscriptionFailed):
             return cls(JobState.FAILED, [], event.data.code, event.data.message)
+        if isinstance(event.data, TranscriptionCanceled):
+            return cls(JobState.CANCELED, [])
         raise ValueError(f"{event.kind.type} does not end a job")
 
     @classmethod
@@ -89,6 +94,8 @@ class JobEnd:
         """From a finished job's record (its events may have expired from the stream)."""
         if job.state == JobState.COMPLETED:
             return cls(JobState.COMPLETED, sorted(job.results))
+        if job.state == JobState.CANCELED:
+            return cls(JobState.CANCELED, [])
         error = job.error
         return cls(JobState.FAILED, [], error.code if error else None, error.message if error else None)
 
@@ -130,14 +137,26 @@ class KlipNote:
         language: str | None = None,
         formats: list[str] | None = None,
         audio_track: int | None = None,
+        task: str | None = None,
+        prompt: str | None = None,
+        hotwords: str | None = None,
+        temperature: float | None = None,
+        delete_after: int | None = None,
     ) -> JobView:
         """Start a job from a local file (uploaded) or an `s3://bucket/key` already in storage;
-        the job as the API answers it (202: `id`, state `requested`)."""
+        the job as the API answers it (202: `id`, state `requested`). `task` (transcribe or
+        translate), `prompt`, `hotwords`, `temperature` (0 to 1) are the decoding options,
+        `delete_after` seconds after the job ends when it is deleted (`POST /v1/jobs`)."""
         form = {
             "model": model,
             "language": language,
             "formats": ",".join(formats or []),
             "audio_track": None if audio_track is None else str(audio_track),
+            "task": task,
+            "prompt": prompt,
+            "hotwords": hotwords,
+            "temperature": None if temperature is None else str(temperature),
+            "delete_after": None if delete_after is None else str(delete_after),
         }
         data = {name: value for name, value in form.items() if value}
         if isinstance(source, str) and source.startswith("s3://"):
@@ -150,6 +169,24 @@ class KlipNote:
 
     def job(self, job_id: str) -> JobView:
         return self._parse(JobView, self._send("GET", f"/v1/jobs/{job_id}"), job_id)
+
+    def cancel(self, job_id: str) -> JobView:
+        """Cancel a job that has not ended; the job as the API answers it (state `canceled`, also
+        for a job canceled before). ClientError `EXIT_FAILED` for a job that ended otherwise (409
+        `job_finished`), `EXIT_NOT_FOUND` for no such job."""
+        response = self._send("POST", f"/v1/jobs/{job_id}/cancel")
+        if response.status_code == 409:
+            _, message = _problem(response)
+            raise ClientError(f"job {job_id} cannot be canceled: {message}", EXIT_FAILED)
+        return self._parse(JobView, response, job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Delete a job (`DELETE /v1/jobs/{id}`: its upload, results, events and record; a job
+        still running is canceled first). A job deleted before counts as deleted: the API answers
+        204 again. ClientError (EXIT_NOT_FOUND) when no such job ever existed."""
+        response = self._send("DELETE", f"/v1/jobs/{job_id}")
+        if response.status_code != 204:
+            self._raise_for(response, job_id)
 
     def jobs(self, state: JobState | None = None, limit: int = 20, offset: int = 0) -> JobPage:
         """One page of jobs, newest first (`limit` at most 500, the API's cap)."""
@@ -189,10 +226,15 @@ class KlipNote:
         return target
 
     def events(self, job_id: str) -> Iterator[JobEvent | None]:
-        """The job's events as they happen, from its request to its end; `None` for each
+        """The job's events as they happen, from its request to its end: its lifecycle events
+        and the text of its segments (kind `catalogue.SEGMENT`, data `SegmentTranscribed`; every
+        run's, each with its `run_id`: the latest run's text is the job's); `None` for each
         keep-alive (the stream's way of saying nothing happened for a while). A dropped stream
-        is resumed: the API replays the job's events, those already seen are skipped. Events
-        of a type this client does not know are skipped too."""
+        is resumed, and one the API closed at its time limit (`timeout`) is opened again: the
+        API replays the job's events, those already seen are skipped. It stops short of the
+        job's end when the API no longer keeps the events of a job that ended long ago
+        (`expired`): `job` says how it ended. Events of a type this client does not know are
+        skipped."""
         seen: set[str] = set()
         drops = 0
         while True:
@@ -200,14 +242,17 @@ class KlipNote:
                 for event in self._event_stream(job_id):
                     if event is None:
                         yield None
-                        continue
-                    if event.id in seen:
-                        continue
-                    seen.add(event.id)
-                    yield event
-                    if event.ends_job:
+                    elif event == _EXPIRED:
                         return
-                raise httpx.RemoteProtocolError("the event stream ended before the job did")
+                    elif event == _TIMEOUT:
+                        break  # opened again below; not a drop
+                    elif isinstance(event, JobEvent) and event.id not in seen:
+                        seen.add(event.id)
+                        yield event
+                        if event.ends_job:
+                            return
+                else:
+                    raise httpx.RemoteProtocolError("the event stream ended before the job did")
             except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as error:
                 drops += 1
                 if drops > _RECONNECTS:
@@ -218,7 +263,10 @@ class KlipNote:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _event_stream(self, job_id: str) -> Iterator[JobEvent | None]:
+    def _event_stream(self, job_id: str) -> Iterator[JobEvent | str | None]:
+        """The messages of one event stream: a JobEvent per event this client knows, the name of
+        the API's own notice that ends a stream early (`_TIMEOUT`, `_EXPIRED`), None per
+        keep-alive; nothing for an event of a type this client does not know."""
         # Keep-alives come every 15 s: a read that waits longer than that means a dead stream.
         timeout = httpx.Timeout(30, read=45)
         try:
@@ -226,17 +274,22 @@ class KlipNote:
                 if response.status_code != 200:
                     response.read()
                     self._raise_for(response, job_id)
+                name = ""
                 data: list[str] = []
                 for line in response.iter_lines():
                     if line.startswith(":"):
                         yield None
+                    elif line.startswith("event:"):
+                        name = line[6:].removeprefix(" ")
                     elif line.startswith("data:"):
                         data.append(line[5:].removeprefix(" "))
                     elif not line and data:
-                        event = self._event("\n".join(data))
-                        data = []
-                        if event is not None:
+                        # The notices' data is no CloudEvent (`{job_id, message}`): their name says it all.
+                        if name in (_TIMEOUT, _EXPIRED):
+                            yield name
+                        elif (event := self._event("\n".join(data))) is not None:
                             yield event
+                        name, data = "", []
         except httpx.ConnectError as error:
             raise self._unreachable(error) from error
 

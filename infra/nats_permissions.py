@@ -7,7 +7,8 @@ Subjects come from events/catalogue.py and models from the model registry (event
 MODELS, every model with an image, whichever ENABLED_MODELS picks at run time), so a model added
 there gets its user here and nothing spells a subject by hand. A model function may fetch only
 from its own durable on `transcribe.<model>` and publish only its segment and lifecycle events
-and its own DLQ subject.
+and its own DLQ subject; it and optimize read single messages of JOBS (`$JS.API.STREAM.MSG.GET`:
+whether a job was canceled), ingest alone publishes `transcription.canceled`.
 Passwords are read from the environment by nats-server (`$KLIPNOTE_<USER>_NATS_PASSWORD`).
 
 Each user subscribes only to its own inbox, `_INBOX_<user>.>` (`events.bus.inbox_prefix`, which
@@ -59,19 +60,32 @@ def _pull(consumer: Consumer) -> list[str]:
     ]
 
 
-def _reader(stream: catalogue.Stream) -> list[str]:
-    """What reading a subject of one stream needs (`events.reader.reading`: an ephemeral pull
+def _reader(*streams: catalogue.Stream) -> list[str]:
+    """What reading subjects of these streams needs (`events.reader.reading`: an ephemeral pull
     consumer with a random name): find the stream, create the consumer by name
-    (`$JS.API.CONSUMER.CREATE.<stream>.<name>`), fetch from it, delete it. The durables' names are
+    (`$JS.API.CONSUMER.CREATE.<stream>.<name>`), fetch from it, delete it; the stream's info
+    (`SubjectReader.stored`, how many messages a subject holds). The durables' names are
     denied (`_durable_denies`): the subjects carry the name, so no reader can create, update,
     delete or fetch from a durable it does not own."""
     return [
         "$JS.API.STREAM.NAMES",
-        f"$JS.API.STREAM.INFO.{stream.name}",
-        f"$JS.API.CONSUMER.CREATE.{stream.name}.*",
-        f"$JS.API.CONSUMER.MSG.NEXT.{stream.name}.*",
-        f"$JS.API.CONSUMER.DELETE.{stream.name}.*",
+        *(
+            subject
+            for stream in streams
+            for subject in (
+                f"$JS.API.STREAM.INFO.{stream.name}",
+                f"$JS.API.CONSUMER.CREATE.{stream.name}.*",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream.name}.*",
+                f"$JS.API.CONSUMER.DELETE.{stream.name}.*",
+            )
+        ),
     ]
+
+
+def _last_event(stream: catalogue.Stream) -> str:
+    """What reading the last message of a subject of one stream needs (`Runtime.last_event`,
+    nats-py's `get_last_msg`: the stream has no direct get)."""
+    return f"$JS.API.STREAM.MSG.GET.{stream.name}"
 
 
 def _durable_denies(streams: list[catalogue.Stream], own: list[Consumer]) -> list[str]:
@@ -134,22 +148,27 @@ def users() -> list[User]:
     result = [
         User(
             "ingest",
-            "routes requests to model queues, keeps job records, follows a job's events for the API, "
-            "takes bucket notifications, calls webhooks",
+            "routes requests to model queues, keeps job records, follows a job's events and segments "
+            "for the API, takes bucket notifications, calls webhooks",
             [
                 _every(catalogue.REQUESTED),
                 _every(catalogue.QUEUED),
                 _every(catalogue.FAILED),
+                _every(catalogue.CANCELED),  # POST /v1/jobs/{id}/cancel
                 _every(catalogue.WEBHOOK),
                 f"{catalogue.DISPATCHED.subject_prefix}.*",
                 *(catalogue.dead_letter_subject(c.durable) for c in ingest_consumers),
                 *(s for c in ingest_consumers for s in _pull(c)),
                 *_kv(catalogue.JOBS_KV_BUCKET),
-                *_reader(catalogue.JOBS),
+                *_reader(catalogue.JOBS, catalogue.SEGMENTS),  # the API's event streams
                 # A job's last end event (`Runtime.last_event`: JOBS has no direct get).
-                f"$JS.API.STREAM.MSG.GET.{catalogue.JOBS.name}",
+                _last_event(catalogue.JOBS),
+                # Deleting a job removes its events (`JobStore.delete`: a purge filtered to the
+                # job's subjects; the server cannot hold a user to a filter, so this allows any).
+                f"$JS.API.STREAM.PURGE.{catalogue.JOBS.name}",
+                f"$JS.API.STREAM.PURGE.{catalogue.SEGMENTS.name}",
             ],
-            publish_deny=_durable_denies([catalogue.JOBS], ingest_consumers),
+            publish_deny=_durable_denies([catalogue.JOBS, catalogue.SEGMENTS], ingest_consumers),
         ),
         User(
             "optimize",
@@ -160,6 +179,7 @@ def users() -> list[User]:
                 catalogue.dead_letter_subject(catalogue.OPTIMIZE.durable),
                 *_pull(catalogue.OPTIMIZE),
                 *_reader(catalogue.SEGMENTS),
+                _last_event(catalogue.JOBS),  # whether a job was canceled
             ],
             publish_deny=_durable_denies([catalogue.SEGMENTS], [catalogue.OPTIMIZE]),
         ),
@@ -178,6 +198,7 @@ def users() -> list[User]:
                     _every(catalogue.FAILED),
                     catalogue.dead_letter_subject(consumer.durable),
                     *_pull(consumer),
+                    _last_event(catalogue.JOBS),  # whether a job was canceled
                 ],
             )
         )

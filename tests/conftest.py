@@ -46,8 +46,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterat
         webhook_secret=WEBHOOK_SECRET,
         api_key=API_KEY,
         # Tests here put objects into the uploads bucket for jobs of their own: no reconcile
-        # (test_uploads.py runs it on a stack of its own).
+        # (test_uploads.py runs it on a stack of its own) and no stand-in for MinIO's notifier
+        # (tests/system/test_bucket_watch.py runs it on a stack of its own).
         uploads_reconcile_interval_s=0,
+        uploads_watch=False,
     )
     yield from started_stack(tmp_path_factory, "stack", settings)
 

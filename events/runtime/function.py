@@ -118,6 +118,12 @@ class Runtime:
         info = await self._jetstream().stream_info(stream, subjects_filter=subjects_filter)
         return list(info.state.subjects or {})
 
+    async def purge(self, stream: Stream, subject: str) -> None:
+        """Remove every message on `subject` (wildcards allowed) from `stream` (JetStream's purge
+        with a subject filter; ingest deleting a job's events). Raises nats-py's `NotFoundError`
+        when the stream does not exist."""
+        await self._jetstream().purge_stream(stream.name, subject=subject)
+
 
 Decoder = Callable[[dict[str, str] | None, bytes], CloudEvent]
 # What giving up on an event means beyond its dead letter: (event, reason, function name) to the

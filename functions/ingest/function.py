@@ -5,6 +5,7 @@
 - the projector (`jobs.py`): lifecycle events → job records;
 - the webhook deliverer (`webhooks/`): a signed call when a job ends;
 - the bucket drop and its reconcile (`uploads/`): a file dropped into the uploads bucket → a job;
+- the retention sweeper (`retention.py`): expired jobs deleted;
 - the HTTP API (`api/`), over the gateway (`gateway.py`: admission, submission, job views).
 """
 
@@ -26,6 +27,7 @@ from functions.ingest.api import create_app
 from functions.ingest.gateway import Gateway
 from functions.ingest.jobs import JobStore, Projector
 from functions.ingest.links import ResultLinks
+from functions.ingest.retention import Sweeper
 from functions.ingest.router import Router
 from functions.ingest.uploads.drop import BucketDrop
 from functions.ingest.uploads.notification import decode_notification
@@ -45,6 +47,7 @@ class _Started:
     webhooks: WebhookDeliverer
     uploads: BucketDrop
     reconciler: Reconciler
+    sweeper: Sweeper
 
 
 class Ingest:
@@ -57,6 +60,7 @@ class Ingest:
         self.admission = Admission.from_settings(settings)
         self._started: _Started | None = None
         self._reconcile: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
         self._app = create_app(settings, self.admission, self._gateway)
 
     def _gateway(self) -> Gateway | None:
@@ -91,6 +95,7 @@ class Ingest:
             webhooks=WebhookDeliverer(self.settings, jobs, self.links, self.admission.guard),
             uploads=uploads,
             reconciler=Reconciler(uploads, self.store, self.settings.uploads_reconcile_interval_s),
+            sweeper=Sweeper(gateway, self.settings.results_ttl_s, self.settings.retention_sweep_interval_s),
         )
         if self.settings.api_key is None:
             log.warning(
@@ -100,11 +105,14 @@ class Ingest:
             )
         if self.settings.uploads_reconcile_interval_s > 0:
             self._reconcile = asyncio.create_task(self._started.reconciler.reconcile_forever())
+        if self.settings.retention_sweep_interval_s > 0:
+            self._sweep = asyncio.create_task(self._started.sweeper.sweep_forever())
 
     async def stop(self) -> None:
-        if self._reconcile is not None:
-            self._reconcile.cancel()
-            await asyncio.gather(self._reconcile, return_exceptions=True)
+        for task in (self._reconcile, self._sweep):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     def health(self) -> Health:
         return Health(ready=self._started is not None)

@@ -7,7 +7,11 @@ fails the job with the refusal's code.
 
 - `submit`: project `transcription.requested` into the job record, then publish it, so the job
   exists when the caller is answered; a webhook's URL and headers go into the record only.
+- `cancel`: project `transcription.canceled` into the job record, then publish it (the models
+  and optimize read the JOBS stream for it).
 - `view`: a record as the API shows it, with presigned links to its results once completed.
+- `delete`: a job's upload, results, events and record removed, a tombstone left in its place
+  (no late event, repeat or reconcile makes the job again: `submit` raises `JobDeleted`).
 
 It depends on narrow parts only: settings, the job store, a publisher, the object store, the
 and the result links; never on the function object.
@@ -15,6 +19,7 @@ and the result links; never on the function object.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -22,13 +27,15 @@ from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 
 from events import binding, catalogue, lifecycle, tracing
+from events.errors import CodedError
 from events.lifecycle import JobState
-from events.models import OutputFormat, TranscriptionRequested
+from events.models import ObjectRef, OutputFormat, TranscriptionCanceled, TranscriptionRequested
 from events.settings import Settings
 from functions.ingest import NAME
 from functions.ingest.ids import job_id_for
 from functions.ingest.jobs import JobStore
 from functions.ingest.links import ResultLinks
+from functions.ingest.naming import API_PREFIX
 from functions.ingest.schema import JobRecord, JobView
 
 
@@ -38,10 +45,26 @@ class EventPublisher(Protocol):
     async def publish(self, event: CloudEvent) -> bool: ...
 
 
+class JobDeleted(CodedError):
+    """`job_deleted`: a request names a job that was deleted (its id is a tombstone): the same
+    `Idempotency-Key`, stored object version or CloudEvent again. A deleted job is never made
+    again; a new request needs a new key, another object version or another event id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            "job_deleted",
+            f"job {job_id}, which this request names again, was deleted and is not made again; "
+            "send a new Idempotency-Key, another object (key or content) or another event id",
+        )
+        self.job_id = job_id
+
+
 class Intake(Protocol):
     """What a way in that makes jobs by itself (the bucket drop) needs of the gateway."""
 
     async def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    async def deleted(self, job_id: str) -> bool: ...
 
     async def list_jobs(self, state: JobState | None = None) -> list[JobRecord]: ...
 
@@ -89,7 +112,10 @@ class Gateway:
         headers) never enters the event, which every reader of the JOBS stream and the job's
         event stream sees for 30 days: the event says `webhook_in_record`, and the full target
         goes into the job record, which only ingest reads. The record is written first, so the
-        router, which admits the record's target, finds it whenever it reads the event."""
+        router, which admits the record's target, finds it whenever it reads the event.
+
+        Raises `JobDeleted` (nothing published) when the job id is a deleted job's: an upload the
+        API stored for it (under `klipnote-api/<job>/`) is removed again first."""
         full_target = request.webhook
         # A caller's own `webhook_in_record` means nothing here: the record holds what we put in it.
         request = request.model_copy(update={"webhook": None, "webhook_in_record": full_target is not None})
@@ -98,9 +124,12 @@ class Gateway:
             "transcription requested", context=tracing.context_from(traceparent)
         ):
             event = _requested_event(request, tracing.current_traceparent())
-            record = await self.jobs.project(event, job_id_for(event, request), full_target, request_digest)
+            job_id = job_id_for(event, request)
+            record = await self.jobs.project(event, job_id, full_target, request_digest)
+            if record is None:  # only a tombstone stops a request's projection
+                await asyncio.to_thread(self._remove_api_upload, job_id, request.media)
+                raise JobDeleted(job_id)
             await self.publisher.publish(event)
-        assert record is not None
         return record
 
     async def republish(self, record: JobRecord) -> None:
@@ -125,6 +154,37 @@ class Gateway:
             delete_after=record.delete_after,
         )
         await self.publisher.publish(_requested_event(request))
+
+    async def cancel(self, record: JobRecord) -> JobRecord | None:
+        """Cancel the job of `record` (the store's current view): project `transcription.canceled`
+        into its record, then publish it, as `submit` does, so the answer and the next read agree.
+        Returns the record after it: state `canceled`, or the job's other end when it had ended
+        otherwise (completed, failed; also when that end came in meanwhile), which is left as it
+        is and nothing is published; None when the record is gone (deleted meanwhile).
+
+        Repeats are harmless: the event's id (`lifecycle.canceled_id`) makes a second publish a
+        JetStream duplicate, and a job canceled already has its event published again only when
+        the JOBS stream lacks it (the first publish failed after the record was written), so
+        the model functions, which read the stream, still learn of it."""
+        event = binding.new_event(
+            catalogue.CANCELED,
+            TranscriptionCanceled(job_id=record.id),
+            function=NAME,
+            subject=record.id,
+            event_id=lifecycle.canceled_id(record.id),
+        )
+        if record.state is JobState.CANCELED:
+            if await lifecycle.was_canceled(self.jobs.bus, record.id):
+                return record
+        elif record.finished:
+            return record
+        else:
+            projected = await self.jobs.project(event, record.id)
+            if projected is None or projected.state is not JobState.CANCELED:
+                return projected  # deleted, or it ended otherwise meanwhile: nothing to announce
+            record = projected
+        await self.publisher.publish(event)
+        return record
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -160,9 +220,76 @@ class Gateway:
     def follow(
         self, job_id: str, wait_s: float, until: float | None = None
     ) -> AsyncIterator[CloudEvent | None]:
-        """The job's lifecycle events as they happen, until its end or the event loop's time
-        `until`; at once for a finished job whose events are no longer kept (see `JobStore.events`)."""
+        """The job's lifecycle events and its segments as they happen, until its end (after the
+        segments before it) or the event loop's time `until`; at once for a finished job whose
+        events are no longer kept (see `JobStore.events`)."""
         return self.jobs.events(job_id, wait_s, until)
+
+    async def read_result(self, record: JobRecord, fmt: OutputFormat) -> bytes | None:
+        """The bytes of a completed job's result file in `fmt`, read whole (transcripts are small:
+        text); None when the job has no such result. Raises minio's S3Error when the object is
+        gone from the results bucket (deleted), `events.storage.UNREACHABLE` when the store is down."""
+        ref = record.results.get(fmt)
+        if ref is None:
+            return None
+
+        def read() -> bytes:
+            response = self.store.get_object(ref.bucket, ref.key)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await asyncio.to_thread(read)
+
+    # -- deletion --------------------------------------------------------------------------
+
+    async def deleted(self, job_id: str) -> bool:
+        """Whether `job_id` is a deleted job's (a tombstone: see `JobStore.tombstone`)."""
+        return await self.jobs.deleted(job_id)
+
+    async def delete(self, job_id: str) -> bool:
+        """Delete a job: cancel it first when it has not ended (`cancel`), then remove its
+        upload, its results, its events and its record, leaving a tombstone that holds nothing
+        but its id. False when there never was such a job; True when it is deleted now or was
+        before (a repeat does the removals again: whatever a late writer added goes too).
+
+        Removed: the media when it is in the uploads bucket (an API upload under
+        `klipnote-api/<job>/`, a dropped file, or an object a request named there), everything
+        under `<job>/` in the results bucket (optimize's keys, `<job>/transcript.<fmt>`), then
+        `JobStore.delete` (events, record). Media in another bucket MEDIA_BUCKETS allows is left:
+        ingest only reads those, and they belong to whoever put them there. The record goes last,
+        so a delete cut short (the store or the bus away: minio's S3Error or
+        `events.storage.UNREACHABLE`, nats-py's errors) is finished by the next one. Several
+        replicas deleting one job at once do the same removals twice, harmlessly."""
+        record = await self.jobs.current(job_id)
+        if record is None:
+            if not await self.jobs.deleted(job_id):
+                return False
+        elif not record.finished:
+            # A job still running stops first, so no model or optimize writes for it much longer.
+            record = await self.cancel(record) or record
+        await asyncio.to_thread(self._remove_objects, job_id, record)
+        await self.jobs.delete(job_id)
+        return True
+
+    def _remove_objects(self, job_id: str, record: JobRecord | None) -> None:
+        """The job's objects in the uploads and results buckets (see `delete`)."""
+        uploads, results = self.settings.uploads_bucket, self.settings.results_bucket
+        named = [(ref.bucket, ref.key) for ref in (record.results.values() if record else [])]
+        if record is not None and record.media.bucket == uploads:
+            named.append((uploads, record.media.key))
+        for bucket, prefix in ((uploads, f"{API_PREFIX}{job_id}/"), (results, f"{job_id}/")):
+            listed = self.store.list_objects(bucket, prefix, recursive=True)
+            named += [(bucket, obj.object_name) for obj in listed if obj.object_name]
+        for bucket, key in dict.fromkeys(named):  # once each, in order
+            self.store.remove_object(bucket, key)  # S3 answers a missing key with success too
+
+    def _remove_api_upload(self, job_id: str, media: ObjectRef) -> None:
+        """Remove the upload the API stored for a request of a deleted job (`submit`)."""
+        if media.bucket == self.settings.uploads_bucket and media.key.startswith(f"{API_PREFIX}{job_id}/"):
+            self.store.remove_object(media.bucket, media.key)
 
 
 def _requested_event(request: TranscriptionRequested, traceparent: str | None = None) -> CloudEvent:

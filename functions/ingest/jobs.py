@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
+from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -20,7 +23,7 @@ from nats.js.kv import KeyValue
 from events import binding, catalogue, models
 from events.lifecycle import JobState
 from events.models import WebhookTarget, utcnow
-from events.reader import SubjectReader
+from events.reader import Merge, SubjectReader
 from events.runtime.function import Runtime
 from functions.ingest.ids import checked_job_id, job_id_for, valid_job_id
 from functions.ingest.naming import display_filename
@@ -33,7 +36,13 @@ _RANK = {
     JobState.TRANSCRIBED: 3,
     JobState.COMPLETED: 4,
     JobState.FAILED: 4,
+    JobState.CANCELED: 4,
 }
+
+
+_END_TYPES = frozenset(kind.type for kind in catalogue.JOB_ENDS)
+
+log = logging.getLogger(__name__)
 
 
 class JobLedger(Protocol):
@@ -98,6 +107,14 @@ def apply(
     return updated
 
 
+# A job's events in the JOBS stream that its delete removes: all but `canceled` (`JobStore.delete`).
+_DELETED_WITH_THE_JOB = [
+    kind
+    for kind in catalogue.KINDS
+    if kind.subject_prefix.startswith(catalogue.JOBS.subjects[0].removesuffix(">"))
+    and kind is not catalogue.CANCELED
+]
+
 _WEBHOOK_STATES = {"delivered": "delivered", "retrying": "retrying", "gave_up": "failed", "refused": "failed"}
 
 
@@ -152,6 +169,10 @@ def _advance(record: JobRecord, event: CloudEvent, kind: catalogue.EventKind) ->
         failed = binding.parse_data(event, models.TranscriptionFailed)
         job.state, job.stage = JobState.FAILED, None
         job.error = JobError(code=failed.code, message=failed.message, function=failed.function)
+    elif kind is catalogue.CANCELED:
+        # Whatever the job was doing: a model still running stops at its next window, and its
+        # late progress, `transcribed` or `completed` change nothing (the record is finished).
+        job.state, job.stage = JobState.CANCELED, None
     else:
         return None
     return job
@@ -190,6 +211,21 @@ def _moves(job: JobRecord, to: JobState, allow_same: bool = False) -> bool:
     return target > current or (allow_same and target == current)
 
 
+def expiry(record: JobRecord, results_ttl_s: int) -> datetime | None:
+    """When a finished job is deleted: `delete_after` seconds (the request's), else `results_ttl_s`
+    (RESULTS_TTL_S), after it ended (`updated_at`); None to keep it for ever (neither set, or
+    RESULTS_TTL_S 0 and no `delete_after`). A job that ended before it had an `expires_at` (one
+    made before retention existed) is timed the same way by the sweeper (`retention`)."""
+    seconds = record.delete_after if record.delete_after is not None else results_ttl_s or None
+    return None if seconds is None else record.updated_at + timedelta(seconds=seconds)
+
+
+def _tombstone(missing: KeyNotFoundError) -> bool:
+    """Whether a key the bucket has no value for holds a delete or purge marker (nats-py's
+    `kv.get` raises KeyNotFoundError with the marker's operation, `DEL` or `PURGE`)."""
+    return missing.op in ("DEL", "PURGE")
+
+
 class JobsBus(Protocol):
     """The reads of the bus the job store makes (a function's `Runtime`): the `jobs` bucket's
     keys (the subjects of its `KV_jobs` stream), a job's last event of a kind, a job's events."""
@@ -202,20 +238,25 @@ class JobsBus(Protocol):
         self, subject: str, deliver_policy: DeliverPolicy = DeliverPolicy.ALL
     ) -> AbstractAsyncContextManager[SubjectReader]: ...
 
+    async def purge(self, stream: catalogue.Stream, subject: str) -> None: ...
+
 
 class JobStore:
     """Reads and compare-and-set writes of job records in the `jobs` KV bucket (a `JobLedger`),
     and reads of the jobs' events in the JOBS stream."""
 
-    def __init__(self, kv: KeyValue, bus: JobsBus) -> None:
+    def __init__(self, kv: KeyValue, bus: JobsBus, results_ttl_s: int = 0) -> None:
         self.kv = kv
         self.bus = bus
+        # RESULTS_TTL_S: when a job that ends without its own `delete_after` expires (0: never).
+        self.results_ttl_s = results_ttl_s
 
     @classmethod
     async def open(cls, runtime: Runtime) -> JobStore:
         """The store over the `jobs` bucket (provisioning made it; nats-py's
         `BucketNotFoundError` when it did not)."""
-        return cls(await runtime.key_value(catalogue.JOBS_KV_BUCKET), runtime)
+        kv = await runtime.key_value(catalogue.JOBS_KV_BUCKET)
+        return cls(kv, runtime, runtime.settings.results_ttl_s)
 
     async def job_ids(self) -> list[str]:
         """Every job's key, from the KV stream's subjects (nats-py's `kv.keys()` can end its
@@ -224,6 +265,36 @@ class JobStore:
         prefix = f"$KV.{bucket}."
         subjects = await self.bus.stream_subjects(f"KV_{bucket}", f"{prefix}>")
         return [subject.removeprefix(prefix) for subject in subjects]
+
+    async def deleted(self, job_id: str) -> bool:
+        """Whether the job was deleted: its key holds the tombstone `tombstone` left."""
+        try:
+            await self.kv.get(job_id)
+        except KeyNotFoundError as missing:
+            return _tombstone(missing)
+        except InvalidKeyError:
+            return False  # a name no job can have
+        return False
+
+    async def tombstone(self, job_id: str) -> None:
+        """Replace the job's record by a purge marker (JetStream KV's own tombstone: it holds the
+        key, the job's id, and nothing else; every earlier revision is removed with it). `get`
+        answers None and `project` writes nothing for the key from then on. Idempotent."""
+        await self.kv.purge(job_id)
+
+    async def delete(self, job_id: str) -> None:
+        """Remove the job's events (its `transcription.<kind>.<job>` from JOBS, `segments.<job>`
+        from SEGMENTS: they carry its file name, metadata and text), then its record
+        (`tombstone`). Its `transcription.canceled.<job>`, if any, stays: it holds the job's id
+        and nothing else, and it is how the model functions and optimize learn that a job
+        deleted while it ran must stop (`lifecycle.was_canceled`); it ages out with JOBS.
+        Idempotent; the record goes last, so a delete cut short is finished by the next. Events
+        published after it (a model's report before it read the cancel) stay until the next
+        delete or their stream's age. Raises nats-py's errors when the bus cannot be reached."""
+        for kind in _DELETED_WITH_THE_JOB:
+            await self.bus.purge(catalogue.JOBS, kind.subject(job_id))
+        await self.bus.purge(catalogue.SEGMENTS, catalogue.SEGMENT.subject(job_id))
+        await self.tombstone(job_id)
 
     async def get(self, job_id: str) -> JobRecord | None:
         try:
@@ -253,27 +324,57 @@ class JobStore:
     async def events(
         self, job_id: str, wait_s: float, until: float | None = None
     ) -> AsyncIterator[CloudEvent | None]:
-        """The job's lifecycle events from its request on, as they happen, until its end
-        (`completed` or `failed`, included) or, when given, the event loop's time `until`; None
-        whenever `wait_s` seconds pass without one (a reader's chance to keep its connection
-        alive). A finished job whose end event the JOBS stream no longer keeps (past its age)
-        yields nothing: its events would never come."""
-        ends = {kind.type for kind in catalogue.JOB_ENDS}
+        """The job's lifecycle events (JOBS, `transcription.*.<job>`) and its segments (SEGMENTS,
+        `segments.<job>`: `io.klipnote.transcription.segment.v1`, each run's, with its `run_id`)
+        from its request on, merged as they happen, until its end (`completed`, `failed` or
+        `canceled`, included) or, when given, the event loop's time `until`; None whenever
+        `wait_s` seconds pass without one (a reader's chance to keep its connection alive).
+
+        The end comes after every segment the SEGMENTS stream held when it came (a run publishes
+        its segments before its `transcribed`), so whoever reads `completed` has the whole text,
+        live or replayed; should those segments stop coming for `wait_s` (gone from the stream
+        meanwhile), the end comes without them. A segment that is no valid segment event is
+        skipped (optimize skips it too); a lifecycle event that is no CloudEvent raises
+        `binding.MalformedEvent`. A finished job whose end event the JOBS stream no longer keeps
+        (past its age) yields nothing: its events would never come."""
         if await self._ended_and_forgotten(job_id):
             return
         loop = asyncio.get_running_loop()
-        async with self.bus.reading(catalogue.job_events_subject(job_id)) as reader:
-            while until is None or loop.time() < until:
-                wait = wait_s if until is None else max(0.0, min(wait_s, until - loop.time()))
-                msg = await reader.next(wait)
-                if msg is None:
-                    if until is None or loop.time() < until:
+        async with (
+            self.bus.reading(catalogue.job_events_subject(job_id)) as lifecycle_events,
+            self.bus.reading(catalogue.SEGMENT.subject(job_id)) as segments,
+        ):
+            merge = Merge([lifecycle_events, segments])
+            end: CloudEvent | None = None
+            stored = 0  # the segments the stream held when the end came
+            try:
+                while until is None or loop.time() < until:
+                    if end is not None and segments.delivered >= stored and not merge.holds(segments):
+                        yield end
+                        return
+                    wait = wait_s if until is None else max(0.0, min(wait_s, until - loop.time()))
+                    got = await merge.next(wait, among=None if end is None else [segments])
+                    if got is None:
+                        if until is not None and loop.time() >= until:
+                            break  # not the end: the caller's deadline
+                        if end is not None:
+                            yield end  # nothing for `wait_s`: the rest of the segments went meanwhile
+                            return
                         yield None
-                    continue
-                event = binding.decode(msg.headers, msg.data)
-                yield event
-                if event.get_type() in ends:
-                    return
+                        continue
+                    reader, msg = got
+                    if reader is segments:
+                        segment = _segment_event(msg, job_id)
+                        if segment is not None:
+                            yield segment
+                        continue
+                    event = binding.decode(msg.headers, msg.data)
+                    if event.get_type() in _END_TYPES:
+                        end, stored = event, await segments.stored()
+                        continue
+                    yield event
+            finally:
+                await merge.close()
 
     async def _ended_and_forgotten(self, job_id: str) -> bool:
         record = await self.get(job_id)
@@ -325,26 +426,49 @@ class JobStore:
         webhook_target: WebhookTarget | None = None,
         request_digest: str | None = None,
     ) -> JobRecord | None:
-        """Apply one lifecycle event; safe under concurrent projectors (compare-and-set)."""
+        """Apply one lifecycle event; safe under concurrent projectors (compare-and-set). The
+        record as it is afterwards; None when there is none, or the job was deleted (a tombstone
+        in the bucket, see `delete`: no event brings it back). The event that ends a job sets
+        the record's `expires_at` (`expiry`)."""
         while True:
             try:
                 entry = await self.kv.get(job_id)
                 record = JobRecord.model_validate_json(entry.value) if entry.value else None
                 revision: int | None = entry.revision
-            except KeyNotFoundError:
+            except KeyNotFoundError as missing:
+                if _tombstone(missing):
+                    return None  # a deleted job: no late event makes it again
                 record, revision = None, None
             updated = apply(record, event, webhook_target, request_digest)
             if updated is None:
                 return record
+            if updated.finished and not (record is not None and record.finished):
+                updated.expires_at = expiry(updated, self.results_ttl_s)
             value = updated.model_dump_json().encode()
             try:
-                if revision is None:
-                    await self.kv.create(job_id, value)
-                else:
-                    await self.kv.update(job_id, value, last=revision)
+                # A first write expects no message at all on the key, not even a tombstone
+                # (nats-py's `kv.create` writes over one: it would bring a deleted job back).
+                await self.kv.update(job_id, value, last=revision or 0)
                 return updated
             except KeyWrongLastSequenceError:
-                continue  # someone else wrote first: re-read and re-apply
+                continue  # someone else wrote (or deleted) first: re-read and re-apply
+
+
+def _segment_event(msg: Msg, job_id: str) -> CloudEvent | None:
+    """A message of `segments.<job_id>` as its segment event, or None (logged) when it is none:
+    not a CloudEvent, not a segment, or another job's."""
+    try:
+        event = binding.decode(msg.headers, msg.data)
+        if binding.kind_of(event) is not catalogue.SEGMENT:
+            raise binding.MalformedEvent(f"{event.get_type()} on {msg.subject}")
+        segment = binding.parse_data(event, models.SegmentTranscribed)
+    except binding.MalformedEvent as error:
+        log.warning("skipping a malformed segment event of job %s: %s", job_id, error)
+        return None
+    if segment.job_id != job_id:
+        log.warning("skipping a segment of job %s on job %s's subject", segment.job_id, job_id)
+        return None
+    return event
 
 
 class Projector:

@@ -23,6 +23,7 @@ from events import binding, catalogue, lifecycle, routing
 from events.errors import CodedError
 from events.lifecycle import JobState
 from events.models import (
+    Decoding,
     LanguageDetected,
     ObjectRef,
     OutputFormat,
@@ -42,9 +43,12 @@ log = logging.getLogger(__name__)
 
 
 class CurrentJobs(Protocol):
-    """How the router reads a job's record (the job store's `current`)."""
+    """How the router reads a job's record (the job store's `current`), and whether the job was
+    deleted (`deleted`)."""
 
     async def current(self, job_id: str) -> JobRecord | None: ...
+
+    async def deleted(self, job_id: str) -> bool: ...
 
 
 class Router:
@@ -72,6 +76,10 @@ class Router:
             # Dispatched already (a redelivery) or finished: a repeat past the dedupe window.
             log.info("not dispatching job %s again: it is %s", job_id, record.state)
             return
+        if record is None and await self.jobs.deleted(job_id):
+            # A deleted job's request again: a model would write its results anew.
+            log.info("not dispatching job %s: it was deleted", job_id)
+            return
         try:
             if not media_bucket_allowed(request.media.bucket, self.settings):
                 raise MediaBucketForbidden(
@@ -79,7 +87,10 @@ class Router:
                     f"media may come only from buckets MEDIA_BUCKETS allows, not {request.media.bucket!r}",
                 )
             route = await self.admission.admit(
-                model=request.model, language=request.language, webhook=_webhook(request, record)
+                model=request.model,
+                language=request.language,
+                webhook=_webhook(request, record),
+                decoding=request.decoding,
             )
         except (MediaBucketForbidden, *REFUSALS) as error:
             yield lifecycle.failed(job_id, error, function=NAME, step="routing")
@@ -91,6 +102,7 @@ class Router:
             language=request.language,
             formats=request.formats,
             audio_track=request.audio_track,
+            decoding=request.decoding,
         ):
             yield out
 
@@ -107,7 +119,11 @@ class Router:
             log.info("not handing over job %s: %s", job_id, "no record" if record is None else record.state)
             return
         try:
-            route = routing.choose_model(None, detected.language, self.settings, detected=True)
+            # The job's task holds on the hand-over too: a Mandarin job to translate stays
+            # with a model that can translate.
+            route = routing.choose_model(
+                None, detected.language, self.settings, detected=True, task=record.decoding.task
+            )
         except routing.RoutingError as error:
             yield lifecycle.failed(job_id, error, function=NAME, step="routing")
             return
@@ -118,6 +134,7 @@ class Router:
             language=detected.language,
             formats=record.formats,
             audio_track=record.audio_track,
+            decoding=record.decoding,
             language_probability=detected.probability,
             handed_over_from=detected.model,
         ):
@@ -151,6 +168,7 @@ def _dispatch(
     language: str | None,
     formats: list[OutputFormat],
     audio_track: int | None,
+    decoding: Decoding,
     language_probability: float | None = None,
     handed_over_from: str | None = None,
 ) -> list[CloudEvent]:
@@ -166,6 +184,7 @@ def _dispatch(
         formats=formats,
         audio_track=audio_track,
         routing_reason=route.reason,
+        decoding=decoding,
     )
     queued = TranscriptionQueued(
         job_id=job_id, model=route.model, routing_reason=route.reason, handed_over_from=handed_over_from

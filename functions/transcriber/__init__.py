@@ -10,6 +10,7 @@ a module per concept:
 | `vad`       | speech regions (Silero VAD)                                                   |
 | `language`  | language identification from speech across the whole file                     |
 | `hub`       | the hub-offline policy, applied when a model loads                            |
+| `cancel`    | whether a job was canceled (before it starts, and while it runs): JobCanceled |
 | `skeleton`  | TranscriptionFunction: the function's lifecycle and a job's steps             |
 
 An adapter (functions/<model>/model.py) imports what it needs from here; importing this package

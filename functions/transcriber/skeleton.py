@@ -25,8 +25,10 @@ from minio import Minio
 
 from events import binding, catalogue, lifecycle, routing, storage, tracing
 from events.models import (
+    Decoding,
     LanguageDetected,
     SegmentTranscribed,
+    Task,
     TranscriptionDispatched,
     TranscriptionProgress,
     TranscriptionTranscribed,
@@ -34,6 +36,7 @@ from events.models import (
 from events.runtime.function import Health, Runtime, Subscription, alive
 from events.settings import Settings
 from functions.transcriber.audio import DecodedAudio, Limits, decode, fetch, windows
+from functions.transcriber.cancel import Cancellations, JobCanceled
 from functions.transcriber.hub import offline
 from functions.transcriber.language import Identified, identify
 from functions.transcriber.schema import (
@@ -67,12 +70,15 @@ class TranscriptionFunction:
         self.jobs_handled = 0
         # Why the function is not ready, for the readiness probe (None when it is).
         self.problem: str | None = "loading the model"
+        # Whether a job was canceled (reads the bus once started: `start`).
+        self.cancels = Cancellations(None, settings.cancel_check_interval_s)
 
     @property
     def subscriptions(self) -> list[Subscription]:
         return [Subscription(catalogue.model_consumer(self.name), self.handle)]
 
     async def start(self, runtime: Runtime) -> None:
+        self.cancels = Cancellations(runtime, self.settings.cancel_check_interval_s)
         started = time.perf_counter()
         try:
             offline()  # before the adapter imports its libraries: they read it at import
@@ -102,11 +108,18 @@ class TranscriptionFunction:
 
     async def handle(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
         job = binding.parse_data(event, TranscriptionDispatched)
+        if await self.cancels.canceled(job.job_id):
+            # Canceled while it waited on the queue: acknowledged, never started (no event at all).
+            log.info("canceled before it started: skipped", extra={"job_id": job.job_id})
+            return
         run_id = uuid.uuid4().hex  # one per attempt: optimize keeps only the finished run
         self.jobs_handled += 1
         try:
             async for out in self._run(job, run_id):
                 yield out
+        except JobCanceled:
+            # The canceled event ends the job; this run adds neither `transcribed` nor `failed`.
+            log.info("job canceled: the model stopped", extra={"job_id": job.job_id, "run_id": run_id})
         except JobFailed as error:
             log.warning("job failed: %s", error.message, extra={"job_id": job.job_id})
             yield lifecycle.failed(job.job_id, error, function=self.name, run_id=run_id)
@@ -160,6 +173,8 @@ class TranscriptionFunction:
                         if heard.handover:
                             return  # ingest re-dispatches the job to the model the rules name
             language = language or self.adapter.default_language
+            if await self.cancels.canceled(job.job_id):  # canceled while fetching, decoding, listening
+                raise JobCanceled(job.job_id)
 
             started = time.perf_counter()
             sequence = 0
@@ -167,7 +182,7 @@ class TranscriptionFunction:
             # `segments` spans the publishing of the segments, from the first to the last.
             with contextlib.ExitStack() as publishing:
                 with tracing.stage("model", {**ids, tracing.AUDIO_SECONDS: audio.seconds}) as model:
-                    async for item in self._transcribe(audio, language):
+                    async for item in self._transcribe(audio, language, job.decoding, job_id=job.job_id):
                         if isinstance(item, Segment):
                             if sequence == 0:
                                 segments = publishing.enter_context(tracing.stage("segments", ids))
@@ -211,10 +226,17 @@ class TranscriptionFunction:
         yield self._event(catalogue.TRANSCRIBED, done, job.job_id, lifecycle.transcribed_id(run_id))
 
     async def _transcribe(
-        self, audio: DecodedAudio, language: str | None
+        self,
+        audio: DecodedAudio,
+        language: str | None,
+        decoding: Decoding | None = None,
+        *,
+        job_id: str | None = None,
     ) -> AsyncIterator[Segment | float | Transcript]:
         """Run the blocking model in a thread, window by window, and hand its segments over to
-        the event loop as they come (times shifted to the whole file)."""
+        the event loop as they come (times shifted to the whole file). Raises JobCanceled once job
+        `job_id` is canceled (`Cancellations.wait`), after the model's thread has stopped at its
+        next report (or, should it not report within STALL_TIMEOUT_S, as a stalled one)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Segment | float | Transcript | BaseException] = asyncio.Queue()
         stopped = threading.Event()
@@ -226,7 +248,7 @@ class TranscriptionFunction:
 
         def work() -> None:
             try:
-                result: Transcript | BaseException = self.transcribe_audio(audio, language, put)
+                result: Transcript | BaseException = self.transcribe_audio(audio, language, put, decoding)
             except BaseException as error:  # handed to the event loop, raised there
                 result = error
             if not stopped.is_set():
@@ -235,26 +257,45 @@ class TranscriptionFunction:
         # The model's thread logs in this job's context (job id, trace id).
         worker = loop.run_in_executor(None, contextvars.copy_context().run, work)
         stall = self.settings.stall_timeout_s
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=stall)
-            except TimeoutError:
-                stopped.set()
-                self._wait_for_stalled(worker)
-                raise JobFailed(
-                    "transcription_stalled",
-                    f"the {self.name} model made no progress for {stall:g} s (STALL_TIMEOUT_S): the job "
-                    "was stopped",
-                ) from None
-            if isinstance(item, BaseException):
-                await worker
-                if isinstance(item, JobFailed):
+
+        def canceled(watch: asyncio.Task[JobCanceled]) -> None:
+            if not watch.cancelled() and watch.exception() is None:
+                stopped.set()  # the model's thread raises JobStopped at its next report
+                queue.put_nowait(watch.result())
+
+        # Beside the model: a cancel ends the run at the model's next report, not the file's end.
+        watch = asyncio.create_task(self.cancels.wait(job_id)) if job_id is not None else None
+        if watch is not None:
+            watch.add_done_callback(canceled)
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=stall)
+                except TimeoutError:
+                    stopped.set()
+                    self._wait_for_stalled(worker)
+                    raise JobFailed(
+                        "transcription_stalled",
+                        f"the {self.name} model made no progress for {stall:g} s (STALL_TIMEOUT_S): "
+                        "the job was stopped",
+                    ) from None
+                if isinstance(item, JobCanceled):
+                    # The next job waits until this one's thread is done with the model.
+                    await asyncio.wait([worker], timeout=stall)
+                    self._wait_for_stalled(worker)
                     raise item
-                raise JobFailed("model_error", f"{self.name} failed: {item}") from item
-            yield item
-            if isinstance(item, Transcript):
-                await worker
-                return
+                if isinstance(item, BaseException):
+                    await worker
+                    if isinstance(item, JobFailed):
+                        raise item
+                    raise JobFailed("model_error", f"{self.name} failed: {item}") from item
+                yield item
+                if isinstance(item, Transcript):
+                    await worker
+                    return
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     def _wait_for_stalled(self, worker: asyncio.Future[None]) -> None:
         """A stalled model's thread cannot be killed: it is told to stop at its next report, and
@@ -285,7 +326,8 @@ class TranscriptionFunction:
                 job_id=job.job_id, run_id=run_id, model=self.name, language=identified.language,
                 probability=round(identified.probability, 4), speech_seconds=identified.speech_seconds,
                 windows=identified.windows,
-                handover=routing.routed_by_detection(job) and self._leaves(identified.language),
+                handover=routing.routed_by_detection(job)
+                and self._leaves(identified.language, job.decoding.task),
             )  # fmt: skip
             span.set_attributes(
                 {
@@ -317,19 +359,27 @@ class TranscriptionFunction:
             self.settings.language_id_windows,
         )
 
-    def _leaves(self, language: str) -> bool:
-        """Whether the language rules send a job in `language` to another model than this one."""
+    def _leaves(self, language: str, task: Task = "transcribe") -> bool:
+        """Whether the language rules send a job in `language` to another model than this one; a
+        job to translate only to a model that can translate (events/routing.py)."""
         try:
-            return routing.choose_model(None, language, self.settings, detected=True).model != self.name
+            route = routing.choose_model(None, language, self.settings, detected=True, task=task)
+            return route.model != self.name
         except routing.RoutingError:
             return False  # no model to hand over to by this function's settings: it keeps the job
 
     def transcribe_audio(
-        self, audio: DecodedAudio, language: str | None, put: Callable[[Segment | float], None]
+        self,
+        audio: DecodedAudio,
+        language: str | None,
+        put: Callable[[Segment | float], None],
+        decoding: Decoding | None = None,
     ) -> Transcript:
         """The whole decoded file through the model, window by window (blocking): segments and
         progress fractions go to `put` as they come, times relative to the whole file. `language`
-        is the file's (the adapter detects it from the first window when it is None)."""
+        is the file's (the adapter detects it from the first window when it is None); `decoding`
+        is the job's task, prompt, hotwords and temperature, given to every window (None: the
+        defaults)."""
         whole = Transcript(language=language)
         total = audio.samples
         # The decoded audio is on the file's timeline already (audio.decode pads a late start).
@@ -354,7 +404,9 @@ class TranscriptionFunction:
             def progress(fraction: float, start: int = start, end: int = end) -> None:
                 put((start + fraction * (end - start)) / total)
 
-            part = self.adapter.transcribe(audio.window(start, end), whole.language, shifted, progress)
+            part = self.adapter.transcribe(
+                audio.window(start, end), whole.language, shifted, progress, decoding=decoding
+            )
             if whole.language is None:
                 # The first window's language holds for the rest: one file, one language.
                 whole.language = part.language

@@ -22,6 +22,8 @@ klipnote submit FILE|s3://...  start a job on a running API (--wait: follow it t
 klipnote jobs                  list the jobs, newest first
 klipnote watch [JOB]           follow a job's events live until it ends
 klipnote results [JOB]         download a job's transcripts (next to the input when known)
+klipnote cancel JOB            cancel a job that has not ended (a queued one never starts)
+klipnote delete JOB            delete a job's upload, results and record (for good)
 klipnote serve NAME            run one function (what the stack and the images run)
 klipnote provision             create/update streams, consumers, KV and buckets
 klipnote schemas [DIR]         write the JSON Schemas of every event's data

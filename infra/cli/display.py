@@ -11,6 +11,8 @@ from events import catalogue
 from events.lifecycle import JobState
 from events.models import (
     LanguageDetected,
+    SegmentTranscribed,
+    TranscriptionCanceled,
     TranscriptionCompleted,
     TranscriptionFailed,
     TranscriptionProgress,
@@ -53,8 +55,9 @@ def console(stream: TextIO) -> Console:
 
 class Display:
     """A job's events as people like to see them: a live progress bar (stage and percent) on a
-    terminal; plain lines, one per change, anywhere else (CI logs, pipes, files). A context
-    manager: the bar runs between enter and exit."""
+    terminal; plain lines, one per change, anywhere else (CI logs, pipes, files). The text comes
+    as the model makes it, a line per segment with its start time (`segment_line`), above the
+    bar. A context manager: the bar runs between enter and exit."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -63,6 +66,7 @@ class Display:
         self._bar: Any = None
         self._task: Any = None
         self._shown: tuple[str, int] | None = None
+        self._run: str | None = None  # the run whose text is shown
 
     def __enter__(self) -> Display:
         if self.live:
@@ -95,7 +99,7 @@ class Display:
         """Print one line; what came from events is made printable, never read as rich markup."""
         text = printable(text)
         if self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False)
+            self._bar.console.print(text, markup=False, highlight=False, emoji=False)
         else:
             print(text, file=self.stream, flush=True)
 
@@ -103,6 +107,13 @@ class Display:
         """Show one event: progress moves the bar (plain: a line per stage, and per 10 points);
         the others are a line each."""
         data = event.data
+        if isinstance(data, SegmentTranscribed):
+            if self._run is not None and data.run_id != self._run:
+                # Another run (a hand-over, a redelivery) transcribes the media from the start.
+                self.line(f"{'restarted':<12} the text starts over (another run of the model)")
+            self._run = data.run_id
+            self.line(segment_line(data))
+            return
         if isinstance(data, TranscriptionProgress):
             stage, percent = data.stage, round(100 * data.fraction)
             if self._bar is not None:
@@ -133,8 +144,22 @@ class Display:
             self._bar.update(self._task, description="completed", completed=100)
 
 
+def segment_line(segment: SegmentTranscribed) -> str:
+    """A segment as a line: its start time (`m:ss`, `h:mm:ss` from an hour) in the column of the
+    lifecycle lines' names, then its text. Long text is wrapped by a terminal, never cut."""
+    return f"{clock(segment.start):<12} {segment.text.strip()}"
+
+
+def clock(seconds: float) -> str:
+    """A time of the media, whole seconds: `m:ss`, or `h:mm:ss` from an hour on."""
+    minutes, second = divmod(int(max(seconds, 0.0)), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}" if hours else f"{minute}:{second:02d}"
+
+
 def describe(event: JobEvent) -> str | None:
-    """One line for a lifecycle event (None for those not shown: segments, dispatches)."""
+    """One line for a lifecycle event (None for those not shown here: segments, which
+    `segment_line` shows, and dispatches)."""
     data = event.data
     if isinstance(data, TranscriptionRequested):
         name = data.filename or f"s3://{data.media.bucket}/{data.media.key}"
@@ -152,7 +177,7 @@ def describe(event: JobEvent) -> str | None:
             f"transcribed  {count} segment{'' if count == 1 else 's'}, "
             f"{data.audio_seconds:.1f} s of audio, language {data.language or '?'}"
         )
-    if isinstance(data, TranscriptionCompleted | TranscriptionFailed):
+    if isinstance(data, TranscriptionCompleted | TranscriptionFailed | TranscriptionCanceled):
         return ended(JobEnd.of_event(event))
     if isinstance(data, WebhookAttempted):
         status = f", HTTP {data.status_code}" if data.status_code else ""
@@ -161,9 +186,11 @@ def describe(event: JobEvent) -> str | None:
 
 
 def ended(end: JobEnd) -> str:
-    """The line of a job's end: its results, or its failure's code and message."""
+    """The line of a job's end: its results, its failure's code and message, or its cancel."""
     if end.state == JobState.COMPLETED:
         return f"completed    {', '.join(end.results)}"
+    if end.state == JobState.CANCELED:
+        return "canceled     by request: no results"
     return f"failed       {end.code}: {end.message}"
 
 
@@ -209,9 +236,12 @@ def job_table(stream: TextIO, page: JobPage) -> None:
 
 
 def progress_text(job: JobView) -> str:
-    """100% when completed, the error code when failed, else the stage and its percent."""
+    """100% when completed, the error code when failed, `-` when canceled, else the stage and
+    its percent."""
     if job.state == JobState.COMPLETED:
         return "100%"
+    if job.state == JobState.CANCELED:
+        return "-"
     if job.state == JobState.FAILED:
         return (job.error.code if job.error else None) or "-"
     percent = f"{job.progress:.0%}"

@@ -13,7 +13,7 @@ JOB_STATES: list[str] = [state.value for state in JobState]
 
 AUDIO_TRACK_HELP = "the audio track, 0-based (default: the one flagged default, else the first)"
 # The commands that only talk HTTP to a running API (`infra.cli.remote`).
-CLIENT_COMMANDS = ("submit", "jobs", "watch", "results")
+CLIENT_COMMANDS = ("submit", "jobs", "watch", "results", "delete", "cancel")
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -64,6 +64,22 @@ def _add_client_commands(commands: Any) -> None:
     submit.add_argument("--formats", type=formats, help="results to make, e.g. srt,vtt (default: all)")
     submit.add_argument("--audio-track", type=int, help=AUDIO_TRACK_HELP)
     submit.add_argument(
+        "--task",
+        choices=["transcribe", "translate"],
+        help="transcribe (default), or translate to English (models that can: whisperx)",
+    )
+    submit.add_argument("--prompt", help="initial prompt: names, spelling, style the model should follow")
+    submit.add_argument("--hotwords", help="words and phrases the model should expect, e.g. names")
+    submit.add_argument(
+        "--temperature", type=float, help="first sampling temperature, 0 to 1 (default: the model's own)"
+    )
+    submit.add_argument(
+        "--delete-after",
+        type=int,
+        metavar="SECONDS",
+        help="delete the job's upload, results and record this long after it ends",
+    )
+    submit.add_argument(
         "--wait", action="store_true", help="follow the job with a progress bar until it ends"
     )
     jobs = commands.add_parser("jobs", parents=[common], help="list jobs, newest first")
@@ -77,6 +93,12 @@ def _add_client_commands(commands: Any) -> None:
     results.add_argument(
         "--to", type=Path, help="directory (default: next to the input if known, else the current one)"
     )
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a job that has not ended")
+    cancel.add_argument("job", help="job id (named always: a cancel cannot be undone)")
+    delete = commands.add_parser(
+        "delete", parents=[common], help="delete a job: its upload, results and record (cancels it first)"
+    )
+    delete.add_argument("job", help="job id (named always: a delete cannot be undone)")
 
 
 def formats(value: str) -> list[str]:

@@ -1,5 +1,6 @@
 """The commands that talk HTTP to a running API (`infra.client`), never to NATS or storage:
-`submit`, `jobs`, `watch`, `results`, and the submit-and-follow of `transcribe`.
+`submit`, `jobs`, `watch`, `results`, `cancel`, `delete`, and the submit-and-follow of
+`transcribe`.
 
 Every failure a person can meet is a `ClientError`: its message goes to stderr and its exit code
 is the command's (`infra.client` lists them). Ctrl-C while following a job exits 130 and says
@@ -15,7 +16,6 @@ from pathlib import Path
 
 from events.lifecycle import FINISHED_STATES, JobState
 from events.settings import Settings
-from functions.ingest.schema import JobView
 from infra.cli.display import Display, job_table, printable, progress_text
 from infra.cli.history import last_submitted, recall, remember
 from infra.client import (
@@ -40,6 +40,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 return submit(args, client)
             if args.command == "jobs":
                 return jobs(args, client)
+            if args.command == "delete":
+                return delete(client, args.job)
+            if args.command == "cancel":
+                return cancel(client, args.job)
             job_id = job_id or _last_job()
             if args.command == "watch":
                 return watch(client, job_id)
@@ -89,6 +93,11 @@ def submit(args: argparse.Namespace, client: KlipNote) -> int:
         language=args.language,
         formats=args.formats,
         audio_track=args.audio_track,
+        task=args.task,
+        prompt=args.prompt,
+        hotwords=args.hotwords,
+        temperature=args.temperature,
+        delete_after=args.delete_after,
     )
     if local is not None:
         remember(job.id, local, client.api)
@@ -101,32 +110,52 @@ def submit(args: argparse.Namespace, client: KlipNote) -> int:
     return _outcome(client, job.id, end)
 
 
+def cancel(client: KlipNote, job_id: str) -> int:
+    """Cancel a job that has not ended; 0 when it is canceled, also when it was canceled before
+    (a repeat changes nothing). A job that ended otherwise (completed, failed) exits 1."""
+    client.cancel(job_id)
+    print(f"job {job_id} canceled: it will not be transcribed (or stops at its next window)", file=sys.stderr)
+    return 0
+
+
+def delete(client: KlipNote, job_id: str) -> int:
+    """Delete a job (canceled first if it is running); 0 when it is gone, also when it was
+    deleted before (a delete is idempotent)."""
+    client.delete(job_id)
+    print(f"job {job_id} deleted: its upload, results and record are gone", file=sys.stderr)
+    return 0
+
+
 def watch(client: KlipNote, job_id: str) -> int:
-    """Follow a job's events on stdout until it ends; 0 when it completed."""
-    job = client.job(job_id)
+    """Follow a job's events, and the text of its segments as it comes, on stdout until it ends;
+    0 when it completed."""
+    client.job(job_id)  # an unknown job is named before anything is shown
     with Display(sys.stdout) as display:
-        end = follow(client, job_id, display, job)
+        end = follow(client, job_id, display)
     return _outcome(client, job_id, end)
 
 
-def follow(client: KlipNote, job_id: str, display: Display, job: JobView | None = None) -> JobEnd:
-    """Show the job's events until its end; how it ended. A job that ended longer ago than its
-    events are kept (the stream only keeps alive) ends with what its record says."""
-    finished = job is not None and job.state in FINISHED_STATES
+def follow(client: KlipNote, job_id: str, display: Display) -> JobEnd:
+    """Show the job's events, the text of its segments among them, until its end; how it
+    ended. A job that ended longer ago than its events are kept ends with what its record says."""
     for event in client.events(job_id):
         if event is None:
-            if finished and job is not None:
-                end = JobEnd.of_record(job)
-                display.end(end)
-                return end
             continue
         display.event(event)
         if event.ends_job:
             return JobEnd.of_event(event)
-    raise ClientError(f"the event stream of job {job_id} ended before the job did")
+    job = client.job(job_id)  # the API no longer keeps the events of this job (`expired`)
+    if job.state not in FINISHED_STATES:
+        raise ClientError(f"the event stream of job {job_id} ended before the job did")
+    end = JobEnd.of_record(job)
+    display.end(end)
+    return end
 
 
 def _outcome(client: KlipNote, job_id: str, end: JobEnd) -> int:
+    if end.state == JobState.CANCELED:
+        print(f"klipnote: job {job_id} was canceled; it has no results", file=sys.stderr)
+        return EXIT_FAILED
     if end.state != JobState.COMPLETED:
         print(
             f"klipnote: job {job_id} failed: {printable(end.code or '')}: {printable(end.message or '')}",
@@ -198,6 +227,9 @@ def submit_and_follow(api: str, media: Path, args: argparse.Namespace, settings:
             print(f"job {job_id} submitted ({media.name})", flush=True)
             with Display(sys.stdout) as display:
                 end = follow(client, job_id, display)
+            if end.state == JobState.CANCELED:
+                print("job canceled: it has no results", file=sys.stderr)
+                return 1
             if end.state != JobState.COMPLETED:
                 print(
                     f"job failed: {printable(end.code or '')}: {printable(end.message or '')}",

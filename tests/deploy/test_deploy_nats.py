@@ -26,6 +26,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 
 from events import bus, catalogue, provision, storage
 from events.reader import reading
@@ -451,5 +452,27 @@ async def test_switched_off_model_holds_its_jobs_and_drains_them_when_back(
         assert transcript.status_code == 200 and "country" in transcript.text.lower(), transcript.text
 
     # Least privilege was enough: the server refused nothing any function tried.
+    violations = [line for line in stack.server_log.read_text().splitlines() if "Violation" in line]
+    assert violations == []
+
+
+async def test_ingest_deletes_a_job_as_its_own_user(
+    secured_stack: SecuredStack, observer: JetStreamContext
+) -> None:
+    """`DELETE /v1/jobs/{id}` needs more of the bus than the rest of ingest: purging the job's
+    subjects from JOBS and SEGMENTS, and the KV purge marker. Its user has exactly that."""
+    stack, js = secured_stack, observer
+    async with httpx.AsyncClient(base_url=stack.store.api_url, timeout=60) as api:
+        job_id = await submit(api, AUDIO / "jfk.flac")
+        await wait_for_state(js, job_id, {"queued", "transcribing", "transcribed", "completed"})
+
+        deleted = await api.delete(f"/v1/jobs/{job_id}")
+
+        assert deleted.status_code == 204, deleted.text + stack.log("ingest")
+        assert (await api.get(f"/v1/jobs/{job_id}")).status_code == 404
+    kv = await js.key_value(catalogue.JOBS_KV_BUCKET)
+    with pytest.raises(KeyNotFoundError) as missing:
+        await kv.get(job_id)
+    assert missing.value.op == "PURGE"
     violations = [line for line in stack.server_log.read_text().splitlines() if "Violation" in line]
     assert violations == []

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from events import catalogue
 from events.registry import MODELS
+from events.runtime.http import METRICS_PATH
 from infra import nats_permissions, settings_table
 from tests.support.imports import first_party_closure
 
@@ -171,10 +172,13 @@ def _model_for(doc: dict[str, Any]) -> type[BaseModel]:
     from cloudcoil.models.keda import v1alpha1 as keda
     from cloudcoil.models.knative_serving.serving import v1 as serving
     from cloudcoil.models.kubernetes import batch, core
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
 
     models: dict[tuple[str, str], type[BaseModel]] = {
         ("serving.knative.dev/v1", "Service"): serving.Service,
         ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
+        ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
+        ("v1", "Service"): core.v1.Service,
         ("v1", "ConfigMap"): core.v1.ConfigMap,
         ("v1", "Namespace"): core.v1.Namespace,
         ("v1", "PersistentVolumeClaim"): core.v1.PersistentVolumeClaim,
@@ -277,6 +281,33 @@ def test_gpu_service_runs_one_job_per_gpu_and_scales_on_its_queue(model: str) ->
     assert trigger["metadata"]["consumer"] == consumer.durable
     assert mine["spec"]["minReplicaCount"] == 0
     assert mine["spec"]["cooldownPeriod"] >= 300, "keep a warm model for a while after the last job"
+
+
+def test_prometheus_scrapes_every_function_where_it_serves_its_metrics() -> None:
+    """infra/prometheus/servicemonitor.yaml: its ServiceMonitor selects one Service per function,
+    which selects that Knative Service's pods and names the port its container declares and its
+    image binds (ingest's API_PORT, every other function's HEALTH_PORT: where the HTTP host serves
+    the probes and `/metrics`); the path scraped is the HTTP host's."""
+    (monitor,) = [doc for _, doc in kube_documents() if doc["kind"] == "ServiceMonitor"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == METRICS_PATH
+    selected = monitor["spec"]["selector"]["matchLabels"].items()
+    scraped = {
+        doc["spec"]["selector"]["serving.knative.dev/service"]: doc
+        for _, doc in kube_documents()
+        if doc["kind"] == "Service"
+        and doc["apiVersion"] == "v1"
+        and selected <= doc["metadata"]["labels"].items()
+    }
+    assert sorted(scraped) == sorted(FUNCTIONS)
+    for function, service in scraped.items():
+        assert service["metadata"]["namespace"] == monitor["metadata"]["namespace"]
+        assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == function
+        (port,) = [port for port in service["spec"]["ports"] if port["name"] == endpoint["port"]]
+        (container,) = _services()[function]["spec"]["template"]["spec"]["containers"]
+        (declared,) = container["ports"]
+        bound = _dockerfile_env(function)["API_PORT" if function == "ingest" else "HEALTH_PORT"]
+        assert port["targetPort"] == declared["containerPort"] == int(bound), function
 
 
 # -- the compose file ----------------------------------------------------------------------------

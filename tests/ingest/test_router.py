@@ -28,6 +28,9 @@ class StandInRecords:
     async def current(self, job_id: str) -> JobRecord | None:
         return self.records.get(job_id)
 
+    async def deleted(self, job_id: str) -> bool:
+        return False  # no job here is deleted (test_delete_retention.py deletes them)
+
 
 def router(*records: JobRecord, settings: Settings = SETTINGS) -> Router:
     return Router(settings, Admission.from_settings(settings), StandInRecords(*records))

@@ -132,6 +132,9 @@ class StandInIntake:
     async def get_job(self, job_id: str) -> JobRecord | None:
         return self.records.get(job_id)
 
+    async def deleted(self, job_id: str) -> bool:
+        return False  # these tests delete no job (test_delete_retention.py does)
+
     async def list_jobs(self, state: JobState | None = None) -> list[JobRecord]:
         return [record for record in self.records.values() if state in (None, record.state)]
 
@@ -330,12 +333,15 @@ async def test_reconcile_leaves_objects_that_another_systems_request_named() -> 
 
 @pytest.fixture(scope="module")
 def drop_stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[EmbeddedStack]:
-    """This module's own stack: the session one reconciles once a minute; this one every second."""
+    """This module's own stack: the session one never reconciles; this one every second, and
+    without the stand-in for MinIO's notifier, so every job here is the reconcile's or a test's
+    own notification's (tests/system/test_bucket_watch.py tests the stand-in)."""
     settings = Settings(
         model_cache_dir=model_cache,
         enabled_models=["whisperx"],
         ack_wait_s=10.0,
         uploads_reconcile_interval_s=1.0,
+        uploads_watch=False,
         webhook_secret=WEBHOOK_SECRET,
         webhook_allowed_hosts=["127.0.0.1"],
     )

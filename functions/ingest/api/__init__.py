@@ -24,7 +24,7 @@ from functions.ingest.admission import Admission
 from functions.ingest.api import control, events, jobs, openai, results
 from functions.ingest.api.dependencies import Parts
 from functions.ingest.api.limits import RequestGuard, StreamSlots
-from functions.ingest.gateway import Gateway
+from functions.ingest.gateway import Gateway, JobDeleted
 
 
 def create_app(settings: Settings, admission: Admission, gateway: Callable[[], Gateway | None]) -> FastAPI:
@@ -45,6 +45,8 @@ def create_app(settings: Settings, admission: Admission, gateway: Callable[[], G
     )
     app.state.parts = Parts(settings, admission, gateway, StreamSlots(settings.api_max_event_streams))
     problems.install(app)
+    # A request naming a deleted job again, whichever route it came by (`Gateway.submit`).
+    app.add_exception_handler(JobDeleted, control.job_deleted)
     # Outside every route, inside Starlette's error handling: it answers before FastAPI reads a body.
     app.add_middleware(RequestGuard, settings=settings)
     routers = (jobs.router, control.router, events.router, results.router, openai.router, events.schemas)

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+from cloudevents.core.v1.event import CloudEvent
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -27,12 +28,28 @@ schemas = APIRouter()
 # Seconds between SSE comments on a quiet stream: proxies close idle streams.
 _KEEP_ALIVE_S = 15
 _ENDS = {kind.type for kind in catalogue.JOB_ENDS}
+# The SSE `event:` of a segment's message (the others carry their CloudEvent type): see `job_events`.
+SEGMENT_EVENT = "segment"
 
 
 @router.get("/v1/jobs/{job_id}/events")
 async def job_events(job_id: str, parts: PartsDep, gateway: GatewayDep) -> StreamingResponse:
-    """The job's lifecycle events as they happen (server-sent events, each `data:` a
-    CloudEvent in JSON), from its request to its end (`completed` or `failed`).
+    """The job's lifecycle events and the text of its segments as they happen (server-sent
+    events, each `data:` a structured-mode CloudEvent in JSON, `id:` its id), from its request to
+    its end (`completed`, `failed` or `canceled`), which comes last.
+
+    `event:` is `segment` for a segment and the CloudEvent type for every other event
+    (`io.klipnote.transcription.progress.v1`, ...; unchanged). A browser's EventSource subscribes
+    by exact name, and a page that shows the text as it comes wants one short name that stays
+    when the event's version moves on: `source.addEventListener("segment", ...)`. Its `data:` is
+    still the whole CloudEvent (type `io.klipnote.transcription.segment.v1`, with `id`, `time`,
+    `source`), so one parser reads every message. A segment's data: `run_id`, `sequence` (from
+    0 in its run), `start` and `end` (seconds of the media), `text`, `words` (each with `start`,
+    `end`, `word`, `score`, or null), `language`. Segments of every run of the job come, in their
+    run's order: a run that was superseded (a language
+    hand-over, a run redelivered after a crash) has its own `run_id`; keep the latest run's
+    (`transcribed` and `completed` name the run that counts). Every segment published before
+    the job's end comes before it, on a live stream and on a replay alike.
 
     Bounded: at most `API_MAX_EVENT_STREAMS` streams at once (then 503 `too_many_streams`), each
     for at most `API_EVENT_STREAM_MAX_S` seconds, after which it ends with an `event: timeout`
@@ -63,7 +80,9 @@ async def receive_event(request: Request, parts: PartsDep, gateway: GatewayDep) 
     if wanted.job_id is not None and not valid_caller_job_id(wanted.job_id):
         # Caller-named ids live in their own namespace (functions/ingest/ids.py).
         raise problem(400, "malformed_event", CALLER_JOB_ID_RULE)
-    await parts.admit(model=wanted.model, language=wanted.language, webhook=wanted.webhook)
+    await parts.admit(
+        model=wanted.model, language=wanted.language, webhook=wanted.webhook, decoding=wanted.decoding
+    )
     job_id = job_id_for(event, wanted)
     existing = await gateway.get_job(job_id)
     if existing is not None:
@@ -107,7 +126,7 @@ async def _event_stream(
             _, body = binding.encode(event, "structured")
             # A line break in an id or a type would start a field (or an event) of its own (the
             # SSE format, WHATWG HTML 9.2.6): events from other functions are not trusted for it.
-            fields = f"id: {_one_line(event.get_id())}\nevent: {_one_line(event.get_type())}\n"
+            fields = f"id: {_one_line(event.get_id())}\nevent: {_one_line(_sse_name(event))}\n"
             yield fields.encode() + b"data: " + body + b"\n\n"
             ended = event.get_type() in _ENDS
     finally:
@@ -121,6 +140,12 @@ async def _event_stream(
         yield _notice(
             "expired", job_id, "the job has ended and its events are no longer kept; read its record"
         )
+
+
+def _sse_name(event: CloudEvent) -> str:
+    """The SSE `event:` of `event`: `segment` for a segment (the name the route promises), its
+    CloudEvent type for any other."""
+    return SEGMENT_EVENT if event.get_type() == catalogue.SEGMENT.type else event.get_type()
 
 
 def _notice(name: str, job_id: str, message: str) -> bytes:

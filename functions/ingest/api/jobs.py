@@ -13,7 +13,7 @@ from events.lifecycle import JobState
 from events.models import AUDIO_TRACK_DESCRIPTION, TranscriptionRequested
 from events.runtime.problems import ERRORS, problem
 from functions.ingest.api.dependencies import GatewayDep, PartsDep, authorize
-from functions.ingest.api.forms import parse_options
+from functions.ingest.api.forms import parse_decoding, parse_options
 from functions.ingest.api.media import stat_reference, store_upload
 from functions.ingest.gateway import Gateway
 from functions.ingest.ids import keyed_job_id, new_job_id, object_job_id
@@ -41,16 +41,56 @@ async def submit_job(
         str | None, Form(description="A static `Name: value` header sent with each call.")
     ] = None,
     audio_track: Annotated[int | None, Form(ge=0, description=AUDIO_TRACK_DESCRIPTION)] = None,
+    task: Annotated[
+        str | None,
+        Form(
+            description="`transcribe` (the default) or `translate` (to English; only models that "
+            "can translate take it: whisperx, not belle2; 422 `task_unsupported` otherwise)."
+        ),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        Form(
+            description="Initial prompt, up to 2000 characters: text the model reads as what came "
+            "before (names, spelling, punctuation style). Whisper keeps its last 223 tokens."
+        ),
+    ] = None,
+    hotwords: Annotated[
+        str | None,
+        Form(description="Words and phrases to expect (names, terms), up to 1000 characters."),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        Form(
+            description="First sampling temperature, 0 to 1; higher ones follow when a result is "
+            "refused. Unset: the model's own schedule from 0 (beam search)."
+        ),
+    ] = None,
+    delete_after: Annotated[
+        int | None,
+        Form(
+            ge=0,
+            le=10 * 365 * 24 * 3600,
+            description="Seconds after the job ends when its upload, results and record are "
+            "deleted; unset: RESULTS_TTL_S.",
+        ),
+    ] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobView:
     """Start a job: upload media in the multipart field `file`, or name an object already in
     storage in `media`. Answers 202 with the job (its `id`). A repeated `Idempotency-Key` with
     the same file and options, or the same stored object named again, answers with the same job;
     the key with another file or other options is refused (422 `idempotency_key_reused`, as the
-    IETF draft-ietf-httpapi-idempotency-key-header asks)."""
+    IETF draft-ietf-httpapi-idempotency-key-header asks).
+
+    The decoding options (`task`, `prompt`, `hotwords`, `temperature`) go to the model with the
+    job, each applied where the model supports it (README, "Decoding options"); a task the chosen
+    model cannot do is 422 `task_unsupported`, a bad value 422 `task_invalid`, `prompt_invalid`,
+    `hotwords_invalid` or `temperature_invalid`."""
     model, language = model or None, language or None
     options = parse_options(formats, metadata, webhook_url, webhook_header)
-    await parts.admit(model=model, language=language, webhook=options.webhook)
+    decoding = parse_decoding(task, prompt, hotwords, temperature)
+    await parts.admit(model=model, language=language, webhook=options.webhook, decoding=decoding)
     if (file is None) == (media is None):
         raise problem(422, "media_missing", "send the media as `file`, or name it in `media`")
     gateway = parts.started_gateway()
@@ -65,6 +105,8 @@ async def submit_job(
                 "metadata": options.metadata,
                 "webhook": options.webhook.model_dump(mode="json") if options.webhook else None,
                 "audio_track": audio_track,
+                "decoding": decoding.model_dump(mode="json"),
+                "delete_after": delete_after,
                 # As stored (store_upload): a client quoting `"` as %22 sends the same name.
                 "filename": display_filename((file.filename or "").replace("%22", '"')),
             }
@@ -87,6 +129,8 @@ async def submit_job(
         filename=filename,
         webhook=options.webhook,
         audio_track=audio_track,
+        decoding=decoding,
+        delete_after=delete_after,
     )
     record = await gateway.submit(request, request_digest=digest)
     if digest is not None and record.request_digest not in (None, digest):

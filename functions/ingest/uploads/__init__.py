@@ -26,6 +26,10 @@ reads them). The router admits the request as it admits any (`admission.Admissio
 model, a language that is no ISO 639-1 code or a refused webhook (SSRF, signing secret) fails the
 job with its code.
 
+An object version whose job was deleted (its id a tombstone in the `jobs` KV: the same bytes put
+back under the same key, a late notification) gets no job again: the drop logs it and the reconcile
+passes over it from then on.
+
 The reconcile leaves objects younger than RECONCILE_GRACE_S to their notification, so with
 MinIO it requests only what a notification really missed, and skips objects a job of any way in
 already names (a request by another system for an object in the uploads bucket).

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from cloudevents.core.v1.event import CloudEvent
 
-from functions.ingest.gateway import Intake
+from functions.ingest.gateway import Intake, JobDeleted
 from functions.ingest.ids import object_job_id
 from functions.ingest.uploads.notification import notification_of, skipped
 from functions.ingest.uploads.options import request_for
@@ -62,8 +62,8 @@ class BucketDrop:
         metadata: Mapping[str, str] | None,
         via: str,
     ) -> str | None:
-        """Request the job of one object (size in bytes) unless it has one or is skipped; the new
-        job's id, or None. `via` names the way it was found, for the log."""
+        """Request the job of one object (size in bytes) unless it has one, is skipped or had one
+        that was deleted; the new job's id, or None. `via` names the way it was found, for the log."""
         reason = skipped(key)
         if reason is not None:
             log.debug("skipping %r: %s", key, reason)
@@ -74,6 +74,12 @@ class BucketDrop:
         request = request_for(
             job_id, self.bucket, key, etag, size=size, content_type=content_type, metadata=metadata
         )
-        await self.intake.submit(request)
+        try:
+            await self.intake.submit(request)
+        except JobDeleted:
+            # The same object version again (the same bytes put back, a late notification): its
+            # job was deleted and is not made again.
+            log.info("no job for s3://%s/%s (from the %s): job %s was deleted", self.bucket, key, via, job_id)
+            return None
         log.info("job %s for s3://%s/%s (from the %s)", job_id, self.bucket, key, via)
         return job_id

@@ -66,7 +66,7 @@ class Reconciler:
         self.store = store
         self.interval_s = interval_s
         # Object versions (bucket, key, eTag) whose job has another id (requested by another
-        # system): found once by a scan of the records, skipped by every later round.
+        # system) or was deleted: found once, skipped by every later round.
         self._announced: set[tuple[str, str, str]] = set()
 
     @property
@@ -87,7 +87,13 @@ class Reconciler:
                 continue  # its notification, if any, comes first
             if (self.bucket, key, normalise_etag(etag)) in self._announced:
                 continue
-            if await self.drop.intake.get_job(object_job_id(self.bucket, key, etag)) is not None:
+            its_job = object_job_id(self.bucket, key, etag)
+            if await self.drop.intake.get_job(its_job) is not None:
+                continue
+            if await self.drop.intake.deleted(its_job):
+                # Its job was deleted (the same bytes put back under the key): not made again,
+                # and not looked at again by this replica.
+                self._announced.add((self.bucket, key, normalise_etag(etag)))
                 continue
             candidates.append((obj, key, etag))
         if candidates:

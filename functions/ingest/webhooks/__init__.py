@@ -13,15 +13,15 @@ ends, retried on a schedule.
 - `signing`: the signer (`WEBHOOK_SECRET`, `whsec_` + base64) and the `webhook-id`, derived from
   the job and its end, so every retry carries the same one.
 - `schedule`: `WEBHOOK_SCHEDULE_S` and Retry-After. Retries ride on JetStream redelivery: a failed
-  attempt naks the `completed`/`failed` message with the next delay (or a longer Retry-After);
-  each attempt is written to the job record before the message goes back, so the schedule
-  survives restarts. 2xx delivers, 410 stops, every other answer (3xx and 4xx included, as
+  attempt naks the `completed`/`failed`/`canceled` message with the next delay (or a longer
+  Retry-After); each attempt is written to the job record before the message goes back, so the
+  schedule survives restarts. 2xx delivers, 410 stops, every other answer (3xx and 4xx included, as
   Standard Webhooks has it) and timeouts and connection errors are failed attempts; the last one
   sends the message to the DLQ with the reason.
-- `payload`: the thin body, `{"type", "timestamp", "data"}`: the job's id, state, model,
-  language, error, presigned result links and echoed metadata.
-- `delivery`: the handler of `completed` / `failed` that makes the attempts. One deadline per
-  attempt, `WEBHOOK_TIMEOUT_S`, covers resolving the host, connecting (at most
+- `payload`: the thin body, `{"type", "timestamp", "data"}`: the job's id, state (completed,
+  failed, canceled), model, language, error, presigned result links and echoed metadata.
+- `delivery`: the handler of `completed` / `failed` / `canceled` that makes the attempts. One
+  deadline per attempt, `WEBHOOK_TIMEOUT_S`, covers resolving the host, connecting (at most
   `WEBHOOK_CONNECT_TIMEOUT_S`), TLS, sending and reading the answer. The JetStream host runs
   `WEBHOOK_CONCURRENCY` deliveries at once; of those at most `WEBHOOK_HOST_CONCURRENCY` go to one
   host: a job beyond it waits (redelivered after half a deadline, no attempt counted) while other

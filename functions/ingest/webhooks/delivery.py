@@ -1,5 +1,5 @@
-"""The webhook deliverer: the handler of `completed` / `failed` that calls a job's webhook, once
-per attempt, on the schedule (see the package's docstring for the rules)."""
+"""The webhook deliverer: the handler of `completed` / `failed` / `canceled` that calls a job's
+webhook, once per attempt, on the schedule (see the package's docstring for the rules)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ from standardwebhooks import Webhook
 
 from events import binding, catalogue, lifecycle, tracing
 from events.lifecycle import JobState
-from events.models import TranscriptionCompleted, TranscriptionFailed, WebhookAttempted, WebhookTarget
+from events.models import (
+    TranscriptionCanceled,
+    TranscriptionCompleted,
+    TranscriptionFailed,
+    WebhookAttempted,
+    WebhookTarget,
+)
 from events.runtime.function import DELIVERY_ATTEMPT, PermanentError, RetryLater
 from events.runtime.settlement import settled_deliveries
 from events.settings import Settings
@@ -79,15 +85,17 @@ class WebhookDeliverer:
         self._in_flight: dict[str, int] = {}
 
     async def deliver(self, event: CloudEvent) -> AsyncIterator[CloudEvent]:
-        """On `completed` / `failed`: call the job's webhook, if it has one. Yields the attempt's
-        `webhook.attempted`; raises RetryLater (the next attempt's delay) or PermanentError (gave
-        up, or the target is refused: the message goes to the DLQ)."""
+        """On `completed` / `failed` / `canceled`: call the job's webhook, if it has one. Yields the
+        attempt's `webhook.attempted`; raises RetryLater (the next attempt's delay) or
+        PermanentError (gave up, or the target is refused: the message goes to the DLQ)."""
         kind = binding.kind_of(event)
-        ended: TranscriptionCompleted | TranscriptionFailed
+        ended: payload.Ended
         if kind is catalogue.COMPLETED:
             ended, state = binding.parse_data(event, TranscriptionCompleted), JobState.COMPLETED
         elif kind is catalogue.FAILED:
             ended, state = binding.parse_data(event, TranscriptionFailed), JobState.FAILED
+        elif kind is catalogue.CANCELED:
+            ended, state = binding.parse_data(event, TranscriptionCanceled), JobState.CANCELED
         else:
             return
         job_id = ended.job_id
@@ -248,9 +256,7 @@ class WebhookDeliverer:
             log.warning("could not record webhook attempt of job %s: %s", attempted.job_id, error)
         return event
 
-    async def _body(
-        self, ended: TranscriptionCompleted | TranscriptionFailed, record: JobRecord, event: CloudEvent
-    ) -> str:
+    async def _body(self, ended: payload.Ended, record: JobRecord, event: CloudEvent) -> str:
         links = {}
         if isinstance(ended, TranscriptionCompleted):
             links = await self.links.of(record.model_copy(update={"results": ended.results}))
