@@ -143,7 +143,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds after a job ends (completed, failed, canceled) before its upload, "
         "results and record are deleted, unless the request set `delete_after`; 30 days, the JOBS "
-        "stream's own age, by default (0 keeps them for ever).",
+        "stream's own age, by default. 0: jobs that end from then on are kept for ever (each job keeps "
+        "the `expires_at` it got when it ended; jobs that ended before retention existed have none "
+        "and are kept).",
     )
     retention_sweep_interval_s: float = Field(
         300.0,

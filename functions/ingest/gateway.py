@@ -25,6 +25,7 @@ from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
+from minio.error import S3Error
 
 from events import binding, catalogue, lifecycle, tracing
 from events.errors import CodedError
@@ -32,7 +33,7 @@ from events.lifecycle import JobState
 from events.models import ObjectRef, OutputFormat, TranscriptionCanceled, TranscriptionRequested
 from events.settings import Settings
 from functions.ingest import NAME
-from functions.ingest.ids import job_id_for
+from functions.ingest.ids import job_id_for, normalise_etag, object_job_id
 from functions.ingest.jobs import JobStore
 from functions.ingest.links import ResultLinks
 from functions.ingest.naming import API_PREFIX
@@ -166,13 +167,7 @@ class Gateway:
         JetStream duplicate, and a job canceled already has its event published again only when
         the JOBS stream lacks it (the first publish failed after the record was written), so
         the model functions, which read the stream, still learn of it."""
-        event = binding.new_event(
-            catalogue.CANCELED,
-            TranscriptionCanceled(job_id=record.id),
-            function=NAME,
-            subject=record.id,
-            event_id=lifecycle.canceled_id(record.id),
-        )
+        event = _canceled_event(record.id)
         if record.state is JobState.CANCELED:
             if await lifecycle.was_canceled(self.jobs.bus, record.id):
                 return record
@@ -255,8 +250,8 @@ class Gateway:
         but its id. False when there never was such a job; True when it is deleted now or was
         before (a repeat does the removals again: whatever a late writer added goes too).
 
-        Removed: the media when it is in the uploads bucket (an API upload under
-        `klipnote-api/<job>/`, a dropped file, or an object a request named there), everything
+        Removed: the media when it is the job's own (`_owns_media`: its API upload, or the
+        dropped object version that made the job, still unchanged in the uploads bucket), everything
         under `<job>/` in the results bucket (optimize's keys, `<job>/transcript.<fmt>`), then
         `JobStore.delete` (events, record). Media in another bucket MEDIA_BUCKETS allows is left:
         ingest only reads those, and they belong to whoever put them there. The record goes last,
@@ -270,6 +265,11 @@ class Gateway:
         elif not record.finished:
             # A job still running stops first, so no model or optimize writes for it much longer.
             record = await self.cancel(record) or record
+        # A finished job gets the cancel mark too (the projector and the webhook deliverer ignore
+        # it for a job that ended otherwise): a `dispatched` or `transcribed` redelivered after a
+        # lost ack finds it, and no model or optimize writes for the job after its delete. The
+        # mark holds only the job id; `JobStore.delete` keeps it for that reason.
+        await self.publisher.publish(_canceled_event(job_id))
         await asyncio.to_thread(self._remove_objects, job_id, record)
         await self.jobs.delete(job_id)
         return True
@@ -278,7 +278,7 @@ class Gateway:
         """The job's objects in the uploads and results buckets (see `delete`)."""
         uploads, results = self.settings.uploads_bucket, self.settings.results_bucket
         named = [(ref.bucket, ref.key) for ref in (record.results.values() if record else [])]
-        if record is not None and record.media.bucket == uploads:
+        if record is not None and self._owns_media(job_id, record.media):
             named.append((uploads, record.media.key))
         for bucket, prefix in ((uploads, f"{API_PREFIX}{job_id}/"), (results, f"{job_id}/")):
             listed = self.store.list_objects(bucket, prefix, recursive=True)
@@ -286,10 +286,43 @@ class Gateway:
         for bucket, key in dict.fromkeys(named):  # once each, in order
             self.store.remove_object(bucket, key)  # S3 answers a missing key with success too
 
+    def _owns_media(self, job_id: str, media: ObjectRef) -> bool:
+        """Whether the job's media is its own to delete (blocking: one HEAD): an API upload
+        under `klipnote-api/<job>/`, or, elsewhere in the uploads bucket, the very object version
+        whose job this is (its id derives from bucket, key and eTag: a drop, or that object named
+        by reference) while the object there still has that eTag. Another job's upload named by
+        reference, or a newer file dropped under the same name, is left: it is another job's.
+        Media in other buckets is never ingest's to delete."""
+        if media.bucket != self.settings.uploads_bucket:
+            return False
+        if media.key.startswith(API_PREFIX):
+            return media.key.startswith(f"{API_PREFIX}{job_id}/")
+        if media.etag is None or object_job_id(media.bucket, media.key, media.etag) != job_id:
+            return False
+        try:
+            stat = self.store.stat_object(media.bucket, media.key)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject"):
+                return False  # gone already
+            raise
+        return stat.etag is not None and normalise_etag(stat.etag) == normalise_etag(media.etag)
+
     def _remove_api_upload(self, job_id: str, media: ObjectRef) -> None:
         """Remove the upload the API stored for a request of a deleted job (`submit`)."""
         if media.bucket == self.settings.uploads_bucket and media.key.startswith(f"{API_PREFIX}{job_id}/"):
             self.store.remove_object(media.bucket, media.key)
+
+
+def _canceled_event(job_id: str) -> CloudEvent:
+    """The `transcription.canceled` event of a job; its id (`lifecycle.canceled_id`) makes a
+    repeat a JetStream duplicate."""
+    return binding.new_event(
+        catalogue.CANCELED,
+        TranscriptionCanceled(job_id=job_id),
+        function=NAME,
+        subject=job_id,
+        event_id=lifecycle.canceled_id(job_id),
+    )
 
 
 def _requested_event(request: TranscriptionRequested, traceparent: str | None = None) -> CloudEvent:

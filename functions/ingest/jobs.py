@@ -214,8 +214,8 @@ def _moves(job: JobRecord, to: JobState, allow_same: bool = False) -> bool:
 def expiry(record: JobRecord, results_ttl_s: int) -> datetime | None:
     """When a finished job is deleted: `delete_after` seconds (the request's), else `results_ttl_s`
     (RESULTS_TTL_S), after it ended (`updated_at`); None to keep it for ever (neither set, or
-    RESULTS_TTL_S 0 and no `delete_after`). A job that ended before it had an `expires_at` (one
-    made before retention existed) is timed the same way by the sweeper (`retention`)."""
+    RESULTS_TTL_S 0 and no `delete_after`). The projector sets it as the record's `expires_at`
+    when the job ends; a job that ended before retention existed has none and is kept."""
     seconds = record.delete_after if record.delete_after is not None else results_ttl_s or None
     return None if seconds is None else record.updated_at + timedelta(seconds=seconds)
 

@@ -3,8 +3,9 @@
 
 A job's time is its record's `expires_at`, which the projector sets when the job ends
 (`jobs.expiry`: the request's `delete_after` seconds after its end, else RESULTS_TTL_S; neither:
-kept for ever). A job that ended before retention existed has no `expires_at`: it is timed from
-its `updated_at` (its end) the same way. Every RETENTION_SWEEP_INTERVAL_S seconds the sweeper reads
+kept for ever). A job that ended before retention existed has no `expires_at` and is kept: an
+upgrade must not delete data its operator never agreed to expire (delete such jobs with the API,
+or they keep until deleted). Every RETENTION_SWEEP_INTERVAL_S seconds the sweeper reads
 every record (`JobStore.list`: a scan of the `jobs` bucket; issue 17 adds an index) and deletes
 the expired ones. Several ingest replicas may sweep at once: a delete is idempotent, so two of them
 deleting one job remove the same things twice and leave one tombstone.
@@ -18,7 +19,6 @@ from datetime import datetime
 from typing import Protocol
 
 from events.models import utcnow
-from functions.ingest.jobs import expiry
 from functions.ingest.schema import JobRecord
 
 log = logging.getLogger(__name__)
@@ -32,17 +32,19 @@ class Deleter(Protocol):
     async def delete(self, job_id: str) -> bool: ...
 
 
-def expires_at(record: JobRecord, results_ttl_s: int) -> datetime | None:
-    """When `record`'s job is deleted: its `expires_at`, or for a finished job without one (it
-    ended before retention existed) `jobs.expiry`; None for a job still running or kept for ever."""
+def expires_at(record: JobRecord) -> datetime | None:
+    """When `record`'s job is deleted: the `expires_at` the projector set when the job ended
+    (`jobs.expiry`); None for a job still running, kept for ever, or ended before retention
+    existed (no `expires_at`: never deleted by a sweep it was not told about)."""
     if not record.finished:
         return None
-    return record.expires_at or expiry(record, results_ttl_s)
+    return record.expires_at
 
 
 class Sweeper:
-    """Deletes the expired jobs of `gateway` every `interval_s` seconds (RETENTION_SWEEP_INTERVAL_S),
-    with RESULTS_TTL_S `results_ttl_s` for jobs that ended without an `expires_at`."""
+    """Deletes the expired jobs of `gateway` every `interval_s` seconds (RETENTION_SWEEP_INTERVAL_S).
+    `results_ttl_s` (RESULTS_TTL_S) is kept for the record: each job's `expires_at` was fixed
+    from it when the job ended."""
 
     def __init__(self, gateway: Deleter, results_ttl_s: int, interval_s: float) -> None:
         self.gateway = gateway
@@ -56,7 +58,7 @@ class Sweeper:
         now = now or utcnow()
         deleted = []
         for record in await self.gateway.list_jobs():
-            when = expires_at(record, self.results_ttl_s)
+            when = expires_at(record)
             if when is None or when > now:
                 continue
             try:

@@ -109,6 +109,12 @@ class Optimize:
                     "klipnote.result_bytes": sum(ref.size or 0 for ref in results.values()),
                 }
             )
+        if await self._canceled(done.job_id):
+            # Canceled (or deleted: a delete marks the job canceled first) while the results were
+            # written: a delete that listed `<job>/` before they landed would leave them for ever.
+            await asyncio.to_thread(self._remove, list(results.values()))
+            log.info("job %s was canceled while its results were written: removed them", done.job_id)
+            return
         stats["optimize_seconds"] = round(time.perf_counter() - started, 4)
         completed = TranscriptionCompleted(
             job_id=done.job_id,
@@ -172,6 +178,17 @@ class Optimize:
         except NotFoundError as error:
             raise TransientError(f"SEGMENTS stream unavailable: {error}") from error
         return [found[index] for index in range(done.segment_count)]
+
+    def _remove(self, results: list[ObjectRef]) -> None:
+        """Remove results written for a job canceled meanwhile (S3 answers a missing key with
+        success: a repeat is harmless)."""
+        try:
+            for ref in results:
+                self.store.remove_object(ref.bucket, ref.key)
+        except S3Error as error:
+            raise TransientError(f"could not remove the results of a canceled job: {error}") from error
+        except storage.UNREACHABLE as error:
+            raise TransientError(f"could not remove the results of a canceled job: {error}") from error
 
     def _write(self, job_id: str, fmt: OutputFormat, body: bytes) -> ObjectRef:
         key = f"{job_id}/transcript.{fmt}"

@@ -224,6 +224,35 @@ async def test_optimize_writes_nothing_for_a_job_canceled_before_its_model_finis
     assert not list(store.list_objects(settings.results_bucket, prefix=f"{canceled}/"))
 
 
+async def test_optimize_removes_results_of_a_job_canceled_while_they_were_written(
+    stack: EmbeddedStack, js: JetStreamContext
+) -> None:
+    # The race for real: the cancel (a DELETE marks the job so too) lands on NATS right after
+    # optimize wrote the job's first result, past its first check.
+    settings = stack.settings
+    runtime = Runtime(settings, Publisher(js, settings), js)
+    job_id = f"race{uuid.uuid4().hex[:8]}"
+    loop = asyncio.get_running_loop()
+    cancel = event_of(catalogue.CANCELED, TranscriptionCanceled(job_id=job_id), lifecycle.canceled_id(job_id))
+
+    class CanceledMidWrite(Optimize):
+        def _write(self, job: str, fmt: Any, body: bytes) -> Any:
+            written = super()._write(job, fmt, body)
+            asyncio.run_coroutine_threadsafe(publish(js, cancel), loop).result(timeout=30)
+            return written
+
+    done = TranscriptionTranscribed(
+        job_id=job_id, run_id="r1", model="whisperx", language="en", segment_count=0, audio_seconds=1.0
+    )
+    async with Harness(CanceledMidWrite(settings), runtime=runtime) as optimize:
+        outcome = await optimize.run(event_of(catalogue.TRANSCRIBED, done, f"{job_id}:done"))
+
+    assert outcome.settlement.action == "ack" and outcome.events == []  # no `completed`
+    store = optimize.function.store  # type: ignore[attr-defined]
+    # Recursive: SeaweedFS lists the emptied folder itself when asked for one level.
+    assert not list(store.list_objects(settings.results_bucket, prefix=f"{job_id}/", recursive=True))
+
+
 async def publish(js: JetStreamContext, event: Any) -> Any:
     headers, body = binding.encode(event)
     headers[MSG_ID_HEADER] = event.get_id()

@@ -34,6 +34,7 @@ from events.lifecycle import JobState
 from events.models import ObjectRef, TranscriptionRequested, utcnow
 from events.runtime.function import Runtime
 from events.settings import Settings
+from functions.ingest import retention
 from functions.ingest.gateway import Gateway
 from functions.ingest.ids import job_id_for, object_job_id
 from functions.ingest.jobs import JobStore, expiry
@@ -82,11 +83,18 @@ async def stored_events(js: JetStreamContext, stream: catalogue.Stream, subject:
 
 
 async def job_events_left(js: JetStreamContext, job_id: str) -> tuple[int, int]:
-    """The job's messages in JOBS (`transcription.*.<job>`) and SEGMENTS (`segments.<job>`)."""
+    """The job's messages in JOBS (`transcription.*.<job>`) and SEGMENTS (`segments.<job>`), but
+    its cancel mark (`transcription.canceled.<job>`: the job id and nothing else), which a delete
+    leaves by design so that no model or optimize writes for the job again (`cancel_marks`)."""
     return (
-        await stored_events(js, catalogue.JOBS, catalogue.job_events_subject(job_id)),
+        await stored_events(js, catalogue.JOBS, catalogue.job_events_subject(job_id))
+        - await cancel_marks(js, job_id),
         await stored_events(js, catalogue.SEGMENTS, catalogue.SEGMENT.subject(job_id)),
     )
+
+
+async def cancel_marks(js: JetStreamContext, job_id: str) -> int:
+    return await stored_events(js, catalogue.JOBS, catalogue.CANCELED.subject(job_id))
 
 
 async def assert_tombstone(js: JetStreamContext, job_id: str) -> None:
@@ -154,7 +162,8 @@ class Deleted:
     uploads: list[str]  # its keys in the uploads bucket before the delete
     results: list[str]  # its keys in the results bucket before the delete
     events: tuple[int, int]  # its messages in JOBS and SEGMENTS before the delete
-    requested: Any  # its `requested` and `completed` messages, to publish again
+    requested: Any  # its `requested`, `transcribed` and `completed` messages, to publish again
+    transcribed: Any
     completed: Any
 
 
@@ -180,6 +189,7 @@ async def deleted(client: httpx.AsyncClient, js: JetStreamContext, store: Minio)
         results=stored_keys(store, "results", f"{job_id}/"),
         events=await job_events_left(js, job_id),
         requested=await js.get_last_msg(catalogue.JOBS.name, catalogue.REQUESTED.subject(job_id)),
+        transcribed=await js.get_last_msg(catalogue.JOBS.name, catalogue.TRANSCRIBED.subject(job_id)),
         completed=await js.get_last_msg(catalogue.JOBS.name, catalogue.COMPLETED.subject(job_id)),
     )
     response = await client.delete(f"/v1/jobs/{job_id}")
@@ -199,6 +209,8 @@ async def test_a_deleted_job_leaves_nothing_in_the_buckets_the_kv_or_the_streams
     assert stored_keys(store, "uploads", f"{API_PREFIX}{job_id}/") == []
     assert stored_keys(store, "results", f"{job_id}/") == []
     assert await job_events_left(js, job_id) == (0, 0)
+    # A completed job gets the cancel mark too: what is redelivered of it writes nothing again.
+    assert await cancel_marks(js, job_id) == 1
     await assert_tombstone(js, job_id)
 
 
@@ -264,7 +276,20 @@ async def test_a_late_request_or_end_of_a_deleted_job_does_not_bring_it_back(
 
     await assert_tombstone(js, job_id)
     # Only what this test published: no `dispatched`, `queued`, `failed`.
-    assert await stored_events(js, catalogue.JOBS, catalogue.job_events_subject(job_id)) == 2
+    assert await job_events_left(js, job_id) == (2, 0)
+    assert stored_keys(store, "results", f"{job_id}/") == []
+
+
+async def test_a_redelivered_transcribed_of_a_deleted_job_writes_no_results(
+    deleted: Deleted, js: JetStreamContext, store: Minio
+) -> None:
+    """optimize's ack of the job's `transcribed` lost, the message comes again after the delete:
+    the cancel mark the delete left stops it before it writes."""
+    job_id = deleted.job_id
+    transcribed = await republish(js, deleted.transcribed)
+
+    await settled(js, catalogue.OPTIMIZE, transcribed)
+
     assert stored_keys(store, "results", f"{job_id}/") == []
 
 
@@ -415,7 +440,10 @@ async def test_delete_after_sets_expires_at_and_one_sweep_after_it_deletes_the_j
 
     assert (await client.get(f"/v1/jobs/{job_id}")).status_code == 404
     await assert_tombstone(js, job_id)
-    assert not object_exists(store, "uploads", key)  # its media was in the uploads bucket
+    # Its media is not its own: another system's request named an object in the uploads bucket,
+    # whose own job (by bucket, key and eTag) is another; a delete leaves it to that one.
+    assert object_exists(store, "uploads", key)
+    store.remove_object("uploads", key)
     assert stored_keys(store, "results", f"{job_id}/") == []
     assert await job_events_left(js, job_id) == (0, 0)
     assert job_id not in await sweeper.sweep_once(now=expires_at + timedelta(days=1))  # gone for good
@@ -435,6 +463,18 @@ def test_expiry_is_delete_after_else_results_ttl_s_after_the_end() -> None:
     assert expiry(now, 86400) == ended  # deleted by the next sweep
 
 
+def test_a_job_that_ended_before_retention_existed_is_never_swept() -> None:
+    # An upgrade must not delete what ended before retention existed: its record has no expires_at.
+    long_ago = utcnow() - timedelta(days=400)
+    media = ObjectRef(bucket="uploads", key="a.flac")
+    old = JobRecord(id="a", state=JobState.COMPLETED, media=media, updated_at=long_ago)
+    assert retention.expires_at(old) is None
+    timed = old.model_copy(update={"expires_at": long_ago})
+    assert retention.expires_at(timed) == long_ago
+    running = JobRecord(id="b", state=JobState.TRANSCRIBING, media=media, expires_at=long_ago)
+    assert retention.expires_at(running) is None
+
+
 @pytest.mark.parametrize("delete_after", [-1, 10 * 365 * 24 * 3600 + 1])
 async def test_a_delete_after_out_of_range_is_refused(client: httpx.AsyncClient, delete_after: int) -> None:
     event = requested_event(ObjectRef(bucket="uploads", key="crm/never.flac"))
@@ -452,3 +492,45 @@ async def test_a_delete_after_out_of_range_is_refused(client: httpx.AsyncClient,
 def test_negative_retention_settings_are_refused(setting: str) -> None:
     with pytest.raises(ValidationError, match=setting):
         Settings(**{setting: -1})
+
+
+# -- what a delete may remove of the uploads bucket ------------------------------------------------
+
+
+async def test_a_delete_removes_only_media_that_is_the_jobs_own(
+    client: httpx.AsyncClient, store: Minio
+) -> None:
+    # A job made by naming a stored object owns that object version only: the file dropped again
+    # under the same name (another eTag, another job) stays, and so does another job's API upload
+    # named by reference.
+    key = f"own/{uuid.uuid4().hex}.flac"
+    await put(store, key, JFK)
+    named = await client.post("/v1/jobs", data={"media": f"s3://uploads/{key}", "formats": "txt"})
+    assert named.status_code == 202, named.text
+    await put(store, key, AUDIO / "librispeech-1995-1837-0001.wav")  # fixed and dropped again
+
+    uploaded = await submit(client, JFK, formats="txt")
+    upload_key = (await client.get(f"/v1/jobs/{uploaded}")).json()["media"]["key"]
+    assert upload_key.startswith(f"{API_PREFIX}{uploaded}/")
+    borrowed = await client.post("/v1/jobs", data={"media": f"s3://uploads/{upload_key}", "formats": "txt"})
+    assert borrowed.status_code == 202, borrowed.text
+
+    for job_id in (named.json()["id"], borrowed.json()["id"]):
+        assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 204
+        assert (await client.get(f"/v1/jobs/{job_id}")).status_code == 404
+
+    assert object_exists(store, "uploads", key)  # the newer file: another job's
+    assert object_exists(store, "uploads", upload_key)  # the other job's upload
+    assert (await client.delete(f"/v1/jobs/{uploaded}")).status_code == 204
+    assert not object_exists(store, "uploads", upload_key)  # its own job takes it
+
+
+async def test_a_dropped_object_unchanged_goes_with_its_job(client: httpx.AsyncClient, store: Minio) -> None:
+    key = f"own/{uuid.uuid4().hex}.flac"
+    await put(store, key, JFK)
+    named = await client.post("/v1/jobs", data={"media": f"s3://uploads/{key}", "formats": "txt"})
+    assert named.status_code == 202, named.text
+
+    assert (await client.delete(f"/v1/jobs/{named.json()['id']}")).status_code == 204
+
+    assert not object_exists(store, "uploads", key)

@@ -35,6 +35,7 @@ from functions.ingest.api.openai_shapes import WHISPER_LANGUAGES, language_name,
 from functions.ingest.gateway import Gateway
 from functions.ingest.jobs import JobStore
 from functions.ingest.links import ResultLinks
+from functions.ingest.schema import JobRecord
 from infra.embedded.stack import EmbeddedStack
 from tests.ingest.test_api_limits import exchange, post_head
 from tests.support.jobs import finished_job
@@ -385,6 +386,37 @@ async def test_requests_waiting_at_once_are_bounded_by_the_stream_slots(impatien
 
     assert (refused.value.status_code, refused.value.code) == (503, "too_many_streams")
     assert JOB_HEADER not in refused.value.response.headers
+
+
+class LostBus(Gateway):
+    """A stand-in for NATS lost after the job was submitted: reading the job fails."""
+
+    async def current_job(self, job_id: str) -> JobRecord | None:
+        raise ConnectionError("nats: connection closed")
+
+
+async def test_a_failure_after_the_job_exists_names_the_job_and_tells_the_sdk_not_to_retry(
+    stack: EmbeddedStack, js: JetStreamContext, api: httpx.AsyncClient
+) -> None:
+    # A bare 500 would make the SDK upload the file again, as a new job, twice more.
+    settings = stack.settings.model_copy(update={"openai_wait_s": 0.0})
+    runtime = Runtime(settings, Publisher(js, settings), js)
+    store = JobStore(await js.key_value(catalogue.JOBS_KV_BUCKET), runtime)
+    s3 = storage.client(settings)
+    gateway = LostBus(settings, store, runtime.publisher, s3, ResultLinks(s3, 60))
+    app = create_app(settings, Admission.from_settings(settings), lambda: gateway)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+        sdk = openai.AsyncOpenAI(base_url="http://ingest/v1", api_key=API_KEY, http_client=http)
+        with pytest.raises(openai.InternalServerError) as refused:
+            await sdk.audio.transcriptions.create(file=jfk(), model="whisper-1")
+
+    error = refused.value
+    assert (error.status_code, error.code) == (503, "job_unfollowed")
+    assert error.response.headers["x-should-retry"] == "false"
+    job_id = error.response.headers[JOB_HEADER]
+    assert f"GET /v1/jobs/{job_id}" in error.message
+    assert (await finished_job(api, js, job_id))["state"] == "completed"  # the one job, polled
 
 
 # -- shapes without a stack -------------------------------------------------------------------

@@ -38,9 +38,13 @@ def create_app(settings: Settings, admission: Admission, gateway: Callable[[], G
             "Jobs come from `POST /v1/jobs` (an upload or an object already in storage), from files "
             "dropped into the uploads bucket, and from `io.klipnote.transcription.requested.v1` "
             "CloudEvents (on NATS, or `POST /v1/events`), whose data follows the JSON Schema at "
-            "`/v1/schemas/transcription-requested.json`. Errors answer `{detail: {code, message}}`. "
-            "Every `/v1` route needs `Authorization: Bearer <API_KEY>` (when the key is set) but the "
-            "schemas; this documentation and the schemas are public: they hold no secret."
+            "`/v1/schemas/transcription-requested.json`. Errors answer `{detail: {code, message}}`, "
+            "except on the OpenAI-compatible routes (`/v1/audio/transcriptions`, "
+            "`/v1/audio/translations`, `/v1/models`), which answer in OpenAI's shapes and errors "
+            "(`{error: {message, type, param, code}}`; docs/openai.md). Every `/v1` route needs "
+            "`Authorization: Bearer <API_KEY>` (when the key is set) but the schemas; this "
+            "documentation, the schemas, the health probes and `/metrics` are public: they hold no "
+            "secret."
         ),
     )
     app.state.parts = Parts(settings, admission, gateway, StreamSlots(settings.api_max_event_streams))

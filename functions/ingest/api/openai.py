@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
@@ -52,6 +53,8 @@ from functions.ingest.api.openai_shapes import (
 from functions.ingest.gateway import Gateway
 from functions.ingest.ids import new_job_id
 from functions.ingest.schema import JobRecord
+
+log = logging.getLogger(__name__)
 
 # The header naming the job a request became: poll it with GET /v1/jobs/{id}.
 JOB_HEADER = "X-KlipNote-Job-Id"
@@ -302,14 +305,26 @@ async def _submit_and_wait(
         filename=filename,
         decoding=decoding,
     )
-    await gateway.submit(request)
-    record = await _ended(gateway, job_id, parts.settings.openai_wait_s)
     headers = {JOB_HEADER: job_id}
-    if record is None:  # deleted while we waited
-        raise problem(404, "job_not_found", f"job {job_id} was deleted", {**headers, **_NO_RETRY})
-    if record.state is JobState.COMPLETED:
-        return await _completed(gateway, record, answer, headers)
-    raise _not_completed(record, parts.settings.openai_wait_s, headers)
+    try:
+        await gateway.submit(request)
+        record = await _ended(gateway, job_id, parts.settings.openai_wait_s)
+        if record is None:  # deleted while we waited
+            raise problem(404, "job_not_found", f"job {job_id} was deleted", {**headers, **_NO_RETRY})
+        if record.state is JobState.COMPLETED:
+            return await _completed(gateway, record, answer, headers)
+        raise _not_completed(record, parts.settings.openai_wait_s, headers)
+    except StarletteHTTPException:
+        raise
+    except Exception as error:
+        # The job may exist (its record is written before its request is published): the SDK
+        # would retry a bare 500 and upload the media again as a new job. Name the job instead.
+        log.warning("job %s: the OpenAI-compatible answer failed: %s", job_id, error)
+        message = (
+            f"job {job_id} was submitted, but its answer could not be made ({type(error).__name__}); "
+            f"poll GET /v1/jobs/{job_id} rather than sending the file again"
+        )
+        raise problem(503, "job_unfollowed", message, {**headers, **_NO_RETRY}) from error
 
 
 async def _ended(gateway: Gateway, job_id: str, wait_s: float) -> JobRecord | None:
@@ -378,7 +393,8 @@ async def _result(gateway: Gateway, record: JobRecord, fmt: OutputFormat) -> str
         message = f"the {fmt} result of job {record.id} is gone"
         raise problem(500, "result_missing", message, headers) from error
     except storage.UNREACHABLE as error:
-        raise problem(503, "storage_unavailable", f"the object store cannot be reached: {error}") from error
+        message = f"the object store cannot be reached: {error}"
+        raise problem(503, "storage_unavailable", message, headers) from error
     if data is None:
         raise problem(500, "result_missing", f"job {record.id} has no {fmt} result", headers)
     return data.decode("utf-8")
