@@ -1,13 +1,14 @@
 """The one HTTP error answer of every KlipNote app (ingest's API, a function's health and event
 receiver): `{"detail": {"code", "message"}}` (`events.errors.ProblemResponse`), for our refusals,
 FastAPI's request validation and Starlette's own (a multipart body it cannot parse, an unknown
-route) alike."""
+route) alike; NATS unreachable is 503 `bus_unavailable` on every route."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
 from typing import Any
 
+import nats.errors
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -35,6 +36,12 @@ def install(app: FastAPI) -> None:
         # FastAPI's own checks (a query parameter out of range, a header too long).
         problems = binding.describe_errors(error.errors(), "request")
         return JSONResponse(problem_body("request_invalid", problems), status_code=422)
+
+    @app.exception_handler(nats.errors.Error)
+    async def bus_unavailable(request: Request, error: nats.errors.Error) -> JSONResponse:
+        # NATS away (or refusing a call): worth a retry, and never a bare 500 without a code.
+        message = f"the message bus (NATS) cannot be reached ({type(error).__name__}); try again shortly"
+        return JSONResponse(problem_body("bus_unavailable", message), status_code=503)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 from minio import Minio
 from minio.error import S3Error
@@ -35,6 +36,8 @@ from events.models import ObjectRef, TranscriptionRequested, utcnow
 from events.runtime.function import Runtime
 from events.settings import Settings
 from functions.ingest import retention
+from functions.ingest.admission import Admission
+from functions.ingest.api import create_app
 from functions.ingest.gateway import Gateway
 from functions.ingest.ids import job_id_for, object_job_id
 from functions.ingest.jobs import JobStore, expiry
@@ -534,3 +537,32 @@ async def test_a_dropped_object_unchanged_goes_with_its_job(client: httpx.AsyncC
     assert (await client.delete(f"/v1/jobs/{named.json()['id']}")).status_code == 204
 
     assert not object_exists(store, "uploads", key)
+
+
+async def test_with_the_bus_gone_cancel_delete_and_reads_answer_503_bus_unavailable(
+    stack: EmbeddedStack,
+) -> None:
+    # A real connection to the stack's NATS, closed under a running API: never a bare 500.
+    settings = stack.settings
+    connection = await nats.connect(settings.nats_url)
+    js = connection.jetstream()
+    runtime = Runtime(settings, Publisher(js, settings), js)
+    jobs = await JobStore.open(runtime)
+    s3 = storage.client(settings)
+    gateway = Gateway(settings, jobs, runtime.publisher, s3, ResultLinks(s3, 60))
+    app = create_app(settings, Admission.from_settings(settings), lambda: gateway)
+    await connection.close()
+
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest", headers=headers) as http:
+        job_id = uuid.uuid4().hex
+        for method, path in (
+            ("GET", f"/v1/jobs/{job_id}"),
+            ("POST", f"/v1/jobs/{job_id}/cancel"),
+            ("DELETE", f"/v1/jobs/{job_id}"),
+            ("GET", "/v1/jobs"),
+        ):
+            response = await http.request(method, path)
+            assert response.status_code == 503, (method, path, response.text)
+            assert problem_code(response) == "bus_unavailable", (method, path, response.text)

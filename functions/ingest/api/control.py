@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import nats.errors
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from minio.error import S3Error
@@ -70,6 +71,8 @@ async def delete_job(job_id: str, gateway: GatewayDep) -> Response:
         existed = await gateway.delete(job_id)
     except S3Error as error:
         raise problem(503, "storage_unavailable", f"could not delete job {job_id}'s data: {error}") from error
+    except nats.errors.Error:
+        raise  # 503 `bus_unavailable` (events.runtime.problems); its timeouts are OSErrors too
     except storage.UNREACHABLE as error:
         raise problem(503, "storage_unavailable", f"the object store cannot be reached: {error}") from error
     if not existed:
