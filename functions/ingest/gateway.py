@@ -213,12 +213,12 @@ class Gateway:
         return view
 
     def follow(
-        self, job_id: str, wait_s: float, until: float | None = None
+        self, job_id: str, wait_s: float, until: float | None = None, *, with_segments: bool = True
     ) -> AsyncIterator[CloudEvent | None]:
-        """The job's lifecycle events and its segments as they happen, until its end (after the
-        segments before it) or the event loop's time `until`; at once for a finished job whose
-        events are no longer kept (see `JobStore.events`)."""
-        return self.jobs.events(job_id, wait_s, until)
+        """The job's lifecycle events and (unless `with_segments` is False) its segments as they
+        happen, until its end (after the segments before it) or the event loop's time `until`; at
+        once for a finished job whose events are no longer kept (see `JobStore.events`)."""
+        return self.jobs.events(job_id, wait_s, until, with_segments=with_segments)
 
     async def read_result(self, record: JobRecord, fmt: OutputFormat) -> bytes | None:
         """The bytes of a completed job's result file in `fmt`, read whole (transcripts are small:

@@ -7,6 +7,7 @@ The record's shape is `functions.ingest.schema`; job ids are `functions.ingest.i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 from collections.abc import AsyncIterator
@@ -322,7 +323,7 @@ class JobStore:
         return record
 
     async def events(
-        self, job_id: str, wait_s: float, until: float | None = None
+        self, job_id: str, wait_s: float, until: float | None = None, *, with_segments: bool = True
     ) -> AsyncIterator[CloudEvent | None]:
         """The job's lifecycle events (JOBS, `transcription.*.<job>`) and its segments (SEGMENTS,
         `segments.<job>`: `io.klipnote.transcription.segment.v1`, each run's, with its `run_id`)
@@ -336,24 +337,34 @@ class JobStore:
         meanwhile), the end comes without them. A segment that is no valid segment event is
         skipped (optimize skips it too); a lifecycle event that is no CloudEvent raises
         `binding.MalformedEvent`. A finished job whose end event the JOBS stream no longer keeps
-        (past its age) yields nothing: its events would never come."""
+        (past its age) yields nothing: its events would never come. `with_segments=False`: the
+        lifecycle events only (a caller that waits for the end reads no text)."""
         if await self._ended_and_forgotten(job_id):
             return
         loop = asyncio.get_running_loop()
-        async with (
-            self.bus.reading(catalogue.job_events_subject(job_id)) as lifecycle_events,
-            self.bus.reading(catalogue.SEGMENT.subject(job_id)) as segments,
-        ):
-            merge = Merge([lifecycle_events, segments])
+        async with contextlib.AsyncExitStack() as readers:
+            lifecycle_events = await readers.enter_async_context(
+                self.bus.reading(catalogue.job_events_subject(job_id))
+            )
+            segments = (
+                await readers.enter_async_context(self.bus.reading(catalogue.SEGMENT.subject(job_id)))
+                if with_segments
+                else None
+            )
+            merge = Merge([lifecycle_events] if segments is None else [lifecycle_events, segments])
             end: CloudEvent | None = None
             stored = 0  # the segments the stream held when the end came
             try:
                 while until is None or loop.time() < until:
-                    if end is not None and segments.delivered >= stored and not merge.holds(segments):
+                    if end is not None and (
+                        segments is None or (segments.delivered >= stored and not merge.holds(segments))
+                    ):
                         yield end
                         return
                     wait = wait_s if until is None else max(0.0, min(wait_s, until - loop.time()))
-                    got = await merge.next(wait, among=None if end is None else [segments])
+                    got = await merge.next(
+                        wait, among=None if end is None or segments is None else [segments]
+                    )
                     if got is None:
                         if until is not None and loop.time() >= until:
                             break  # not the end: the caller's deadline
@@ -370,7 +381,7 @@ class JobStore:
                         continue
                     event = binding.decode(msg.headers, msg.data)
                     if event.get_type() in _END_TYPES:
-                        end, stored = event, await segments.stored()
+                        end, stored = event, 0 if segments is None else await segments.stored()
                         continue
                     yield event
             finally:

@@ -334,7 +334,7 @@ async def _ended(gateway: Gateway, job_id: str, wait_s: float) -> JobRecord | No
         until = asyncio.get_running_loop().time() + wait_s
         # Read to its end: the stream ends itself after the job's end event (or at `until`), and
         # leaving it early would leave its consumer open until the generator is collected.
-        async for _ in gateway.follow(job_id, wait_s, until=until):
+        async for _ in gateway.follow(job_id, wait_s, until=until, with_segments=False):
             pass
     return await gateway.current_job(job_id)
 
