@@ -117,7 +117,10 @@ STREAMS = [STORAGE, TRANSCRIBE, SEGMENTS, JOBS, DLQ]
 class Consumer:
     """A durable pull consumer: who reads what, and how many at a time.
 
-    `batch`: messages one fetch takes, handled one after another. `concurrency`: fetches one
+    `batch`: messages one fetch takes, handled one after another, or, when `by_job`, side by side
+    except that one job's messages (the subject's last token: `transcription.<kind>.<job>`) keep
+    their stream order (the projector and the router: per-job order is all their handlers need,
+    and a batch of many jobs costs about one message's wait). `concurrency`: fetches one
     replica runs side by side (so up to batch x concurrency messages in hand), a number or the
     name of the `Settings` field that holds it (`concurrency_of`). `retry_schedule`: the name of
     the `Settings` list of delays by which the handler retries on its own (RetryLater) beyond
@@ -132,6 +135,7 @@ class Consumer:
     # 1: one message at a time (GPU functions); I/O-bound consumers wait on many at once.
     concurrency: int | str = 1
     retry_schedule: str | None = None
+    by_job: bool = False
 
 
 def model_consumer(model: str) -> Consumer:
@@ -145,9 +149,11 @@ INGEST_ROUTER = Consumer(
     JOBS,
     f"{REQUESTED.subject_prefix}.>",
     extra_filters=[f"{LANGUAGE_DETECTED.subject_prefix}.>"],
+    batch=32,
     concurrency="router_concurrency",
+    by_job=True,
 )
-INGEST_PROJECTOR = Consumer("ingest-projector", JOBS, "transcription.>", batch=64)
+INGEST_PROJECTOR = Consumer("ingest-projector", JOBS, "transcription.>", batch=128, by_job=True)
 OPTIMIZE = Consumer("optimize", JOBS, f"{TRANSCRIBED.subject_prefix}.>")
 # A job's end (completed, failed or canceled) calls its webhook; retries ride on JetStream
 # redelivery. Deliveries wait on receivers (up to WEBHOOK_TIMEOUT_S each): many at once, so one

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -38,13 +39,31 @@ class SubjectReader:
     """The messages of one subscription, one at a time (see `reading`)."""
 
     def __init__(
-        self, subscription: JetStreamContext.PullSubscription, js: JetStreamContext, stream: str, subject: str
+        self,
+        subscription: JetStreamContext.PullSubscription,
+        js: JetStreamContext,
+        stream: str,
+        subject: str,
+        consumer: str | None = None,
     ) -> None:
         self._sub = subscription
         self._js = js
         self._stream = stream
         self._subject = subject
+        self._consumer = consumer
         self.delivered = 0  # messages `next` has returned
+
+    async def exists(self) -> bool:
+        """Whether the server still has this reader's consumer (a fetch from one it dropped, say
+        after a restart of an R1 server, just waits: a reader that follows a stream for ever asks
+        this when a fetch brings nothing). Raises nats-py's errors when the server cannot answer."""
+        if self._consumer is None:
+            return True
+        try:
+            await self._js.consumer_info(self._stream, self._consumer)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
 
     async def next(self, wait_s: float) -> Msg | None:
         """The next message, or None when none came within `wait_s` seconds (the caller decides
@@ -55,6 +74,17 @@ class SubjectReader:
             return None
         self.delivered += 1
         return msg
+
+    async def next_batch(self, most: int, wait_s: float) -> list[Msg]:
+        """Up to `most` messages at once (one fetch: what has come, without waiting for `most`),
+        or none when none came within `wait_s` seconds. For a reader that follows a whole stream
+        (the job index), where a round trip per message would not keep up."""
+        try:
+            messages = await self._sub.fetch(most, timeout=max(wait_s, 0.01))
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        self.delivered += len(messages)
+        return messages
 
     async def stored(self) -> int:
         """How many messages on the subject the stream holds now (its per-subject counts, one
@@ -122,9 +152,16 @@ class Merge:
 
 @contextlib.asynccontextmanager
 async def reading(
-    js: JetStreamContext, subject: str, deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    js: JetStreamContext,
+    subject: str,
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+    *,
+    headers_only: bool = False,
+    start_sequence: int | None = None,
 ) -> AsyncIterator[SubjectReader]:
-    """An ephemeral pull consumer on `subject` for the duration of the block. Raises nats-py's
+    """An ephemeral pull consumer on `subject` for the duration of the block. `headers_only`:
+    the messages come without their bodies (JetStream adds `Nats-Msg-Size`); `start_sequence`:
+    the stream sequence to start from with `DeliverPolicy.BY_START_SEQUENCE`. Raises nats-py's
     `NotFoundError` when no stream holds the subject."""
     stream = await js.find_stream_name_by_subject(subject)
     name = f"read-{uuid.uuid4().hex}"  # never a durable's name (permissions deny those)
@@ -134,6 +171,8 @@ async def reading(
         # one permission covers every subject read.
         filter_subjects=[subject],
         deliver_policy=deliver_policy,
+        opt_start_seq=start_sequence,
+        headers_only=headers_only or None,
         ack_policy=AckPolicy.NONE,
         inactive_threshold=INACTIVE_S,
         mem_storage=True,
@@ -143,7 +182,7 @@ async def reading(
     try:
         sub = await js.pull_subscribe_bind(name=name, stream=stream)
         try:
-            yield SubjectReader(sub, js, stream, subject)
+            yield SubjectReader(sub, js, stream, subject, name)
         finally:
             await sub.unsubscribe()
     finally:

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         default=[1.0, 5.0, 30.0, 120.0],
         description="Delays before redelivery after a transient failure, by attempt (comma separated).",
     )
+    stream_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Copies JetStream keeps of every stream, KV bucket and durable consumer: 1 for a "
+        "single server (the embedded stack), 3 on a three-node cluster (R3: a node may go without "
+        "losing or stopping anything). Provisioning sets it; changing it later is an update.",
+    )
     dedupe_window_s: float = Field(
         3600.0, description="JetStream duplicate window: a repeated Nats-Msg-Id within it is dropped."
     )
@@ -245,6 +253,18 @@ class Settings(BaseSettings):
         600.0,
         description="Long media is transcribed in windows of about this length, cut at quiet "
         "points, so memory stays bounded however long the file is.",
+    )
+    first_window_s: float = Field(
+        30.0,
+        ge=0.0,
+        description="The first window of a long file is about this long (cut at a quiet point), so "
+        "its first segments are out within seconds of the job starting; later windows are "
+        "AUDIO_WINDOW_S. 0: every window is AUDIO_WINDOW_S.",
+    )
+    model_warmup: bool = Field(
+        True,
+        description="A model function runs one short inference before it reports ready, so the "
+        "first job costs what later ones cost (scale-to-zero's cold replicas included).",
     )
     cpu_threads: int = Field(2, description="CPU threads for inference.")
 

@@ -138,6 +138,18 @@ def _kv(bucket: str) -> list[str]:
     ]
 
 
+def _kv_reader(bucket: str) -> list[str]:
+    """What following a KV bucket's stream takes (`functions.ingest.index`: an ephemeral pull
+    consumer with a random name on `KV_<bucket>`, as `_reader`'s; no durable lives there)."""
+    stream = f"KV_{bucket}"
+    return [
+        f"$JS.API.CONSUMER.CREATE.{stream}.*",
+        f"$JS.API.CONSUMER.INFO.{stream}.*",  # whether the server still has it (`SubjectReader.exists`)
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
+        f"$JS.API.CONSUMER.DELETE.{stream}.*",
+    ]
+
+
 def users() -> list[User]:
     ingest_consumers = [
         catalogue.INGEST_ROUTER,
@@ -161,6 +173,8 @@ def users() -> list[User]:
                 *(s for c in ingest_consumers for s in _pull(c)),
                 *_kv(catalogue.JOBS_KV_BUCKET),
                 *_reader(catalogue.JOBS, catalogue.SEGMENTS),  # the API's event streams
+                # The job index follows the bucket's stream (headers only) with a reader of its own.
+                *_kv_reader(catalogue.JOBS_KV_BUCKET),
                 # A job's last end event (`Runtime.last_event`: JOBS has no direct get).
                 _last_event(catalogue.JOBS),
                 # Deleting a job removes its events (`JobStore.delete`: a purge filtered to the

@@ -13,8 +13,8 @@ from typing import Protocol
 from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.api import DeliverPolicy, Header
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from events import binding, bus, lifecycle, reader
@@ -97,11 +97,49 @@ class Runtime:
         return await self._jetstream().key_value(bucket)
 
     def reading(
-        self, subject: str, deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+        self,
+        subject: str,
+        deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
+        *,
+        headers_only: bool = False,
+        start_sequence: int | None = None,
     ) -> AbstractAsyncContextManager[reader.SubjectReader]:
-        """Read `subject` from its start (see `events.reader.reading`). Raises nats-py's
-        `NotFoundError` when no stream holds the subject."""
-        return reader.reading(self._jetstream(), subject, deliver_policy)
+        """Read `subject` from its start, or as `deliver_policy` says (see
+        `events.reader.reading`). Raises nats-py's `NotFoundError` when no stream holds the
+        subject."""
+        return reader.reading(
+            self._jetstream(),
+            subject,
+            deliver_policy,
+            headers_only=headers_only,
+            start_sequence=start_sequence,
+        )
+
+    async def last_sequence(self, stream: str) -> int:
+        """The sequence of the last message stream `stream` took (0: none yet). Raises nats-py's
+        `NotFoundError` when there is no such stream."""
+        return (await self._jetstream().stream_info(stream)).state.last_seq
+
+    async def update_key(
+        self, bucket: str, key: str, value: bytes, last: int, headers: Mapping[str, str]
+    ) -> int:
+        """Write `key` of KV bucket `bucket` if its last revision is `last` (0: the key has no
+        message at all, not even a delete marker), with `headers` on the message (JetStream KV
+        keeps them; the job index reads them). The new revision. Raises nats-py's
+        `KeyWrongLastSequenceError` when another write came first (what `KeyValue.update` raises)."""
+        js = self._jetstream()
+        try:
+            ack = await js.publish(
+                f"$KV.{bucket}.{key}",
+                value,
+                headers={**headers, Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)},
+            )
+        except APIError as error:
+            # 10071 JSStreamWrongLastSequenceErrF, 10164 its constant form (as nats-py's KV).
+            if error.err_code in (10071, 10164):
+                raise KeyWrongLastSequenceError(description=error.description) from error
+            raise
+        return ack.seq
 
     async def last_event(self, stream: Stream, subject: str) -> CloudEvent | None:
         """The last event on `subject` in `stream`, None when there is none. Raises

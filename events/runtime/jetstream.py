@@ -95,12 +95,19 @@ class JetStreamHost:
                 log.warning("fetch failed on %s: %s", consumer.durable, error)
                 await asyncio.sleep(0.5)
                 continue
-            for message in messages:
-                try:
-                    await self._process(subscription, message)
-                except Exception as error:  # e.g. the dead-letter publish while NATS is away
-                    # The message was neither acked nor termed: it comes back after ack_wait.
-                    log.error("could not settle a message on %s: %s", consumer.durable, error)
+            if consumer.by_job and len(messages) > 1:
+                await asyncio.gather(*(self._settle_each(subscription, run) for run in by_job(messages)))
+            else:
+                await self._settle_each(subscription, messages)
+
+    async def _settle_each(self, subscription: Subscription, messages: list[Msg]) -> None:
+        """Handle and settle `messages` one after another."""
+        for message in messages:
+            try:
+                await self._process(subscription, message)
+            except Exception as error:  # e.g. the dead-letter publish while NATS is away
+                # The message was neither acked nor termed: it comes back after ack_wait.
+                log.error("could not settle a message on %s: %s", subscription.consumer.durable, error)
 
     async def _process(self, subscription: Subscription, msg: Msg) -> None:
         try:
@@ -211,6 +218,15 @@ class JetStreamHost:
             await self.process.give_up(subscription, event, reason)
         await msg.term()
         log.error("dead-lettered: %s", reason, extra={"consumer": consumer.durable})
+
+
+def by_job(messages: list[Msg]) -> list[list[Msg]]:
+    """`messages` in runs of one job each (the subject's last token), each run in stream order,
+    the runs in the order of their first message (see `Consumer.by_job`)."""
+    runs: dict[str, list[Msg]] = {}
+    for message in messages:
+        runs.setdefault(message.subject.rsplit(".", 1)[-1], []).append(message)
+    return list(runs.values())
 
 
 def concurrency_of(consumer: Consumer, settings: Settings) -> int:

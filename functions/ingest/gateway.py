@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
@@ -34,6 +35,7 @@ from events.models import ObjectRef, OutputFormat, TranscriptionCanceled, Transc
 from events.settings import Settings
 from functions.ingest import NAME
 from functions.ingest.ids import job_id_for, normalise_etag, object_job_id
+from functions.ingest.index import Version
 from functions.ingest.jobs import JobStore
 from functions.ingest.links import ResultLinks
 from functions.ingest.naming import API_PREFIX
@@ -67,7 +69,9 @@ class Intake(Protocol):
 
     async def deleted(self, job_id: str) -> bool: ...
 
-    async def list_jobs(self, state: JobState | None = None) -> list[JobRecord]: ...
+    async def known(self, job_id: str) -> bool: ...
+
+    async def referenced_media(self) -> dict[Version, float]: ...
 
     async def submit(
         self,
@@ -191,9 +195,17 @@ class Gateway:
         """The record caught up with the job's end event (see `JobStore.current`), or None."""
         return await self.jobs.current(job_id)
 
-    async def list_jobs(self, state: JobState | None = None) -> list[JobRecord]:
-        """Every record (in `state`, if given), newest first."""
-        return await self.jobs.list(state)
+    async def expired_jobs(self, now: datetime) -> list[str]:
+        """The ids of the finished jobs expired at `now` (`JobStore.expired`)."""
+        return await self.jobs.expired(now)
+
+    async def known(self, job_id: str) -> bool:
+        """Whether the job index has the job, or its delete (`JobStore.known`)."""
+        return await self.jobs.known(job_id)
+
+    async def referenced_media(self) -> dict[Version, float]:
+        """The uploads-bucket objects that jobs with ids of their own name (`JobStore.referenced`)."""
+        return await self.jobs.referenced()
 
     async def page_of_jobs(
         self, state: JobState | None, offset: int, limit: int

@@ -5,10 +5,11 @@ A job's time is its record's `expires_at`, which the projector sets when the job
 (`jobs.expiry`: the request's `delete_after` seconds after its end, else RESULTS_TTL_S; neither:
 kept for ever). A job that ended before retention existed has no `expires_at` and is kept: an
 upgrade must not delete data its operator never agreed to expire (delete such jobs with the API,
-or they keep until deleted). Every RETENTION_SWEEP_INTERVAL_S seconds the sweeper reads
-every record (`JobStore.list`: a scan of the `jobs` bucket; issue 17 adds an index) and deletes
-the expired ones. Several ingest replicas may sweep at once: a delete is idempotent, so two of them
-deleting one job remove the same things twice and leave one tombstone.
+or they keep until deleted). Every RETENTION_SWEEP_INTERVAL_S seconds the sweeper asks the job
+index for the jobs expired by then (`JobIndex.expired`: a range of a list sorted by expiry, so
+a round costs the expired jobs, not every job) and deletes them. Several ingest replicas may
+sweep at once: a delete is idempotent, so two of them deleting one job remove the same things
+twice and leave one tombstone.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class Deleter(Protocol):
-    """What the sweeper needs of the gateway: the job list and the one delete."""
+    """What the sweeper needs of the gateway: the expired jobs and the one delete."""
 
-    async def list_jobs(self) -> list[JobRecord]: ...
+    async def expired_jobs(self, now: datetime) -> list[str]: ...
 
     async def delete(self, job_id: str) -> bool: ...
 
@@ -57,19 +58,16 @@ class Sweeper:
         next round; listing the jobs raises what the bus raises."""
         now = now or utcnow()
         deleted = []
-        for record in await self.gateway.list_jobs():
-            when = expires_at(record)
-            if when is None or when > now:
-                continue
+        for job_id in await self.gateway.expired_jobs(now):
             try:
-                await self.gateway.delete(record.id)
+                await self.gateway.delete(job_id)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning("retention could not delete job %s, retrying next round: %s", record.id, error)
+                log.warning("retention could not delete job %s, retrying next round: %s", job_id, error)
                 continue
-            log.info("retention deleted job %s (expired %s)", record.id, when.isoformat())
-            deleted.append(record.id)
+            log.info("retention deleted job %s (expired by %s)", job_id, now.isoformat())
+            deleted.append(job_id)
         return deleted
 
     async def sweep_forever(self) -> None:

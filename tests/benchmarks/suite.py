@@ -30,6 +30,12 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
      "the belle2 adapter vs the transformers pipeline; import + load; peak RSS"),
     ("optimize", ["tests.benchmarks.optimize_bench"], "optimizer segments/s and rule compliance"),
     ("ingest", ["tests.benchmarks.ingest_bench"], "ingest jobs/s accepted and routed; per-hop latency"),
+    ("listing", ["tests.benchmarks.listing_bench"],
+     "GET /v1/jobs?limit=20 at 100,000 jobs (any state, any offset; target p99 <= 50 ms); ingest's "
+     "memory with them; a restarted ingest's index build"),
+    ("cluster", ["tests.benchmarks.cluster_bench"],
+     "jobs through three R3 nats-servers across a node kill and restart (target: 0 lost, 0 duplicate "
+     "completions); how long the pipeline stalled"),
     ("drop", ["tests.benchmarks.drop_bench"],
      "a file dropped into the embedded stack's uploads bucket to its job's start, announced by the "
      "stand-in for MinIO's notifier with the reconcile off (target under 3 s)"),

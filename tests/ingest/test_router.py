@@ -10,6 +10,7 @@ from events.lifecycle import JobState
 from events.models import LanguageDetected, ObjectRef, TranscriptionRequested, WebhookTarget
 from events.settings import Settings
 from functions.ingest.admission import Admission
+from functions.ingest.index import Version
 from functions.ingest.router import Router
 from functions.ingest.schema import JobRecord
 from functions.ingest.uploads.drop import BucketDrop
@@ -94,8 +95,11 @@ class StandInIntake:
     async def get_job(self, job_id: str) -> JobRecord | None:
         return None
 
-    async def list_jobs(self, state: JobState | None = None) -> list[JobRecord]:
-        return []
+    async def known(self, job_id: str) -> bool:
+        return False
+
+    async def referenced_media(self) -> dict[Version, float]:
+        return {}
 
     async def submit(self, request: TranscriptionRequested, traceparent: str | None = None) -> JobRecord:
         self.submitted.append(request)

@@ -31,6 +31,7 @@ from events.lifecycle import JobState
 from events.models import DeadLetter, ObjectRef, TranscriptionRequested
 from events.settings import Settings
 from functions.ingest.ids import object_job_id
+from functions.ingest.index import Version, named_version
 from functions.ingest.naming import display_filename
 from functions.ingest.schema import JobRecord
 from functions.ingest.uploads.drop import BucketDrop
@@ -135,8 +136,17 @@ class StandInIntake:
     async def deleted(self, job_id: str) -> bool:
         return False  # these tests delete no job (test_delete_retention.py does)
 
-    async def list_jobs(self, state: JobState | None = None) -> list[JobRecord]:
-        return [record for record in self.records.values() if state in (None, record.state)]
+    async def known(self, job_id: str) -> bool:
+        return job_id in self.records
+
+    async def referenced_media(self) -> dict[Version, float]:
+        """What the job index keeps of these records (`JobIndex.referenced`)."""
+        named: dict[Version, float] = {}
+        for record in self.records.values():
+            version = named_version(record.media, record.id, Settings().uploads_bucket)
+            if version is not None:
+                named[version] = max(named.get(version, 0.0), record.created_at.timestamp())
+        return named
 
     async def submit(self, request: TranscriptionRequested, traceparent: str | None = None) -> JobRecord:
         assert request.job_id is not None

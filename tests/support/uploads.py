@@ -85,9 +85,11 @@ async def notify(js: JetStreamContext, document: dict[str, Any], times: int = 1)
 async def jobs_of(js: JetStreamContext, key: str) -> list[JobRecord]:
     settings = Settings()
     store = await JobStore.open(Runtime(settings, Publisher(js, settings), js))
-    return [
-        record for record in await store.list() if (record.media.bucket, record.media.key) == ("uploads", key)
-    ]
+    try:
+        records, _ = await store.page(limit=1_000_000)
+    finally:
+        await store.close()
+    return [record for record in records if (record.media.bucket, record.media.key) == ("uploads", key)]
 
 
 async def requests_published(js: JetStreamContext, job_id: str) -> int:

@@ -88,6 +88,10 @@ class Reconciler:
             if (self.bucket, key, normalise_etag(etag)) in self._announced:
                 continue
             its_job = object_job_id(self.bucket, key, etag)
+            # The index first (in memory): a bucket of 100,000 dropped files costs no read per
+            # file; a job not indexed yet is asked of the bucket.
+            if await self.drop.intake.known(its_job):
+                continue
             if await self.drop.intake.get_job(its_job) is not None:
                 continue
             if await self.drop.intake.deleted(its_job):
@@ -98,8 +102,8 @@ class Reconciler:
             candidates.append((obj, key, etag))
         if candidates:
             # A request from another system names an object but derives its own job id: that
-            # object was announced too. One scan of the records, only when something is new.
-            referenced = await self._referenced()
+            # object was announced too (the job index keeps those few jobs' objects).
+            referenced = await self.drop.intake.referenced_media()
             for obj, key, etag in candidates:
                 version = (self.bucket, key, normalise_etag(etag))
                 # A request that named no eTag announced the version stored when it was made.
@@ -134,16 +138,6 @@ class Reconciler:
             if job_id is not None:
                 requested.append(job_id)
         return requested
-
-    async def _referenced(self) -> dict[tuple[str, str, str | None], float]:
-        """Every object version a job record names (eTag None: the request named no version),
-        with when its latest such job was made (a POSIX time)."""
-        named: dict[tuple[str, str, str | None], float] = {}
-        for record in await self.drop.intake.list_jobs():
-            media = record.media
-            version = (media.bucket, media.key, normalise_etag(media.etag) if media.etag else None)
-            named[version] = max(named.get(version, 0.0), record.created_at.timestamp())
-        return named
 
     async def reconcile_forever(self) -> None:
         """Reconcile every interval; an error (store or NATS down) waits for the next round."""
