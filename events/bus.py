@@ -6,9 +6,12 @@ Streams, consumers and KV buckets are created by `events.provision`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
+import nats.errors
+import nats.js.errors
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -20,6 +23,30 @@ from events.settings import Settings
 log = logging.getLogger(__name__)
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+
+# How long a publish keeps trying to get its ack, in seconds, and how long one try waits. A stream
+# whose leader is lost (a cluster node killed: JetStream elects another in a few seconds) or a
+# server being restarted leaves publishes unanswered ("no responders" while no leader holds the
+# subject, or no reply at all from a leader that died with the request); the same message sent
+# again carries the same Nats-Msg-Id, so the stream's de-duplication window stores it once
+# however many tries reached it. Past the budget the error goes to the caller (a handler's
+# message is nak'ed and redelivered; the API answers 503 `bus_unavailable`).
+PUBLISH_RETRY_S = 30.0
+PUBLISH_ACK_TIMEOUT_S = 5.0
+# Pauses between tries, in seconds: quick at first (an election is often over within a second or
+# two of the route closing), then at most one try a second.
+_RETRY_PAUSES_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+# Failures a later try can cure: no ack in time, nobody serving the stream's subject right now,
+# JetStream answering 503 (temporarily unavailable), the client's buffer full while reconnecting.
+# Not a closed connection (it never comes back), nor an error the stream gave (a bad request).
+RETRYABLE_PUBLISH_ERRORS: tuple[type[Exception], ...] = (
+    asyncio.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.ConnectionReconnectingError,
+)
 
 
 def inbox_prefix(name: str) -> str:
@@ -52,18 +79,55 @@ async def connect(settings: Settings, name: str) -> NATS:
 
 
 class Publisher:
-    """Publishes CloudEvents to JetStream; every publish carries `Nats-Msg-Id` = the event id."""
+    """Publishes CloudEvents to JetStream; every publish carries `Nats-Msg-Id` = the event id.
 
-    def __init__(self, js: JetStreamContext, settings: Settings) -> None:
+    `retry_s` and `ack_timeout_s` (seconds) bound the tries of one publish (`PUBLISH_RETRY_S`,
+    `PUBLISH_ACK_TIMEOUT_S`)."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        settings: Settings,
+        *,
+        retry_s: float = PUBLISH_RETRY_S,
+        ack_timeout_s: float = PUBLISH_ACK_TIMEOUT_S,
+    ) -> None:
         self._js = js
         self._mode = settings.publish_mode
+        self._retry_s = retry_s
+        self._ack_timeout_s = ack_timeout_s
 
     async def publish(self, event: CloudEvent) -> bool:
-        """Publish and wait for the stream's ack. Returns False when JetStream saw a duplicate."""
+        """Publish and wait for the stream's ack, trying again with the same `Nats-Msg-Id` while
+        the failure is one a later try can cure (`RETRYABLE_PUBLISH_ERRORS`) for up to `retry_s`
+        seconds (a leader election, a server restarting). Returns False when JetStream saw a
+        duplicate: an event published before, or an earlier try of this one whose ack was lost.
+        Raises the last error once the budget is spent, and at once what no try can cure (a
+        closed connection, an error answered by the stream)."""
         headers, body = binding.encode(event, self._mode)
         headers[MSG_ID_HEADER] = event.get_id()
-        ack = await self._js.publish(subject_for(event), body, headers=headers)
-        return not ack.duplicate
+        subject = subject_for(event)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_s
+        tries = 0
+        while True:
+            try:
+                ack = await self._js.publish(subject, body, timeout=self._ack_timeout_s, headers=headers)
+            except RETRYABLE_PUBLISH_ERRORS as error:
+                pause = _RETRY_PAUSES_S[min(tries, len(_RETRY_PAUSES_S) - 1)]
+                tries += 1
+                if loop.time() + pause >= deadline:
+                    raise
+                log.warning(
+                    "publish of %s to %s not acknowledged (%s), trying again (try %d)",
+                    event.get_id(),
+                    subject,
+                    type(error).__name__,
+                    tries + 1,
+                )
+                await asyncio.sleep(pause)
+                continue
+            return not ack.duplicate
 
 
 def subject_for(event: CloudEvent) -> str:

@@ -43,6 +43,27 @@ def nats_command(ports: Ports, store: Path) -> list[str]:
     ]
 
 
+def nats_cluster_member_command(
+    name: str, client_port: int, cluster_port: int, monitor_port: int, routes: list[int], store: Path
+) -> list[str]:
+    """One member of a JetStream cluster on 127.0.0.1 (tests/support/cluster.py starts three):
+    server name `name` (unique in the cluster: JetStream's peers are named by it), clients on
+    `client_port`, routes to the other members' `routes` (cluster ports; its own may be among
+    them, which nats-server ignores), its monitor (/healthz, /jsz) on `monitor_port`, JetStream
+    storing in `store`. Cluster name `klipnote`, as infra/nats/nats-server.conf names it."""
+    return [
+        *nats_command(Ports(nats=client_port, nats_monitor=monitor_port), store),
+        "--name",
+        name,
+        "--cluster_name",
+        "klipnote",
+        "--cluster",
+        f"nats://127.0.0.1:{cluster_port}",
+        "--routes",
+        ",".join(f"nats://127.0.0.1:{port}" for port in routes),
+    ]
+
+
 def start_nats(
     processes: Processes, data_dir: Path, ports: Ports, settings: Settings, deadline: float
 ) -> None:

@@ -33,7 +33,9 @@ class EmbeddedStack(FaultInjection):
     """nats-server, SeaweedFS and the function processes of one data dir (`<data_dir>/logs`
     holds a log per child). `settings` are copied with the stack's endpoints; `functions`
     defaults to ingest, optimize and the enabled models; `extra_env` is added to every
-    function's environment. A context manager: `start` on enter, `stop` on exit."""
+    function's environment. `nats_url` (comma separated URLs, e.g. a cluster's members) points
+    the stack at a NATS it does not run: no nats-server is started, and provisioning and every
+    function use that one. A context manager: `start` on enter, `stop` on exit."""
 
     def __init__(
         self,
@@ -43,13 +45,15 @@ class EmbeddedStack(FaultInjection):
         settings: Settings | None = None,
         functions: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
+        nats_url: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.ports = ports or Ports()
+        self.external_nats = nats_url is not None
         base = settings or Settings()
         self.settings = base.model_copy(
             update={
-                "nats_url": f"nats://127.0.0.1:{self.ports.nats}",
+                "nats_url": nats_url or f"nats://127.0.0.1:{self.ports.nats}",
                 "s3_endpoint": f"127.0.0.1:{self.ports.s3}",
                 "s3_secure": False,
                 "api_host": "127.0.0.1",
@@ -114,7 +118,9 @@ class EmbeddedStack(FaultInjection):
         # The stand-in announces every file stored from now on, however late it subscribes.
         started_ns = time.time_ns()
         try:
-            for server in SERVERS.values():
+            for name, server in SERVERS.items():
+                if name == "nats" and self.external_nats:
+                    continue
                 server.start(self.processes, self.data_dir, self.ports, self.settings, deadline)
             self.provision()
             if self.settings.uploads_watch:

@@ -35,6 +35,8 @@ from events.runtime import settlement
 from events.settings import Settings
 from infra import nats_permissions
 from infra.embedded.stack import EmbeddedStack, Ports, free_port
+from tests.support.cluster import NatsCluster
+from tests.support.cluster import connect as cluster_connect
 from tests.support.jobs import submit, wait_for_job_end, wait_for_state
 from tests.support.paths import AUDIO
 
@@ -171,6 +173,41 @@ async def test_provisioning_bounds_the_deliveries_of_a_durable_made_unbounded(
     # The webhook consumer retries on Standard Webhooks' schedule: its bound leaves room for it.
     assert webhooks.max_deliver is not None
     assert webhooks.max_deliver > settings.max_deliver + len(settings.webhook_schedule_s)
+
+
+async def test_provisioning_sets_every_copy_count_and_scales_a_deployment_in_place(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """On a three-server cluster (tests/support/cluster.py): a deployment provisioned with one
+    copy (STREAM_REPLICAS=1, the default) and holding a job record and an event, provisioned again
+    with STREAM_REPLICAS=3, has three copies of every stream, of the jobs KV bucket and of every
+    durable, its data kept; provisioning once more changes nothing."""
+    models = ["whisperx", "belle2"]
+    with NatsCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        nc = await cluster_connect(cluster)
+        js = nc.jetstream()
+        try:
+            await provision.jetstream(js, Settings(), models)
+            kv = await js.key_value(catalogue.JOBS_KV_BUCKET)
+            await kv.put("job-1", b'{"state": "requested"}')
+            await js.publish("transcription.requested.job-1", b"{}")
+
+            three = Settings(stream_replicas=3)
+            await provision.jetstream(js, three, models)
+            for name in [stream.name for stream in catalogue.STREAMS] + [f"KV_{catalogue.JOBS_KV_BUCKET}"]:
+                info = await js.stream_info(name)
+                assert info.config.num_replicas == 3, name
+            for consumer in provision.durables(models):
+                info = await js.consumer_info(consumer.stream.name, consumer.durable)
+                assert info.config.num_replicas == 3, consumer.durable
+            assert (await kv.get("job-1")).value == b'{"state": "requested"}'
+            assert (await js.stream_info(catalogue.JOBS.name)).state.messages == 1
+
+            first = await snapshot(js, models)
+            await provision.jetstream(js, three, models)
+            assert await snapshot(js, models) == first
+        finally:
+            await nc.close()
 
 
 async def test_each_user_reads_only_its_own_inbox(secured_nats: int, admin: JetStreamContext) -> None:

@@ -35,9 +35,12 @@ ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ["ingest", "optimize", *MODELS]
 GPU_FUNCTIONS = list(MODELS)
 COMPOSE = ROOT / "infra" / "compose" / "compose.yaml"
+COMPOSE_CLUSTER = ROOT / "infra" / "compose" / "compose.cluster.yaml"
 COMPOSE_ENV = ROOT / "infra" / "compose" / "example.env"
+NATS_HELM_VALUES = ROOT / "infra" / "nats" / "helm-values.yaml"
 MANIFESTS = sorted((ROOT / "infra").glob("*/*.yaml"))
-KUBE_MANIFESTS = [path for path in MANIFESTS if path.parent.name != "compose"]
+# Values for a chart are no manifest: checked by the NATS cluster tests below.
+KUBE_MANIFESTS = [path for path in MANIFESTS if path.parent.name != "compose" and path != NATS_HELM_VALUES]
 
 # Env vars read by libraries, not by KlipNote's settings: set in Dockerfiles only, each for a reason
 # given there (paths, unbuffered logs). The hub-offline variables are the model functions' own
@@ -320,10 +323,11 @@ def _compose_binary() -> str:
 
 
 @functools.cache
-def _compose_config(profiles: str) -> dict[str, Any]:
+def _compose_config(profiles: str, *overlays: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    files = [arg for path in (COMPOSE, *overlays) for arg in ("-f", str(path))]
     result = subprocess.run(
-        [_compose_binary(), "-f", str(COMPOSE), "--env-file", str(COMPOSE_ENV), "config", "--format", "json"],
+        [_compose_binary(), *files, "--env-file", str(COMPOSE_ENV), "config", "--format", "json"],
         capture_output=True,
         text=True,
         env={**env, "COMPOSE_PROFILES": profiles},
@@ -337,7 +341,8 @@ def test_compose_file_matches_the_compose_spec_schema() -> None:
     import check_jsonschema.builtin_schemas as builtin
 
     schema = json.loads((Path(builtin.__file__).parent / "vendor" / "compose-spec.json").read_text())
-    jsonschema.validate(yaml.safe_load(COMPOSE.read_text()), schema)
+    for path in (COMPOSE, COMPOSE_CLUSTER):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
 
 
 @pytest.mark.parametrize(
@@ -428,3 +433,101 @@ def test_nats_cluster_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
             [str(server), "-t", "-c", str(tmp_path / conf.name)], capture_output=True, text=True, env=env
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- the NATS cluster: the chart's values, the compose overlay, provisioning's copies ------------
+
+
+def _nats_conf_value(key: str) -> str:
+    """A top-level `key: value` of infra/nats/nats-server.conf (the hand-run cluster config)."""
+    text = (ROOT / "infra" / "nats" / "nats-server.conf").read_text()
+    match = re.search(rf"^\s*{re.escape(key)}:\s*(\S+)\s*$", text, re.M)
+    assert match, key
+    return match.group(1)
+
+
+def test_nats_helm_values_run_three_jetstream_servers_with_the_production_config() -> None:
+    """infra/nats/helm-values.yaml (the official chart's values): three clustered servers with
+    file storage, named, sized and permissioned as nats-server.conf, every user's password from
+    the Secret, pods spread over nodes, the monitor port (KEDA's /jsz) on the client service."""
+    values = yaml.safe_load(NATS_HELM_VALUES.read_text())
+    config = values["config"]
+    assert config["cluster"]["enabled"] is True and config["cluster"]["replicas"] == 3
+    cluster_conf = (ROOT / "infra" / "nats" / "nats-server.conf").read_text()
+    assert re.search(rf"^\s*name:\s*{config['cluster']['merge']['name']}\s*$", cluster_conf, re.M)
+    store = config["jetstream"]["fileStore"]
+    assert (
+        config["jetstream"]["enabled"] is True
+        and store["enabled"] is True
+        and store["pvc"]["enabled"] is True
+    )
+    # The generated users, included from the chart's ConfigMap (put there by --set-file).
+    assert config["merge"]["$include"] == nats_permissions.CONF_PATH.name
+    assert (
+        "configMap.merge.data.permissions\\.conf=infra/nats/permissions.conf" in NATS_HELM_VALUES.read_text()
+    )
+    assert config["merge"]["max_payload"] == f"<< {_nats_conf_value('max_payload')} >>"
+    # The routes of nats-server.conf and the functions' URLs (nats.klipnote.svc) name these pods.
+    assert values["fullnameOverride"] == "nats" and values["namespaceOverride"] == "klipnote"
+    assert "nats-0.nats-headless.klipnote.svc" in cluster_conf
+    env = values["container"]["env"]
+    assert set(env) == {user.password_env for user in nats_permissions.users()}
+    for name, source in env.items():
+        ref = source["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "klipnote-nats-users" and name == f"KLIPNOTE_{ref['key'].upper()}_NATS_PASSWORD"
+    assert values["podTemplate"]["topologySpreadConstraints"]["kubernetes.io/hostname"]["maxSkew"] == 1
+    assert values["service"]["ports"]["monitor"]["enabled"] is True and config["monitor"]["port"] == 8222
+    compose_image = _compose_config("")["services"]["nats"]["image"]
+    assert (
+        f"{values['container']['image']['repository']}:{values['container']['image']['tag']}" == compose_image
+    )
+
+
+def test_provisioning_job_keeps_a_copy_on_each_server() -> None:
+    (job,) = [doc for _, doc in kube_documents() if doc["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    replicas = yaml.safe_load(NATS_HELM_VALUES.read_text())["config"]["cluster"]["replicas"]
+    assert env["STREAM_REPLICAS"] == str(replicas) == "3"
+
+
+def test_compose_cluster_overlay_runs_three_servers_and_every_client_names_them_all() -> None:
+    """compose.yaml with compose.cluster.yaml: three NATS servers routed to each other under
+    distinct names and volumes, provisioning with STREAM_REPLICAS=3, every function's NATS_URL
+    listing all three (as its own user); compose.yaml alone keeps one server."""
+    services = _compose_config("whisperx,belle2", COMPOSE_CLUSTER)["services"]
+    members = ["nats", "nats-2", "nats-3"]
+    names, stores = set(), set()
+    for member in members:
+        command = services[member]["command"]
+        names.add(command[command.index("--name") + 1])
+        assert command[command.index("--cluster_name") + 1] == _nats_conf_value("name")
+        routes = command[command.index("--routes") + 1].split(",")
+        assert routes == [f"nats://{other}:6222" for other in members]
+        (store,) = [v["source"] for v in services[member]["volumes"] if v["target"] == "/data"]
+        stores.add(store)
+    assert len(names) == len(stores) == 3
+    assert services["provision"]["environment"]["STREAM_REPLICAS"] == "3"
+    assert set(services["provision"]["depends_on"]) >= set(members)
+    for function in ["provision", *FUNCTIONS]:
+        urls = services[function]["environment"]["NATS_URL"].split(",")
+        assert [url.rsplit("@", 1)[1] for url in urls] == [f"{member}:4222" for member in members], function
+        assert all(url.startswith(f"nats://{function}:") for url in urls), function
+    single = _compose_config("whisperx,belle2")["services"]
+    assert "nats-2" not in single and "STREAM_REPLICAS" not in single["provision"]["environment"]
+
+
+def test_compose_cluster_members_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
+    """Each member's command line (nats.conf plus the cluster flags) passes `nats-server -t`."""
+    server = Path(sys.executable).parent / "nats-server"
+    env = {**os.environ, **{user.password_env: "secret" for user in nats_permissions.users()}}
+    shutil.copy(ROOT / "infra" / "compose" / "nats.conf", tmp_path / "nats.conf")
+    shutil.copy(nats_permissions.CONF_PATH, tmp_path / "permissions.conf")
+    for member, service in _compose_config("", COMPOSE_CLUSTER)["services"].items():
+        if not member.startswith("nats"):
+            continue
+        command = [
+            str(tmp_path / "nats.conf") if arg == "/etc/nats/nats.conf" else arg for arg in service["command"]
+        ]
+        result = subprocess.run([str(server), "-t", *command], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, member + ": " + result.stdout + result.stderr
