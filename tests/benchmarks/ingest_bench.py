@@ -6,6 +6,7 @@ Hops, timed by one subscriber on `transcription.>` in this process:
   API      POST sent → `transcription.requested` seen (upload stored, request published, record made)
   answer   POST sent → 202 received
   routing  `requested` seen → `queued` seen (the router consumed it, published the dispatch and queued)
+and the projector's lag when the last job was queued, and how long it took to drain.
 
     .venv/bin/python -m tests.benchmarks.ingest_bench [--jobs 200] [--concurrency 8]
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import nats.js
 from nats.js.api import DeliverPolicy
 
 from events import binding, catalogue
@@ -74,6 +76,7 @@ async def run(stack: EmbeddedStack, jobs: int, concurrency: int) -> None:
         accepted_s = time.perf_counter() - started
         await asyncio.wait_for(all_queued.wait(), timeout=300)
         routed_s = time.perf_counter() - started
+        drained_s, most_behind = await projector_drained(nc.jetstream())
     await sub.unsubscribe()
     await nc.close()
 
@@ -85,6 +88,24 @@ async def run(stack: EmbeddedStack, jobs: int, concurrency: int) -> None:
     print(f"hop API      (POST → requested) {percentiles(api_hop)}")
     print(f"hop answer   (POST → 202)       {percentiles(answered)}")
     print(f"hop routing  (requested → queued) {percentiles(routing_hop)}")
+    print(
+        f"projector: {most_behind} events behind when every job was queued, "
+        f"all projected {drained_s * 1000:.0f} ms later"
+    )
+
+
+async def projector_drained(js: nats.js.JetStreamContext) -> tuple[float, int]:
+    """Seconds until the projector's consumer has nothing pending or unacknowledged, and how far
+    behind it was at first (a benchmark's poll of the consumer's info, every 10 ms)."""
+    began = time.perf_counter()
+    first: int | None = None
+    while True:
+        info = await js.consumer_info(catalogue.JOBS.name, catalogue.INGEST_PROJECTOR.durable)
+        behind = info.num_pending + info.num_ack_pending
+        first = behind if first is None else first
+        if behind == 0:
+            return time.perf_counter() - began, first
+        await asyncio.sleep(0.01)
 
 
 def main() -> None:

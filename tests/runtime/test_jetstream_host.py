@@ -301,3 +301,35 @@ def test_concurrency_comes_from_the_consumer_or_the_setting_it_names() -> None:
     assert concurrency_of(catalogue.model_consumer("whisperx"), settings) == 1  # GPU: one at a time
     with pytest.raises(ValueError, match="concurrency"):
         concurrency_of(dataclasses.replace(catalogue.OPTIMIZE, concurrency=0), settings)
+
+
+async def test_a_batch_by_job_is_handled_side_by_side_and_each_jobs_events_in_order(
+    stack: EmbeddedStack, js: JetStreamContext
+) -> None:
+    # The projector's and router's way (`Consumer.by_job`): one fetch of three events, two jobs.
+    consumer = dataclasses.replace(await make_consumer(js, stack.settings), batch=16, by_job=True)
+    prefix = consumer.stream.subjects[0].removesuffix(">")
+    for job_id, model in (("stuck", "whisperx"), ("stuck", "belle2"), ("other", "whisperx")):
+        event = binding.new_event(
+            catalogue.QUEUED, TranscriptionQueued(job_id=job_id, model=model), function="test"
+        )
+        headers, body = binding.encode(event)
+        await js.publish(f"{prefix}{job_id}", body, headers=headers)
+    function = Blocking(consumer)
+    host = jetstream_host(function, stack.settings)
+    task = await running(host)
+    try:
+        await asyncio.wait_for(function.stuck_started.wait(), 10)
+        # Another job's event is handled while the first job's is in hand, and the first job's
+        # second event waits for its first.
+        _, handled = await asyncio.wait_for(function.seen.get(), 10)
+        assert (handled.job_id, function.seen.empty()) == ("other", True)
+        function.release.set()
+        after = [(await asyncio.wait_for(function.seen.get(), 10))[1] for _ in range(2)]
+        in_order = [(queued.job_id, queued.model) for queued in after]
+        assert in_order == [("stuck", "whisperx"), ("stuck", "belle2")]
+    finally:
+        host.process.stop()
+        await task
+    info = await js.consumer_info(consumer.stream.name, consumer.durable)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
