@@ -301,12 +301,13 @@ class Settings(BaseSettings):
     optimize_max_cps_cjk: float = Field(9.0, description="Reading speed, characters/s, Chinese/Japanese.")
     optimize_loop_max_repeats: int = Field(
         3,
+        ge=1,
         description="A word n-gram (or one Chinese/Japanese character) repeated in a row more than this "
         "is a decoding loop and is cut back to one copy (two for a single character).",
     )
     optimize_loop_max_ngram: int = Field(12, description="Longest n-gram checked for loops.")
     optimize_loop_max_sentence_repeats: int = Field(
-        2, description="A whole sentence repeated in a row more than this is cut back to one copy."
+        2, ge=1, description="A whole sentence repeated in a row more than this is cut back to one copy."
     )
     optimize_hallucinations: Annotated[list[str], NoDecode] = Field(
         default=[

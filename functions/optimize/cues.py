@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from pydantic import BaseModel
@@ -34,6 +36,8 @@ from functions.optimize.tokens import Token, join, timed_tokens
 # balance of the two halves (0.5 = even, 1.0 = all on one side).
 _CUT_PENALTY = {Boundary.SENTENCE: 0.0, Boundary.CLAUSE: 0.15, Boundary.WORD: 0.35}
 _MILLISECOND = 0.001
+# A group's lines by the group's id(), with the group itself (see `Optimizer._fits`).
+_Wrapped = dict[int, tuple[list[Token], list[str]]]
 
 
 class Cue(BaseModel):
@@ -127,14 +131,18 @@ class Optimizer:
         ]
         tokens = remove_loops(tokens, self.loops, removed)
         groups: list[list[Token]] = []
+        # The lines of each group cutting found to fit, for settling to show (it would wrap
+        # them again); local to the run, since one Optimizer serves concurrent jobs.
+        wrapped: _Wrapped = {}
         for block in _by_segment(tokens):
-            if join(block) in self.hallucinations:
+            text = join(block)
+            if text in self.hallucinations:
                 removed["hallucinations"] += 1
-                removed["characters"] += visible_length(join(block))
+                removed["characters"] += visible_length(text)
                 continue
-            groups.extend(self._cut(block))
+            groups.extend(self._cut(block, wrapped))
         groups = self._merge_short(groups, audio_end)
-        cues = self._settle(groups, audio_end)
+        cues = self._settle(groups, audio_end, wrapped)
         stats: dict[str, Any] = {
             "segments": len(segments),
             "cues": len(cues),
@@ -152,17 +160,26 @@ class Optimizer:
 
     # -- cutting ----------------------------------------------------------------------------
 
-    def _fits(self, group: list[Token]) -> bool:
-        return group[-1].end - group[0].start <= self.rules.max_cue_s and self.rules.wrap(group) is not None
+    def _fits(self, group: list[Token], wrapped: _Wrapped | None = None) -> bool:
+        """Whether `group` is one cue within the rules; its lines are kept in `wrapped` when given."""
+        if group[-1].end - group[0].start > self.rules.max_cue_s:
+            return False
+        lines = self.rules.wrap(group)
+        if lines is None:
+            return False
+        if wrapped is not None:
+            # The group is kept with its lines: its id stays its own while the entry lives.
+            wrapped[id(group)] = (group, lines)
+        return True
 
-    def _cut(self, block: list[Token]) -> list[list[Token]]:
+    def _cut(self, block: list[Token], wrapped: _Wrapped) -> list[list[Token]]:
         """`block` in pieces that fit, each cut at the best boundary (iterative, so that a
         10,000-character segment does not recurse deeply)."""
         done: list[list[Token]] = []
         pending = [block]
         while pending:
             group = pending.pop()
-            if len(group) == 1 or self._fits(group):
+            if len(group) == 1 or self._fits(group, wrapped):
                 done.append(group)
                 continue
             cut = self._best_cut(group)
@@ -170,20 +187,32 @@ class Optimizer:
         return done
 
     def _best_cut(self, group: list[Token]) -> int:
-        lengths = [visible_length(token.text) + 1 for token in group]
+        lengths = [token.visible + 1 for token in group]
         total_chars = sum(lengths)
         start, duration = group[0].start, group[-1].end - group[0].start
+        min_cue_s = self.rules.min_cue_s
+        # A half too short to read costs extra only when an even cut would avoid one.
+        avoidable = min_cue_s <= duration / 2
         best, best_score = 1, math.inf
         left_chars = 0
+        # The same arithmetic as max()/min() of these values, written out: this loop runs for
+        # every token of every group cut.
         for cut in range(1, len(group)):
+            token = group[cut - 1]
             left_chars += lengths[cut - 1]
-            balance = max(left_chars, total_chars - left_chars) / total_chars
-            left_time = group[cut - 1].end - start
+            right_chars = total_chars - left_chars
+            balance = (left_chars if left_chars >= right_chars else right_chars) / total_chars
+            left_time = token.end - start
             if duration > 0:
-                balance = max(balance, left_time / duration, 1 - left_time / duration)
-            score = balance + _CUT_PENALTY[group[cut - 1].boundary]
-            if min(left_time, duration - left_time) < self.rules.min_cue_s <= duration / 2:
-                score += 1.0  # a half too short to read, when an even cut would avoid one
+                share = left_time / duration
+                if share > balance:
+                    balance = share
+                if 1 - share > balance:
+                    balance = 1 - share
+            score = balance + _CUT_PENALTY[token.boundary]
+            right_time = duration - left_time
+            if avoidable and (left_time if left_time <= right_time else right_time) < min_cue_s:
+                score += 1.0
             if score < best_score:
                 best, best_score = cut, score
         return best
@@ -215,12 +244,14 @@ class Optimizer:
             index = max(first, 0)
         return groups
 
-    def _settle(self, groups: list[list[Token]], audio_end: float) -> list[Cue]:
+    def _settle(self, groups: list[list[Token]], audio_end: float, wrapped: _Wrapped) -> list[Cue]:
         rules = self.rules
         cues: list[Cue] = []
         previous_end = 0.0
         for index, group in enumerate(groups):
-            text = "\n".join(rules.wrap(group) or rules.fill(group))
+            known = wrapped.get(id(group))
+            lines = known[1] if known is not None and known[0] is group else rules.wrap(group)
+            text = "\n".join(lines or rules.fill(group))
             next_start = groups[index + 1][0].start if index + 1 < len(groups) else audio_end
             limit = max(min(next_start, audio_end), previous_end)
             start = min(max(group[0].start, previous_end), limit)
@@ -274,6 +305,13 @@ def _timeline(segments: list[SegmentTranscribed], audio_end: float) -> list[_Spa
 
 
 def _clamped(word: Word, start: float, end: float) -> Word:
+    if (
+        (word.start is None or start <= word.start <= end)
+        and (word.end is None or start <= word.end <= end)
+        and (word.score is None or math.isfinite(word.score))
+    ):
+        return word  # nothing to change (most words): no copy (words are never changed in place)
+
     def inside(time: float | None) -> float | None:
         return None if time is None or not math.isfinite(time) else min(max(time, start), end)
 
@@ -295,12 +333,8 @@ def _simplify(span: _Span) -> int:
 
 
 def _by_segment(tokens: list[Token]) -> list[list[Token]]:
-    blocks: list[list[Token]] = []
-    for token in tokens:
-        if not blocks or blocks[-1][-1].segment != token.segment:
-            blocks.append([])
-        blocks[-1].append(token)
-    return blocks
+    """Runs of tokens of one segment, in order."""
+    return [list(block) for _, block in groupby(tokens, key=attrgetter("segment"))]
 
 
 def _group_words(group: list[Token]) -> list[Word]:

@@ -8,6 +8,8 @@ each. Reading speed works the same way with seconds."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import add, attrgetter
 from typing import Any
 
 from events.settings import Settings
@@ -53,21 +55,31 @@ class SegmentRules:
 
     def line_fits(self, line: str) -> bool:
         wide = wide_count(line)
-        narrow = len(line) - wide
+        return self._counts_fit(len(line), wide)
+
+    def _counts_fit(self, length: int, wide: int) -> bool:
+        """`line_fits` for a line of `length` characters, `wide` of them Chinese/Japanese."""
         # integer form of narrow / max_line_chars + wide / max_line_chars_cjk <= 1
-        return narrow * self.max_line_chars_cjk + wide * self.max_line_chars <= (
+        return (length - wide) * self.max_line_chars_cjk + wide * self.max_line_chars <= (
             self.max_line_chars * self.max_line_chars_cjk
         )
 
     def reading_seconds(self, text: str) -> float:
         """How long a reader needs for `text` at the reading speed limits."""
-        wide = wide_count(text)
-        return (visible_length(text) - wide) / self.max_cps + wide / self.max_cps_cjk
+        return self._reading_seconds(visible_length(text), wide_count(text))
+
+    def _reading_seconds(self, visible: int, wide: int) -> float:
+        """`reading_seconds` of a text with `visible` characters, `wide` of them Chinese/Japanese."""
+        return (visible - wide) / self.max_cps + wide / self.max_cps_cjk
 
     def text_fits(self, text: str) -> bool:
+        return self._text_fits(text, visible_length(text))
+
+    def _text_fits(self, text: str, visible: int) -> bool:
+        """`text_fits` of `text`, whose `visible_length` is `visible`."""
         lines = text.split("\n")
         return (
-            visible_length(text) <= self.max_cue_chars
+            visible <= self.max_cue_chars
             and len(lines) <= self.max_lines
             and all(self.line_fits(line) for line in lines)
         )
@@ -81,34 +93,66 @@ class SegmentRules:
     def wrap(self, tokens: list[Token]) -> list[str] | None:
         """The tokens as at most `max_lines` lines that fit, breaking between tokens only
         (balanced, at punctuation when it costs little), or None when they cannot fit."""
-        if visible_length(join(tokens)) > self.max_cue_chars:
+        # Lengths come from the tokens' own measures (a line is its tokens' text and one space
+        # before each spaced token but the first): no candidate line is joined to be measured.
+        visible = sum(map(_VISIBLE, tokens))
+        wide = sum(map(_WIDE, tokens))
+        if visible > self.max_cue_chars:
             return None
-        whole = join(tokens)
-        if self.line_fits(whole):
-            return [whole]
+        # Not even the visible characters fill fewer than `max_lines` lines: no wrap can fit
+        # (the quick answer for the long groups cutting asks about first).
+        if (visible - wide) * self.max_line_chars_cjk + wide * self.max_line_chars > (
+            self.max_lines * self.max_line_chars * self.max_line_chars_cjk
+        ):
+            return None
+        ends, wides = _line_measures(tokens)
+        if self._counts_fit(ends[-1], wides[-1]):
+            return [join(tokens)]
         if self.max_lines < 2:
             return None
         if self.max_lines == 2:
-            return self._two_lines(tokens)
+            return self._two_lines(tokens, ends, wides)
         return self._greedy(tokens)
 
-    def _two_lines(self, tokens: list[Token]) -> list[str] | None:
-        best: tuple[float, list[str]] | None = None
-        for cut in range(1, len(tokens)):
-            lines = [join(tokens[:cut]), join(tokens[cut:])]
-            if not all(self.line_fits(line) for line in lines):
+    def _two_lines(self, tokens: list[Token], ends: list[int], wides: list[int]) -> list[str] | None:
+        count = len(tokens)
+        total, total_wide = ends[-1], wides[-1]
+        latin, cjk = self.max_line_chars, self.max_line_chars_cjk
+        # `_counts_fit` in one comparison: length * cjk + wide * (latin - cjk) <= latin * cjk.
+        # It only grows as a line takes more tokens, so the first line fits up to some cut and
+        # the second from some cut on: the loop stops at the first cut too long for line one.
+        extra, area = latin - cjk, latin * cjk
+        # tokens[cut:] joined is all digits from `digits_from` on: each token is, none spaced.
+        digits_from = cut = count
+        while cut > 1 and tokens[cut - 1].text.isdigit() and (cut == count or not tokens[cut].space_before):
+            cut -= 1
+            digits_from = cut
+        best: tuple[float, int] | None = None
+        for cut in range(1, count):
+            first, first_wide = ends[cut], wides[cut]
+            if first * cjk + first_wide * extra > area:
+                break
+            # the second line starts at tokens[cut] without the space before it
+            second = total - first - (1 if tokens[cut].space_before else 0)
+            second_wide = total_wide - first_wide
+            if second * cjk + second_wide * extra > area:
                 continue
             # Balanced lines read best; a break after punctuation is worth a few characters.
-            score = max(_width(self, line) for line in lines)
+            score = max(
+                (first - first_wide) / latin + first_wide / cjk,
+                (second - second_wide) / latin + second_wide / cjk,
+            )
             if tokens[cut - 1].boundary is not Boundary.WORD:
                 score -= 0.15
-            if lines[1].isdigit():
+            if cut >= digits_from:
                 # Lenient readers (pysubs2, players guessing at broken files) take a last line
                 # of digits alone ("in the year / 2020") for the next cue's number.
                 score += 1.0
             if best is None or score < best[0]:
-                best = (score, lines)
-        return None if best is None else best[1]
+                best = (score, cut)
+        if best is None:
+            return None
+        return [join(tokens[: best[1]]), join(tokens[best[1] :])]
 
     def _greedy(self, tokens: list[Token]) -> list[str] | None:
         lines = self.fill(tokens)
@@ -120,27 +164,48 @@ class SegmentRules:
         """As many lines as the tokens need, each as full as it can be (for text that cannot
         meet the rules, such as what broken times left no room for)."""
         lines: list[list[Token]] = [[]]
+        length = wide = 0  # of the last line
         for token in tokens:
-            if lines[-1] and not self.line_fits(join([*lines[-1], token])):
-                lines.append([])
+            if lines[-1]:
+                longer = length + len(token.text) + (1 if token.space_before else 0)
+                if self._counts_fit(longer, wide + token.wide):
+                    length, wide = longer, wide + token.wide
+                else:
+                    lines.append([])
+                    length, wide = len(token.text), token.wide
+            else:
+                length, wide = len(token.text), token.wide
             lines[-1].append(token)
         return [join(line) for line in lines]
 
 
-def _width(rules: SegmentRules, line: str) -> float:
-    """Share of a full line that `line` takes."""
-    wide = wide_count(line)
-    return (len(line) - wide) / rules.max_line_chars + wide / rules.max_line_chars_cjk
+def _line_measures(tokens: list[Token]) -> tuple[list[int], list[int]]:
+    """Running (length, wide characters) of `join(tokens[:k])` for k = 0..len(tokens)."""
+    spaced = list(map(_SPACED, tokens))
+    spaced[0] = False  # a line's first token has no space before it
+    lengths = accumulate(map(len, map(_TEXT, tokens)))
+    return [0, *map(add, lengths, accumulate(spaced))], [0, *accumulate(map(_WIDE, tokens))]
+
+
+_TEXT = attrgetter("text")
+_SPACED = attrgetter("space_before")
+_VISIBLE = attrgetter("visible")
+_WIDE = attrgetter("wide")
 
 
 def compliance(cues: list[tuple[float, float, str]], rules: SegmentRules) -> dict[str, Any]:
     """The quality figure: shares of cues meeting the duration and length rules (target 0.95),
     and each rule alone. None when there are no cues to judge."""
     total = len(cues)
-    duration = sum(rules.duration_fits(start, end) for start, end, _ in cues)
-    length = sum(rules.text_fits(text) for _, _, text in cues)
-    both = sum(rules.duration_fits(start, end) and rules.text_fits(text) for start, end, text in cues)
-    reading = sum(rules.reading_fits(text, start, end) for start, end, text in cues)
+    duration = length = both = reading = 0
+    for start, end, text in cues:  # each rule judged once per cue, its text measured once
+        visible, wide = visible_length(text), wide_count(text)
+        duration_fits = rules.duration_fits(start, end)
+        text_fits = rules._text_fits(text, visible)
+        duration += duration_fits
+        length += text_fits
+        both += duration_fits and text_fits
+        reading += rules._reading_seconds(visible, wide) <= end - start + _EPSILON_S
 
     def share(count: int) -> float | None:
         return None if total == 0 else round(count / total, 4)

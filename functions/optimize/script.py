@@ -24,6 +24,10 @@ WIDE = CJK + "\u3000-\u303f\uff01-\uff60\uffe0-\uffe6"
 _CJK_CHAR = re.compile(f"[{CJK}]")
 _SPACE_BETWEEN_CJK = re.compile(f"(?<=[{CJK}])\\s+(?=[{CJK}])")
 _WIDE_CHAR = re.compile(f"[{WIDE}]")
+# The lowest code point of any CJK / WIDE range: below it a character is neither, which a string
+# comparison tells without a regex (most characters of most transcripts are below it).
+_CJK_FROM = "\u3040"
+_WIDE_FROM = "\u3000"
 
 
 class Boundary(IntEnum):
@@ -35,7 +39,7 @@ class Boundary(IntEnum):
 
 
 def is_cjk(char: str) -> bool:
-    return _CJK_CHAR.fullmatch(char) is not None
+    return char >= _CJK_FROM and _CJK_CHAR.fullmatch(char) is not None
 
 
 def boundary_after(text: str) -> Boundary:
@@ -52,21 +56,23 @@ def boundary_after(text: str) -> Boundary:
 
 def visible_length(text: str) -> int:
     """Characters a reader sees (spaces and line breaks excluded)."""
-    return sum(1 for char in text if not char.isspace())
+    # str.split() and str.isspace() share one definition of whitespace: what split drops is
+    # exactly what isspace() calls a space.
+    return sum(map(len, text.split()))
 
 
 def is_wide(char: str) -> bool:
-    return _WIDE_CHAR.fullmatch(char) is not None
+    return char >= _WIDE_FROM and _WIDE_CHAR.fullmatch(char) is not None
 
 
 def wide_count(text: str) -> int:
     """Characters held to the Chinese/Japanese line length and reading speed."""
-    return len(_WIDE_CHAR.findall(text))
+    return 0 if text.isascii() else len(_WIDE_CHAR.findall(text))
 
 
 def comparison_key(text: str) -> str:
     """Text as loop and hallucination checks compare it: case, spaces, punctuation ignored."""
-    key = "".join(char for char in text.casefold() if char.isalnum())
+    key = "".join(filter(str.isalnum, text.casefold()))
     return key or text.strip()
 
 
@@ -84,4 +90,7 @@ def run_on(pieces: list[str]) -> str:
 def close_up(text: str) -> str:
     """`text` with its runs of whitespace made one space, and none left between two Chinese or
     Japanese characters (a model's spaces between Chinese words; Chinese text has none)."""
-    return _SPACE_BETWEEN_CJK.sub("", " ".join(text.split()))
+    spaced = " ".join(text.split())
+    if spaced.isascii() or " " not in spaced:  # no CJK, or no space: nothing to close up
+        return spaced
+    return _SPACE_BETWEEN_CJK.sub("", spaced)

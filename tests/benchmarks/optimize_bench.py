@@ -3,11 +3,15 @@ Whisper output (English and Mandarin segments, 1 to 40 s, some with word timesta
 runs without punctuation, loops and silence hallucinations mixed in), and on the real clips'
 segments from whisper-base (faster-whisper, the model the whisperx function bundles).
 
-    python -m tests.benchmarks.optimize_bench [--hours H] [--repeat N] [--no-real]
+    python -m tests.benchmarks.optimize_bench [--hours H] [--repeat N] [--no-real] [--function]
 
 Segments per second = segments / wall seconds of `Optimizer.run` (pure CPU, no I/O); the
 rendering of all four formats is timed separately. Compliance is the ADR's quality figure: the
 share of cues meeting the duration and length rules (target >= 0.95).
+
+`--function` also times the optimize function on real servers (nats-server and SeaweedFS, no
+model): the synthetic transcript's segments published to SEGMENTS, then `transcribed` handled,
+split into reading the segments back, and everything else (optimizing, rendering, writing to S3).
 """
 
 from __future__ import annotations
@@ -162,6 +166,77 @@ def report(
     )
 
 
+def function_timings(segments: list[SegmentTranscribed], repeat: int) -> None:
+    """The optimize function on an embedded stack without models: segment reading and the rest."""
+    import asyncio
+    import tempfile
+    import uuid
+
+    import nats
+
+    from events import binding, catalogue
+    from events.bus import Publisher
+    from events.harness import Harness
+    from events.models import TranscriptionTranscribed
+    from events.runtime.function import Runtime
+    from functions.optimize.function import Optimize
+    from infra.embedded.stack import EmbeddedStack, Ports
+
+    async def timed(stack: EmbeddedStack) -> None:
+        nc = await nats.connect(stack.settings.nats_url)
+        js = nc.jetstream()
+        function = Optimize(stack.settings)
+        runtime = Runtime(stack.settings, Publisher(js, stack.settings), js)
+        async with Harness(function, runtime=runtime) as harness:
+            reads, handles = [], []
+            for _ in range(repeat):
+                job = uuid.uuid4().hex
+                publisher = Publisher(js, stack.settings)
+                for item in segments:
+                    item = item.model_copy(update={"job_id": job})
+                    await publisher.publish(
+                        binding.new_event(
+                            catalogue.SEGMENT,
+                            item,
+                            function="bench",
+                            subject=job,
+                            event_id=f"{job}:{item.sequence}",
+                        )
+                    )
+                done = TranscriptionTranscribed(
+                    job_id=job,
+                    run_id=segments[0].run_id,
+                    model="whisperx",
+                    language="en",
+                    segment_count=len(segments),
+                    audio_seconds=segments[-1].end,
+                )
+                started = time.perf_counter()
+                assert len(await function.segments_of(done)) == len(segments)
+                reads.append(time.perf_counter() - started)
+                event = binding.new_event(
+                    catalogue.TRANSCRIBED, done, function="bench", subject=job, event_id=f"{job}:done"
+                )
+                started = time.perf_counter()
+                outcome = await harness.run(event)
+                handles.append(time.perf_counter() - started)
+                assert outcome.error is None, outcome.error
+        await nc.close()
+        print(
+            f"optimize function, {len(segments)} segments: reading them back from SEGMENTS "
+            f"{min(reads) * 1000:.0f} ms (best of {repeat}, median {statistics.median(reads) * 1000:.0f}); "
+            f"transcribed -> completed {min(handles) * 1000:.0f} ms (median "
+            f"{statistics.median(handles) * 1000:.0f}; reading, optimizing, rendering, S3 writes)"
+        )
+
+    settings = Settings(enabled_models=[])
+    with tempfile.TemporaryDirectory() as scratch:
+        with EmbeddedStack(
+            Path(scratch) / "stack", ports=Ports.free(), settings=settings, functions=[]
+        ) as stack:
+            asyncio.run(timed(stack))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -169,6 +244,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-real", action="store_true", help="skip the real clips (no model load)")
+    parser.add_argument("--function", action="store_true", help="also time the function on real servers")
     args = parser.parse_args()
     optimizer = Optimizer.from_settings(Settings())
 
@@ -186,6 +262,8 @@ def main() -> None:
         for fmt in ("json", "srt", "vtt", "txt")
     }
     print(f"  rendering all four formats: {(time.perf_counter() - started) * 1000:.0f} ms, bytes {sizes}")
+    if args.function:
+        function_timings(segments, args.repeat)
 
     if args.no_real:
         return

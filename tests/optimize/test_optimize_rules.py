@@ -4,6 +4,7 @@ optimizer (no servers): every bad input the issue names, and the behaviour each 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -14,8 +15,10 @@ from events.models import Word
 from events.settings import Settings
 from functions.optimize import outputs
 from functions.optimize.cues import Optimizer
+from functions.optimize.hallucinations import Hallucinations
 from functions.optimize.script import visible_length
 from tests.support.optimize_samples import (
+    LOOPS,
     RULES,
     assert_nothing_lost_but_counted,
     assert_well_formed,
@@ -154,6 +157,26 @@ def test_sentence_ends_are_preferred_to_clauses() -> None:
     assert result.cues[0].text.replace("\n", " ").endswith("in this decade.")
 
 
+def test_a_last_line_of_digits_alone_is_avoided_when_another_break_fits() -> None:
+    # "in <37 letters>" / "2020" is the better balanced break, but a reader takes a last line of
+    # digits alone for the next cue's number: the other break that fits wins.
+    word = "pneumonoultramicroscopicsilicovolcano"
+    result = optimizer().run([segment(0, 0.0, 6.0, f"in {word} 2020")], 10.0)
+    assert [cue.text for cue in result.cues] == [f"in\n{word} 2020"]
+    # with no other break that fits, the digits stand alone
+    result = optimizer().run([segment(0, 0.0, 6.0, f"in {word}c 2020")], 10.0)
+    assert [cue.text for cue in result.cues] == [f"in {word}c\n2020"]
+
+
+def test_with_three_lines_allowed_each_line_is_filled_in_turn() -> None:
+    rules = dataclasses.replace(RULES, max_lines=3, max_line_chars=32)
+    text = "The quick brown fox jumps over the lazy dog while the cat watches from a tree."
+    result = Optimizer(rules, LOOPS, Hallucinations(()), True).run([segment(0, 0.0, 6.0, text)], 10.0)
+    assert [cue.text for cue in result.cues] == [
+        "The quick brown fox jumps over\nthe lazy dog while the cat\nwatches from a tree."
+    ]
+
+
 def test_chinese_punctuation_is_punctuation_and_lines_hold_sixteen_characters() -> None:
     text = "广州市房地产中介协会分析，今年的成交量比去年增加了很多。专家认为，这是因为政策放宽了。"
     result = optimizer().run([segment(0, 0.0, 9.0, text, language="zh")], 9.0)
@@ -242,6 +265,16 @@ def test_a_phrase_loop_collapses_to_one_copy() -> None:
     shown = " ".join(cue.text.replace("\n", " ") for cue in result.cues)
     assert shown == "I think that we should go home."
     assert result.stats["removed"]["ngram_loops"] == 1
+    assert_nothing_lost_but_counted(segments, result)
+
+
+def test_a_phrase_loop_is_found_past_a_shorter_repetition_inside_it() -> None:
+    # "go go" is two copies (speech); "go go home" four times over is a loop.
+    segments = [segment(0, 0.0, 6.0, "go go home " * 4 + "now.")]
+    result = optimizer().run(segments, 6.0)
+    assert [cue.text for cue in result.cues] == ["go go home now."]
+    assert result.stats["removed"]["ngram_loops"] == 1
+    assert result.stats["removed"]["characters"] == 24
     assert_nothing_lost_but_counted(segments, result)
 
 
