@@ -95,9 +95,9 @@ def decode(headers: dict[str, str] | None, body: bytes) -> CloudEvent:
     try:
         if binary:
             event = _decode_binary(headers, body)
+            _check_depth(event.get_data())
         else:
-            event = _decode_structured(body)
-        _check_depth(event.get_data())
+            event = _decode_structured(body)  # its whole document checked, data included
         return event
     except MalformedEvent:
         raise
