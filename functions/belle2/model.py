@@ -121,6 +121,8 @@ class Belle2:
     # A job that names no language and is not routed by language detection is decoded as this
     # (typed as ModelAdapter declares it: None there means "detect it").
     default_language: str | None = DEFAULT_LANGUAGE
+    # One short inference before ready (the skeleton's `warm_up`, MODEL_WARMUP).
+    warms_up = True
     # The fallback rule (openai-whisper's transcribe.py); instance attributes may override them.
     temperatures: tuple[float, ...] = TEMPERATURES
     compression_ratio_threshold: float = COMPRESSION_RATIO_THRESHOLD

@@ -148,27 +148,45 @@ class DecodedAudio:
         return self.pcm()[start:end].astype(np.float32) / 32768.0
 
 
-def windows(audio: DecodedAudio, window_s: float, search_s: float = 5.0) -> list[tuple[int, int]]:
+def windows(
+    audio: DecodedAudio, window_s: float, search_s: float = 5.0, *, first_s: float = 0.0
+) -> list[tuple[int, int]]:
     """Sample ranges `(start, end)` (16 kHz samples, end exclusive) covering the whole audio, each
     of about `window_s` seconds and cut at the quietest 20 ms within the last `search_s` seconds
     before its end, so a cut seldom falls inside a word. Audio up to 1.25 windows long is one
-    range; only one search region at a time is read into memory."""
+    range; only one search region at a time is read into memory.
+
+    `first_s` (FIRST_WINDOW_S; 0: off) makes the first range about that long, cut the same way,
+    when the audio is over 1.25 times it: the model's first segments then come after seconds of
+    work, not after a whole `window_s` window, while later ranges stay `window_s` long for
+    throughput. A `first_s` of `window_s` or more changes nothing."""
     length, size = audio.samples, int(window_s * SAMPLE_RATE)
-    if length <= size * 1.25:
+    first = int(first_s * SAMPLE_RATE) if 0 < first_s < window_s else size
+    if length <= first * 1.25:
         return [(0, length)]
-    frame, search = SAMPLE_RATE // 50, int(search_s * SAMPLE_RATE)
     pcm = audio.pcm()
     ranges, start = [], 0
+    if first < size:
+        cut = _quietest_cut(pcm, first, min(search_s, first_s / 2))
+        ranges.append((0, cut))
+        start = cut
     while length - start > size * 1.25:
-        hunt_from = start + size - search
-        region = pcm[hunt_from : start + size].astype(np.float32)
-        frames = region[: len(region) // frame * frame].reshape(-1, frame)
-        quietest = int(np.argmin((frames**2).mean(axis=1))) if len(frames) else 0
-        cut = hunt_from + quietest * frame + frame // 2
+        cut = _quietest_cut(pcm, start + size, search_s)
         ranges.append((start, cut))
         start = cut
     ranges.append((start, length))
     return ranges
+
+
+def _quietest_cut(pcm: np.ndarray, end: int, search_s: float) -> int:
+    """The middle of the quietest 20 ms frame (least mean square) of `pcm` (int16) within the
+    `search_s` seconds before sample `end`: where a window ending near `end` is cut."""
+    frame = SAMPLE_RATE // 50
+    hunt_from = max(end - int(search_s * SAMPLE_RATE), 0)
+    region = pcm[hunt_from:end].astype(np.float32)
+    frames = region[: len(region) // frame * frame].reshape(-1, frame)
+    quietest = int(np.argmin((frames**2).mean(axis=1))) if len(frames) else 0
+    return hunt_from + quietest * frame + frame // 2
 
 
 # -- fetching ------------------------------------------------------------------------------------

@@ -4,6 +4,11 @@ model window by window, stream segments and progress as events, report `transcri
 A model function is this skeleton plus a `ModelAdapter` (functions/<model>/model.py): adding a
 model adds an adapter, not a pipeline. The function's lifecycle (`subscriptions`, `start`,
 `stop`, `ready`) is the first thing in the class; the job's steps follow.
+
+Warm means warm: `start` loads the model, then (MODEL_WARMUP) runs one short inference through a
+job's own path (`warm_up`), and only then is the function ready, so the first job costs what
+later ones cost. Long media are transcribed window by window, the first window short
+(FIRST_WINDOW_S), so the first segments are out within seconds whatever the file's length.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import subprocess
 import tempfile
 import threading
 import time
@@ -20,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cloudevents.core.v1.event import CloudEvent
 from minio import Minio
 
@@ -35,7 +42,7 @@ from events.models import (
 )
 from events.runtime.function import Health, Runtime, Subscription, alive
 from events.settings import Settings
-from functions.transcriber.audio import DecodedAudio, Limits, decode, fetch, windows
+from functions.transcriber.audio import DecodedAudio, Limits, child_env, decode, fetch, windows
 from functions.transcriber.cancel import Cancellations, JobCanceled
 from functions.transcriber.hub import offline
 from functions.transcriber.language import Identified, identify
@@ -53,6 +60,60 @@ from functions.transcriber.vad import SpeechDetector
 # filter the model functions' log lines by it.
 log = logging.getLogger("functions.transcriber")
 
+# What the warm-up hears (3 s spoken by ffmpeg's flite filter, its voice slt): a sentence any Whisper
+# decodes with confidence, so the warm-up costs one short decoding, not Whisper's fallback.
+WARMUP_TEXT = "The first job costs what later ones cost."
+# Formants F1-F3 (Hz) of the vowels of "hod, heed, who'd, head, hawed", an adult male voice
+# (Peterson & Barney 1952): the syllables of the warm-up's speech when ffmpeg cannot speak.
+_VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
+_SYLLABLE_S = 0.25
+
+
+def warmup_audio(workdir: Path) -> DecodedAudio:
+    """A few seconds of speech for the warm-up, made inside the image and decoded as a job's
+    media is (`audio.decode`, into `workdir`): `WARMUP_TEXT` spoken by ffmpeg's `flite` source
+    filter (libflite; Debian's and Ubuntu's ffmpeg, which the images install, have it), else, from
+    an ffmpeg without it, `vowels()`."""
+    spoken = workdir / "warmup.wav"
+    command = [
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+        "-i", f"flite=voice=slt:text='{WARMUP_TEXT}'", "-ar", str(SAMPLE_RATE), "-ac", "1", str(spoken),
+    ]  # fmt: skip
+    made = subprocess.run(command, capture_output=True, env=child_env(), timeout=60, check=False)
+    if made.returncode == 0:
+        return decode(spoken, workdir / "warmup.s16le")
+    log.warning(
+        "ffmpeg has no flite filter (%s): the warm-up hears synthetic vowels, which Whisper decodes "
+        "more slowly",
+        made.stderr.decode(errors="replace").strip()[-200:],
+    )
+    pcm = vowels()
+    pcm.tofile(workdir / "warmup.s16le")
+    return DecodedAudio(workdir / "warmup.s16le", len(pcm))
+
+
+def vowels(seconds: float = 2.0) -> np.ndarray:
+    """`seconds` of synthetic voiced speech, int16 at 16 kHz mono, shape (samples,), the same
+    each time: syllables of 0.25 s, each a vowel (`_VOWELS`) on a voice at 100-140 Hz, by
+    additive synthesis (each harmonic weighted by the vowel's resonances, falling 6 dB an
+    octave). Silero and pyannote both hear it as speech, so a model decodes it rather than
+    skipping it as silence."""
+    samples = int(seconds * SAMPLE_RATE)
+    t = np.arange(samples) / SAMPLE_RATE
+    pitch = 120.0 + 20.0 * np.sin(2 * np.pi * 0.7 * t)  # Hz: a falling and rising intonation
+    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
+    syllable = (t / _SYLLABLE_S).astype(int)
+    formants = np.asarray(_VOWELS, np.float64)[syllable % len(_VOWELS)]  # (samples, 3)
+    voice = np.zeros(samples)
+    for harmonic in range(1, 40):  # up to 5.6 kHz, under the 8 kHz Nyquist frequency
+        frequency = harmonic * pitch
+        resonance = sum(
+            1.0 / (1.0 + ((frequency - formants[:, i]) / (60.0 + 30.0 * i)) ** 2) for i in range(3)
+        )
+        voice += resonance / harmonic * np.sin(harmonic * phase)
+    voice *= np.sin(np.pi * (t / _SYLLABLE_S % 1.0)) ** 0.5  # each syllable swells and fades
+    return np.round(voice / np.abs(voice).max() * 0.5 * 32767).astype(np.int16)
+
 
 class TranscriptionFunction:
     """A model function: the skeleton around one adapter, consuming `transcribe.<model>` and
@@ -65,6 +126,7 @@ class TranscriptionFunction:
         self.store: Minio = storage.client(settings)
         self.listener: SpeechDetector | None = None  # the VAD language identification listens with
         self.load_seconds: float | None = None
+        self.warmup_seconds: float | None = None  # None: no warm-up ran (MODEL_WARMUP, `warms_up`)
         self.loads = 0
         # Jobs handled by this replica: beside `loads`, shows that a warm worker loads nothing per job.
         self.jobs_handled = 0
@@ -91,8 +153,23 @@ class TranscriptionFunction:
             return
         self.load_seconds = time.perf_counter() - started
         self.loads += 1
-        self.problem = None
         log.info("model loaded in %.2fs", self.load_seconds, extra={"model": self.name})
+        # An adapter asks for the warm-up with `warms_up = True` (both models do; the stand-in
+        # models of the tests, which count their calls or never return, do not).
+        if self.settings.model_warmup and getattr(self.adapter, "warms_up", False):
+            self.problem = "warming up the model"
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(self.warm_up)
+            except Exception as error:
+                # Not ready, and why: a model that cannot transcribe a few seconds of speech would
+                # fail every job it took (and a crash loop would only repeat it).
+                self.problem = f"the {self.name} model failed its warm-up inference: {error}"
+                log.error(self.problem, extra={"model": self.name}, exc_info=True)
+                return
+            self.warmup_seconds = time.perf_counter() - started
+            log.info("model warmed up in %.2fs", self.warmup_seconds, extra={"model": self.name})
+        self.problem = None
 
     async def stop(self) -> None:
         return None
@@ -101,6 +178,8 @@ class TranscriptionFunction:
         details: dict[str, str | int | float] = {"loads": self.loads, "jobs_handled": self.jobs_handled}
         if self.load_seconds is not None:
             details["load_seconds"] = self.load_seconds
+        if self.warmup_seconds is not None:
+            details["warmup_seconds"] = self.warmup_seconds
         return Health(ready=self.problem is None, reason=self.problem, details=details)
 
     def app(self) -> None:
@@ -347,6 +426,21 @@ class TranscriptionFunction:
         )
         return heard
 
+    def warm_up(self) -> None:
+        """One short inference through a job's own path (blocking), before the function says
+        ready (MODEL_WARMUP): a few seconds of speech made in the image (`warmup_audio`: ffprobe
+        and ffmpeg as for a job), language identification (the Silero VAD and the model's
+        language tokens), then `transcribe_audio` (the adapter's VAD, decoding and, when one is
+        configured, alignment) in the adapter's default language or the one heard. Each
+        library's first run allocates its buffers and picks its kernels; after this the first
+        job costs what later ones cost. What the model makes of it is thrown away. Raises what
+        ffmpeg and the adapter raise."""
+        with tempfile.TemporaryDirectory(prefix="klipnote-warmup-") as workdir:
+            audio = warmup_audio(Path(workdir))
+            heard = self.identify_language(audio)
+            language = self.adapter.default_language or (heard.language if heard else None)
+            self.transcribe_audio(audio, language, lambda item: None)
+
     def identify_language(self, audio: DecodedAudio) -> Identified | None:
         """The language the file speaks, by the model, from clips of its speech across the whole
         file (blocking; functions/transcriber/language.py)."""
@@ -383,7 +477,9 @@ class TranscriptionFunction:
         whole = Transcript(language=language)
         total = audio.samples
         # The decoded audio is on the file's timeline already (audio.decode pads a late start).
-        for start, end in windows(audio, self.settings.audio_window_s):
+        # A short first window (FIRST_WINDOW_S) puts the first segments out within seconds.
+        plan = windows(audio, self.settings.audio_window_s, first_s=self.settings.first_window_s)
+        for start, end in plan:
             offset = start / SAMPLE_RATE
 
             def shifted(

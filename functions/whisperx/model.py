@@ -33,6 +33,8 @@ CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
 class WhisperX:
     name = NAME
     default_language: str | None = None  # multilingual: a job that names no language is listened to first
+    # One short inference before ready (the skeleton's `warm_up`, MODEL_WARMUP).
+    warms_up = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -50,6 +52,10 @@ class WhisperX:
             )
         # whisperx's aligner reads NLTK's punkt_tab; it must come from disk, never a download.
         os.environ.setdefault("NLTK_DATA", str(self.settings.nltk_data_path()))
+        # pyannote.audio, the VAD's library, sends usage spans to otel.pyannote.ai on every model
+        # load and VAD run unless told not to (pyannote/audio/telemetry/metrics.py reads this at
+        # each span): a self-hosted worker reaches no host of a library's vendor.
+        os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
         offline()  # before whisperx imports huggingface_hub and transformers, which read it then
         import torch
         import whisperx  # 8-9 s on import: only in the model process, only once

@@ -39,6 +39,10 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("drop", ["tests.benchmarks.drop_bench"],
      "a file dropped into the embedded stack's uploads bucket to its job's start, announced by the "
      "stand-in for MinIO's notifier with the reconcile off (target under 3 s)"),
+    ("first-words", ["tests.benchmarks.first_words_bench"],
+     "the first job after readiness vs a later one of the same file (target <= 1.1x); a 10-minute "
+     "file's first segment after the worker starts it (target <= 3 s); with and without the warm-up "
+     "and the short first window"),
     ("replicas", ["tests.benchmarks.replicas_bench"],
      "one vs two model replicas on one queue; warm per-job overhead"),
     ("intake", ["tests.benchmarks.intake_bench"],
