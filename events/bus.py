@@ -30,8 +30,10 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 # subject, or no reply at all from a leader that died with the request); the same message sent
 # again carries the same Nats-Msg-Id, so the stream's de-duplication window stores it once
 # however many tries reached it. Past the budget the error goes to the caller (a handler's
-# message is nak'ed and redelivered; the API answers 503 `bus_unavailable`).
-PUBLISH_RETRY_S = 30.0
+# message is nak'ed and redelivered; the API answers 503 `bus_unavailable`). The budget covers
+# the elections measured on a loopback cluster (4.4-6.8 s, docs/benchmarks.md `cluster`) and no
+# more: an API request waits at most this long before its 503 when NATS is gone.
+PUBLISH_RETRY_S = 10.0
 PUBLISH_ACK_TIMEOUT_S = 5.0
 # Pauses between tries, in seconds: quick at first (an election is often over within a second or
 # two of the route closing), then at most one try a second.
@@ -112,7 +114,9 @@ class Publisher:
         tries = 0
         while True:
             try:
-                ack = await self._js.publish(subject, body, timeout=self._ack_timeout_s, headers=headers)
+                # No try runs past the budget: the whole publish takes at most `retry_s`.
+                wait = max(0.5, min(self._ack_timeout_s, deadline - loop.time()))
+                ack = await self._js.publish(subject, body, timeout=wait, headers=headers)
             except RETRYABLE_PUBLISH_ERRORS as error:
                 pause = _RETRY_PAUSES_S[min(tries, len(_RETRY_PAUSES_S) - 1)]
                 tries += 1

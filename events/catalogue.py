@@ -120,7 +120,9 @@ class Consumer:
     `batch`: messages one fetch takes, handled one after another, or, when `by_job`, side by side
     except that one job's messages (the subject's last token: `transcription.<kind>.<job>`) keep
     their stream order (the projector and the router: per-job order is all their handlers need,
-    and a batch of many jobs costs about one message's wait). `concurrency`: fetches one
+    and a batch of many jobs costs about one message's wait; a message waiting behind its job's
+    earlier one gets no heartbeat, so a run is meant to take well under ack_wait, and a handler
+    that hangs holds its lane's next fetch). `concurrency`: fetches one
     replica runs side by side (so up to batch x concurrency messages in hand), a number or the
     name of the `Settings` field that holds it (`concurrency_of`). `retry_schedule`: the name of
     the `Settings` list of delays by which the handler retries on its own (RetryLater) beyond

@@ -96,13 +96,22 @@ class JetStreamHost:
                 await asyncio.sleep(0.5)
                 continue
             if consumer.by_job and len(messages) > 1:
-                await asyncio.gather(*(self._settle_each(subscription, run) for run in by_job(messages)))
+                # Each run drains on its own (`_wait_or_drain`); none ends the others.
+                runs = by_job(messages)
+                await asyncio.gather(
+                    *(self._settle_each(subscription, run) for run in runs), return_exceptions=True
+                )
             else:
                 await self._settle_each(subscription, messages)
 
     async def _settle_each(self, subscription: Subscription, messages: list[Msg]) -> None:
-        """Handle and settle `messages` one after another."""
+        """Handle and settle `messages` one after another; once stopping, the ones not begun are
+        given back at once (nak) for another replica, not left for ack_wait."""
         for message in messages:
+            if self.process.stopping.is_set():
+                with contextlib.suppress(Exception):
+                    await message.nak()
+                continue
             try:
                 await self._process(subscription, message)
             except Exception as error:  # e.g. the dead-letter publish while NATS is away

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 class _Started:
     """The parts that need the bus (the job store, the publisher): made at start."""
 
+    jobs: JobStore
     gateway: Gateway
     router: Router
     projector: Projector
@@ -89,6 +90,7 @@ class Ingest:
         gateway = Gateway(self.settings, jobs, runtime.publisher, self.store, self.links)
         uploads = BucketDrop(self.settings.uploads_bucket, gateway)
         self._started = _Started(
+            jobs=jobs,
             gateway=gateway,
             router=Router(self.settings, self.admission, jobs),
             projector=Projector(jobs),
@@ -113,6 +115,8 @@ class Ingest:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self._started is not None:
+            await self._started.jobs.close()  # the job index's reader
 
     def health(self) -> Health:
         return Health(ready=self._started is not None)

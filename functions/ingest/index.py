@@ -13,10 +13,11 @@ A page of jobs is a slice of a sorted list (`sortedcontainers`: O(log n) to find
 followed by one KV read per job on the page; counts are list lengths. The durable state stays
 the bucket: a replica builds its index anew when it starts, and readiness waits for it.
 
-Memory: one entry per job (its id, state and two times, ~150 bytes with the sorted lists'
-share), so 100,000 jobs hold ~15 MB in each replica; the object a job names is held only for
-the few jobs that name an object of the uploads bucket under an id of their own (requests from
-other systems; the reconcile asks for those).
+Memory: one entry per job (its id, state and two times, in a dict and two sorted lists), about
+1 KB per job as measured in ingest's RSS (docs/benchmarks.md, `listing`), so ~100 MB per replica
+at 100,000 jobs; deleted jobs are not kept. The object a job names is held only for the few
+jobs that name an object of the uploads bucket under an id of their own (requests from other
+systems; the reconcile asks for those).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Protocol
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
+from pydantic import ValidationError
 from sortedcontainers import SortedList
 
 from events.lifecycle import JobState
@@ -122,11 +124,14 @@ class JobIndex:
         self._newest: SortedList = SortedList()  # (-created, id)
         self._by_state: dict[JobState, SortedList] = {state: SortedList() for state in JobState}
         self._expiring: SortedList = SortedList()  # (expires, id)
-        self._deleted: set[str] = set()
         self._named: dict[str, tuple[Version, float]] = {}  # job id → the object it names, created
         self._applied = 0  # the stream sequence of the last message applied
+        # Fetches are numbered as they are sent; `_clear_through` is the latest whose answer left
+        # nothing pending: every message the stream held when that fetch was sent is applied (or
+        # was removed from the stream before it could be, so no waiter waits for its sequence).
+        self._fetches = 0
+        self._clear_through = 0
         self._changed = asyncio.Condition()
-        self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -139,11 +144,16 @@ class JobIndex:
         """Start following the bucket and return once every record written before is indexed.
         Raises what the bus raises when the bucket's stream cannot be read."""
         if self._task is None:
-            target = await self.bus.last_sequence(self.stream)
             self._task = asyncio.create_task(self._follow())
-            if target == 0:
-                self._caught_up.set()
-            await self._reach(target, timeout_s=None)
+            began = asyncio.get_running_loop().time()
+            while not await self._reach(await self.bus.last_sequence(self.stream), timeout_s=30.0):
+                if self._task.done():  # its connection closed: nothing more will come
+                    raise RuntimeError("the job index stopped before it was built")
+                log.info(
+                    "the job index is still being built: %d jobs after %.0f s",
+                    len(self._entries),
+                    asyncio.get_running_loop().time() - began,
+                )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -164,14 +174,14 @@ class JobIndex:
                     start_sequence=start,
                 ) as reader:
                     while True:
+                        self._fetches += 1
+                        fetch = self._fetches
                         messages = await reader.next_batch(_BATCH, wait_s=_IDLE_S)
-                        if not messages:
-                            if not await reader.exists():
-                                raise LookupError("the server dropped the index's reader")
-                            self._caught_up.set()  # nothing pending: everything written is here
-                            continue
-                        for msg in messages:
-                            await self._apply(msg)
+                        if not messages and not await reader.exists():
+                            raise LookupError("the server dropped the index's reader")
+                        await self._apply_all(messages)
+                        if not messages or _pending(messages[-1]) == 0:
+                            self._clear_through = fetch
                         async with self._changed:
                             self._changed.notify_all()
             except asyncio.CancelledError:
@@ -183,20 +193,38 @@ class JobIndex:
                 log.warning("the job index lost its reader; reading on from %d: %s", self._applied + 1, error)
                 await asyncio.sleep(0.5)
 
-    async def _apply(self, msg: Msg) -> None:
-        job_id = msg.subject.removeprefix(f"$KV.{self.bucket}.")
-        headers = msg.headers or {}
-        sequence = msg.metadata.sequence.stream if msg.metadata.sequence else self._applied
-        if headers.get(_KV_OPERATION) in ("DEL", "PURGE"):
-            self._remove(job_id)
-            self._deleted.add(job_id)
-        elif STATE_HEADER in headers:
-            self._put(job_id, headers)
-        else:  # written before the index existed: its fields are in the body only
-            record = await self.fetch_record(job_id)
-            if record is not None:
+    async def _apply_all(self, messages: list[Msg]) -> None:
+        """Apply a fetch's messages in stream order. A record written before the index existed
+        carries no index headers: its fields are read from the record itself, the batch's such
+        records side by side (an upgrade's first start reads each old record once)."""
+        prefix = f"$KV.{self.bucket}."
+        old = {
+            msg.subject.removeprefix(prefix)
+            for msg in messages
+            if STATE_HEADER not in (msg.headers or {}) and not _is_delete(msg)
+        }
+        read = await asyncio.gather(*(self._read_old(job_id) for job_id in old))
+        records = dict(zip(old, read, strict=True))
+        for msg in messages:
+            job_id = msg.subject.removeprefix(prefix)
+            headers = msg.headers or {}
+            if _is_delete(msg):
+                self._remove(job_id)
+            elif STATE_HEADER in headers:
+                self._put(job_id, headers)
+            elif (record := records.get(job_id)) is not None:
                 self._put(job_id, index_headers(record))
-        self._applied = max(self._applied, sequence)
+            if msg.metadata.sequence is not None:
+                self._applied = max(self._applied, msg.metadata.sequence.stream)
+
+    async def _read_old(self, job_id: str) -> JobRecord | None:
+        """A record written before the index existed, or None (gone, or not a record: logged and
+        left out of the index, never retried for ever)."""
+        try:
+            return await self.fetch_record(job_id)
+        except ValidationError as error:
+            log.warning("the job index leaves out job %s: its record is not one (%s)", job_id, error)
+            return None
 
     def _put(self, job_id: str, headers: Mapping[str, str]) -> None:
         self._remove(job_id)
@@ -209,7 +237,6 @@ class JobIndex:
             return
         entry = Entry(state, created, expires)
         self._entries[job_id] = entry
-        self._deleted.discard(job_id)
         self._newest.add((-created, job_id))
         self._by_state[state].add((-created, job_id))
         if expires is not None:
@@ -228,25 +255,22 @@ class JobIndex:
         if entry.expires is not None:
             self._expiring.discard((entry.expires, job_id))
 
-    async def _reach(self, sequence: int, timeout_s: float | None) -> bool:
-        """Wait until the index has applied the stream's `sequence` (or found nothing pending);
-        False when `timeout_s` passed first."""
+    async def _reach(self, sequence: int, timeout_s: float) -> bool:
+        """Wait until the index has applied the stream's `sequence`, or a fetch sent after this
+        call found nothing pending (the message at `sequence` was removed meanwhile: a purge, an
+        age limit); False when `timeout_s` passed first. The condition's lock is never held
+        across an await, so no notify falls between a check and its wait."""
+        sent_before = self._fetches
 
         def reached() -> bool:
-            return self._applied >= sequence or (self._caught_up.is_set() and sequence <= self._applied)
+            return self._applied >= sequence or self._clear_through > sent_before
 
-        async with self._changed:
-            if reached():
-                return True
         try:
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    async with self._changed:
-                        await self._changed.wait()
-                        if reached():
-                            return True
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait_for(reached)
         except TimeoutError:
             return False
+        return True
 
     async def current(self) -> None:
         """Wait (up to ~2 s) until every write made before this call is indexed: a listing
@@ -268,8 +292,9 @@ class JobIndex:
         return [job_id for _, job_id in self._expiring.irange(maximum=(now.timestamp(), "\uffff"))]
 
     def knows(self, job_id: str) -> bool:
-        """Whether the bucket has a record of `job_id` or its delete marker (as of the index)."""
-        return job_id in self._entries or job_id in self._deleted
+        """Whether the bucket has a record of `job_id` (as of the index). Deleted jobs are not
+        kept (their number only grows): `JobStore.deleted` asks the bucket."""
+        return job_id in self._entries
 
     def referenced(self) -> dict[Version, float]:
         """Every version of an uploads-bucket object that a job with an id of its own names
@@ -281,6 +306,16 @@ class JobIndex:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _is_delete(msg: Msg) -> bool:
+    """Whether a KV message is a delete or purge marker (JetStream KV's `KV-Operation` header)."""
+    return (msg.headers or {}).get(_KV_OPERATION) in ("DEL", "PURGE")
+
+
+def _pending(msg: Msg) -> int:
+    """How many messages the reader's consumer had left after `msg` (JetStream's ack metadata)."""
+    return msg.metadata.num_pending if msg.metadata.num_pending is not None else 1
 
 
 def named_version(media: ObjectRef, job_id: str, uploads_bucket: str) -> Version | None:

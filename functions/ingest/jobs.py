@@ -24,7 +24,7 @@ from events import binding, catalogue, models
 from events.lifecycle import JobState
 from events.models import WebhookTarget, utcnow
 from events.reader import Merge, SubjectReader
-from events.runtime.function import Runtime
+from events.runtime.function import DELIVERY_ATTEMPT, RetryLater, Runtime
 from functions.ingest.ids import checked_job_id, job_id_for, valid_job_id
 from functions.ingest.index import JobIndex, Version, index_headers
 from functions.ingest.naming import display_filename
@@ -42,6 +42,9 @@ _RANK = {
 
 
 _END_TYPES = frozenset(kind.type for kind in catalogue.JOB_ENDS)
+# A lifecycle event that finds no record waits this many deliveries, this long each, for its
+# request to be projected (a job another entry point requested has none for good).
+_REQUEST_WAITS, _REQUEST_WAIT_S = 4, 0.5
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +448,8 @@ class JobStore:
         await index.current()
         ids, total = index.page(state, offset, limit)
         records = await asyncio.gather(*(self.get(job_id) for job_id in ids))
-        return [record for record in records if record is not None], total
+        # A job that moved on between the index and its read is left off a filtered page.
+        return [record for record in records if record is not None and state in (None, record.state)], total
 
     async def expired(self, now: datetime) -> list[str]:
         """The ids of the finished jobs whose `expires_at` is at or before `now` (the index's)."""
@@ -458,7 +462,9 @@ class JobStore:
 
     async def referenced(self) -> dict[Version, float]:
         """The uploads-bucket objects that jobs with ids of their own name (`JobIndex.referenced`)."""
-        return (await self.index()).referenced()
+        index = await self.index()
+        await index.current()  # the request that named one may have been written a moment ago
+        return index.referenced()
 
     async def project(
         self,
@@ -531,6 +537,12 @@ class Projector:
                 raise binding.MalformedEvent(f"{event.get_type()}: job_id {job_id!r} is no job's id")
         else:
             raise binding.MalformedEvent(f"{event.get_type()} carries no job_id")
-        await self.jobs.project(event, job_id)
+        record = await self.jobs.project(event, job_id)
+        if record is None and kind is not catalogue.REQUESTED and DELIVERY_ATTEMPT.get() < _REQUEST_WAITS:
+            # No record yet: its request may be in another replica's hands, or later in this
+            # batch under a subject of the sender's own (`Consumer.by_job` groups by subject).
+            # A deleted job has none for good; a job never requested here gives up after a few.
+            if not await self.jobs.deleted(job_id):
+                raise RetryLater(f"job {job_id} has no record yet", _REQUEST_WAIT_S)
         return
         yield  # an async generator that emits nothing

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from functions.transcriber.schema import SAMPLE_RATE
-from functions.transcriber.vad import WINDOW, Region, SpeechDetector
+from functions.transcriber.vad import WINDOW, Region, SpeechDetector, plan_regions
 
 CLIP_S = 30.0  # Whisper's input window
 CLIP_SAMPLES = int(CLIP_S * SAMPLE_RATE)
@@ -76,7 +76,8 @@ def identify(
 
 def _clips(audio: np.ndarray, detector: SpeechDetector, windows: int) -> list[_Clip]:
     frames = detector.probabilities(audio)
-    regions = detector.regions(audio) if len(frames) else []
+    # The regions from the same probabilities: Silero runs over the whole file once, not twice.
+    regions = plan_regions(frames, len(audio), detector.options) if len(frames) else []
     if not regions:
         # Nothing the VAD calls speech (whispering, a noisy line): stretches of the audio itself.
         return [_Clip(audio[start : start + CLIP_SAMPLES], 0.0) for start in _spread(len(audio), windows)]
