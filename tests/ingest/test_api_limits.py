@@ -320,9 +320,12 @@ async def test_a_page_of_jobs_holds_only_its_window(served: Served) -> None:
         base_url=served.url, headers={"Authorization": f"Bearer {API_KEY}"}
     ) as client:
         listed = (await client.get("/v1/jobs", params={"offset": 1, "limit": 2})).json()
-        too_deep = await client.get("/v1/jobs", params={"offset": 10_001})
+        past_the_end = await client.get("/v1/jobs", params={"offset": 10**12})
+        negative = await client.get("/v1/jobs", params={"offset": -1})
     assert [job["id"] for job in listed["jobs"]] == newest_first[1:3] and listed["total"] == 7
-    assert too_deep.status_code == 422
+    assert past_the_end.status_code == 200 and past_the_end.json()["jobs"] == []
+    assert past_the_end.json()["total"] == 7
+    assert negative.status_code == 422
 
 
 async def sse_messages(response: httpx.Response) -> list[str]:
