@@ -255,10 +255,11 @@ class Settings(BaseSettings):
         "points, so memory stays bounded however long the file is.",
     )
     first_window_s: float = Field(
-        30.0,
+        15.0,
         ge=0.0,
         description="The first window of a long file is about this long (cut at a quiet point), so "
-        "its first segments are out within seconds of the job starting; later windows are "
+        "its first segments are out within seconds of the job starting (2.4 s for a 10-minute file "
+        "here, 4.3 s at 30); later windows are "
         "AUDIO_WINDOW_S. 0: every window is AUDIO_WINDOW_S.",
     )
     model_warmup: bool = Field(

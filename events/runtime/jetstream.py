@@ -27,13 +27,13 @@ import contextlib
 import logging
 import time
 
-import nats.errors
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.msg import Msg
 
 from events import binding, lifecycle, metrics
 from events.catalogue import DEAD_LETTER, Consumer
 from events.models import DeadLetter
+from events.reader import fetch_available
 from events.runtime.function import ACTIVITY, DELIVERY_ATTEMPT, RetryLater, Subscription
 from events.runtime.process import FunctionProcess
 from events.runtime.settlement import settle, unsettled
@@ -87,10 +87,10 @@ class JetStreamHost:
                 await asyncio.sleep(0.5)
                 continue
             try:
-                # fetch(1) and fetch(n) raise different timeout classes; both are asyncio's.
-                messages = await pull.fetch(consumer.batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
+                # As soon as one is there, with what else is waiting (not after a batch fills).
+                messages = await fetch_available(pull, consumer.batch, wait_s=1.0)
+                if not messages:
+                    continue
             except Exception as error:  # reconnecting, server restarting: try again shortly
                 log.warning("fetch failed on %s: %s", consumer.durable, error)
                 await asyncio.sleep(0.5)

@@ -17,7 +17,7 @@ and `after` (the defaults: a warm-up before ready, a first window of FIRST_WINDO
 built at bench time from ../shared/audio (its twelve English clips, end to end and again, as FLAC).
 
     .venv/bin/python -m tests.benchmarks.first_words_bench [--configs before,after] [--seconds 60]
-        [--jobs 3] [--long-seconds 600] [--first-window-s 30]
+        [--jobs 3] [--long-seconds 600] [--first-window-s SECONDS]
 """
 
 from __future__ import annotations

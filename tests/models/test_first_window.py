@@ -110,9 +110,9 @@ def test_a_long_file_hands_its_first_segment_over_before_its_last_window_is_tran
     recorded: Recorded, model_cache: Path, tmp_path: Path
 ) -> None:
     """2.5 minutes of real speech, AUDIO_WINDOW_S at its default (600 s, so the file would be one
-    window) and FIRST_WINDOW_S at its default (30 s): two windows, the first short."""
+    window) and FIRST_WINDOW_S at its default (15 s): two windows, the first short."""
     settings = Settings(model_cache_dir=model_cache)
-    assert settings.first_window_s == 30.0 and settings.audio_window_s == 600.0
+    assert settings.first_window_s == 15.0 and settings.audio_window_s == 600.0
     function = TranscriptionFunction(recorded, settings)  # type: ignore[arg-type]
     clip = long_english_clip(tmp_path / "long.wav", 150.0)
     audio = decode(clip, tmp_path / "long.s16le")
@@ -129,7 +129,7 @@ def test_a_long_file_hands_its_first_segment_over_before_its_last_window_is_tran
     calls = [entry for entry in recorded.log if entry.startswith("window")]
     assert len(calls) == 2, recorded.log
     first_window_s = float(calls[0].split()[2])
-    assert 25.0 <= first_window_s <= 30.0
+    assert 10.0 <= first_window_s <= 15.0
     # The first segments went out while the first window was transcribed, before the last one began.
     assert recorded.log.index("segment") < recorded.log.index(calls[-1])
     assert recorded.log[1] == "segment"
