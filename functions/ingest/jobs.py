@@ -10,23 +10,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from cloudevents.core.v1.event import CloudEvent
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
 from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events import binding, catalogue, models
 from events.lifecycle import JobState
 from events.models import WebhookTarget, utcnow
-from events.reader import Merge, SubjectReader
+from events.reader import Merge
 from events.runtime.function import DELIVERY_ATTEMPT, RetryLater, Runtime
 from functions.ingest.ids import checked_job_id, job_id_for, valid_job_id
-from functions.ingest.index import JobIndex, Version, index_headers
+from functions.ingest.index import IndexBus, JobIndex, Version, index_headers
 from functions.ingest.naming import display_filename
 from functions.ingest.schema import JobError, JobRecord, WebhookStatus, shown_url
 
@@ -230,25 +228,15 @@ def _tombstone(missing: KeyNotFoundError) -> bool:
     return missing.op in ("DEL", "PURGE")
 
 
-class JobsBus(Protocol):
-    """The reads and writes of the bus the job store makes (a function's `Runtime`): a job's last
-    event of a kind, a job's events, purges of a job's events, the bucket stream's last sequence
-    and compare-and-set writes of a key with headers (the index's fields)."""
+class JobsBus(IndexBus, Protocol):
+    """The reads and writes of the bus the job store makes (a function's `Runtime`): the index's
+    (a subject read from a sequence, a stream's last sequence), a job's last event of a kind,
+    purges of a job's events, and compare-and-set writes of a key with headers (the index's
+    fields)."""
 
     async def last_event(self, stream: catalogue.Stream, subject: str) -> CloudEvent | None: ...
 
-    def reading(
-        self,
-        subject: str,
-        deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
-        *,
-        headers_only: bool = False,
-        start_sequence: int | None = None,
-    ) -> AbstractAsyncContextManager[SubjectReader]: ...
-
     async def purge(self, stream: catalogue.Stream, subject: str) -> None: ...
-
-    async def last_sequence(self, stream: str) -> int: ...
 
     async def update_key(
         self, bucket: str, key: str, value: bytes, last: int, headers: Mapping[str, str]
