@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 from events import binding, catalogue, models
 from events.lifecycle import JobState
 from events.models import WebhookTarget, utcnow
-from events.reader import Merge
+from events.reader import Merge, SubjectReader
 from events.runtime.function import DELIVERY_ATTEMPT, RetryLater, Runtime
 from functions.ingest.ids import checked_job_id, job_id_for, valid_job_id
 from functions.ingest.index import IndexBus, JobIndex, Version, index_headers
@@ -356,8 +356,10 @@ class JobStore:
         `canceled`, included) or, when given, the event loop's time `until`; None whenever
         `wait_s` seconds pass without one (a reader's chance to keep its connection alive).
 
-        The end comes after every segment the SEGMENTS stream held when it came (a run publishes
-        its segments before its `transcribed`), so whoever reads `completed` has the whole text,
+        No segment comes before the job's first lifecycle event (its request; on a replay both
+        are there at once). The end comes after every segment the SEGMENTS stream held when it
+        came (a run publishes its segments before its `transcribed`), so whoever reads
+        `completed` has the whole text,
         live or replayed; should those segments stop coming for `wait_s` (gone from the stream
         meanwhile), the end comes without them. A segment that is no valid segment event is
         skipped (optimize skips it too); a lifecycle event that is no CloudEvent raises
@@ -378,6 +380,7 @@ class JobStore:
             )
             merge = Merge([lifecycle_events] if segments is None else [lifecycle_events, segments])
             end: CloudEvent | None = None
+            begun = segments is None  # whether a lifecycle event came (segments wait for one)
             stored = 0  # the segments the stream held when the end came
             try:
                 while until is None or loop.time() < until:
@@ -387,9 +390,15 @@ class JobStore:
                         yield end
                         return
                     wait = wait_s if until is None else max(0.0, min(wait_s, until - loop.time()))
-                    got = await merge.next(
-                        wait, among=None if end is None or segments is None else [segments]
-                    )
+                    if not begun:
+                        # No segment before the job's first lifecycle event (its request): on a
+                        # replay both readers have theirs at once, and the request comes first.
+                        among: list[SubjectReader] | None = [lifecycle_events]
+                    elif end is None or segments is None:
+                        among = None
+                    else:
+                        among = [segments]
+                    got = await merge.next(wait, among=among)
                     if got is None:
                         if until is not None and loop.time() >= until:
                             break  # not the end: the caller's deadline
@@ -404,6 +413,7 @@ class JobStore:
                         if segment is not None:
                             yield segment
                         continue
+                    begun = True
                     event = binding.decode(msg.headers, msg.data)
                     if event.get_type() in _END_TYPES:
                         end, stored = event, 0 if segments is None else await segments.stored()
