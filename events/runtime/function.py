@@ -150,12 +150,6 @@ class Runtime:
             return None
         return binding.decode(raw.headers, raw.data or b"")
 
-    async def stream_subjects(self, stream: str, subjects_filter: str) -> list[str]:
-        """The subjects holding messages in stream `stream` that match `subjects_filter` (a key-value
-        bucket's keys are the subjects of its `KV_<bucket>` stream)."""
-        info = await self._jetstream().stream_info(stream, subjects_filter=subjects_filter)
-        return list(info.state.subjects or {})
-
     async def purge(self, stream: Stream, subject: str) -> None:
         """Remove every message on `subject` (wildcards allowed) from `stream` (JetStream's purge
         with a subject filter; ingest deleting a job's events). Raises nats-py's `NotFoundError`

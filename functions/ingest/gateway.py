@@ -271,17 +271,21 @@ class Gateway:
         `events.storage.UNREACHABLE`, nats-py's errors) is finished by the next one. Several
         replicas deleting one job at once do the same removals twice, harmlessly."""
         record = await self.jobs.current(job_id)
+        marked = False  # whether `cancel` published the mark just now
         if record is None:
             if not await self.jobs.deleted(job_id):
                 return False
         elif not record.finished:
             # A job still running stops first, so no model or optimize writes for it much longer.
-            record = await self.cancel(record) or record
+            canceled = await self.cancel(record)
+            marked = canceled is not None and canceled.state is JobState.CANCELED
+            record = canceled or record
         # A finished job gets the cancel mark too (the projector and the webhook deliverer ignore
         # it for a job that ended otherwise): a `dispatched` or `transcribed` redelivered after a
         # lost ack finds it, and no model or optimize writes for the job after its delete. The
         # mark holds only the job id; `JobStore.delete` keeps it for that reason.
-        await self.publisher.publish(_canceled_event(job_id))
+        if not marked:
+            await self.publisher.publish(_canceled_event(job_id))
         await asyncio.to_thread(self._remove_objects, job_id, record)
         await self.jobs.delete(job_id)
         return True

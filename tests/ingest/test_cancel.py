@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import numpy as np
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from events import binding, catalogue, lifecycle, storage
@@ -272,18 +270,6 @@ def hook_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSta
         enabled_models=["whisperx"],
     )
     yield from started_stack(tmp_path_factory, "cancel", settings, functions=["ingest"])
-
-
-@pytest.fixture(scope="module")
-async def hook_nc(hook_stack: EmbeddedStack) -> AsyncIterator[NATS]:
-    connection = await nats.connect(hook_stack.settings.nats_url)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture(scope="module")
-def hjs(hook_nc: NATS) -> JetStreamContext:
-    return hook_nc.jetstream()
 
 
 @pytest.fixture

@@ -23,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -564,18 +562,6 @@ def hook_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSta
         result_link_expiry_s=600,
     )
     yield from started_stack(tmp_path_factory, "webhooks", settings, functions=["ingest"])
-
-
-@pytest.fixture(scope="module")
-async def hook_nc(hook_stack: EmbeddedStack) -> AsyncIterator[NATS]:
-    connection = await nats.connect(hook_stack.settings.nats_url)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture(scope="module")
-def hjs(hook_nc: NATS) -> JetStreamContext:
-    return hook_nc.jetstream()
 
 
 async def publish(js: JetStreamContext, event: Any) -> PubAck:
