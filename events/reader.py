@@ -27,6 +27,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from events.tasks import cancel_and_wait
+
 # Seconds the server keeps a reader's consumer without a fetch: longer than any pause of a reader
 # between fetches (a caller's `after_subscribing`, a handler between two segments).
 INACTIVE_S = 300.0
@@ -167,9 +169,7 @@ class Merge:
         """Cancel the fetches in flight (before their readers' subscriptions end)."""
         fetches = list(self._fetches.values())
         self._fetches.clear()
-        for fetch in fetches:
-            fetch.cancel()
-        await asyncio.gather(*fetches, return_exceptions=True)
+        await cancel_and_wait(fetches)
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cloudevents.core.v1.event import CloudEvent
 from fastapi import FastAPI
@@ -72,6 +72,15 @@ class Health:
     details: Mapping[str, str | int | float] = field(default_factory=dict)
 
 
+class StreamPosition(NamedTuple):
+    """Where a stream stands: when it was made, as the server reports it (RFC 3339 text; a
+    stream deleted and made again under the same name has another), and the sequence of the
+    last message it took (0: none yet)."""
+
+    created: str
+    last_sequence: int
+
+
 class Runtime:
     """What a host hands a function at start: its settings, a publisher, and the reads of the bus
     a function may make (a key-value bucket, a subject from its start, a subject's last event,
@@ -115,10 +124,11 @@ class Runtime:
             start_sequence=start_sequence,
         )
 
-    async def last_sequence(self, stream: str) -> int:
-        """The sequence of the last message stream `stream` took (0: none yet). Raises nats-py's
+    async def stream_position(self, stream: str) -> StreamPosition:
+        """Where stream `stream` stands (one `STREAM.INFO` request). Raises nats-py's
         `NotFoundError` when there is no such stream."""
-        return (await self._jetstream().stream_info(stream)).state.last_seq
+        info = await self._jetstream().stream_info(stream)
+        return StreamPosition(str(info.created), info.state.last_seq)
 
     async def update_key(
         self, bucket: str, key: str, value: bytes, last: int, headers: Mapping[str, str]

@@ -39,6 +39,7 @@ from events.runtime.process import FunctionProcess
 from events.runtime.settlement import settle, unsettled
 from events.runtime.telemetry import event_fields
 from events.settings import Settings
+from events.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,8 @@ class JetStreamHost:
         try:
             await stopping.wait()
         finally:
-            _, pending = await asyncio.wait(consumers, timeout=self.drain_grace_s + 2)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*consumers, return_exceptions=True)
+            await asyncio.wait(consumers, timeout=self.drain_grace_s + 2)
+            await cancel_and_wait(consumers)  # a plain cancel can be lost in a lane's fetch
 
     # -- consuming ------------------------------------------------------------------------------
 

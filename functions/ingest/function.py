@@ -21,6 +21,7 @@ from minio import Minio
 from events import catalogue, metrics, storage
 from events.runtime.function import Health, Runtime, Subscription
 from events.settings import Settings
+from events.tasks import cancel_and_wait
 from functions.ingest import NAME
 from functions.ingest.admission import Admission
 from functions.ingest.api import create_app
@@ -111,10 +112,7 @@ class Ingest:
             self._sweep = asyncio.create_task(self._started.sweeper.sweep_forever())
 
     async def stop(self) -> None:
-        for task in (self._reconcile, self._sweep):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([self._reconcile, self._sweep])
         if self._started is not None:
             await self._started.jobs.close()  # the job index's reader
 

@@ -40,6 +40,8 @@ from sortedcontainers import SortedList
 from events.lifecycle import JobState
 from events.models import ObjectRef
 from events.reader import SubjectReader
+from events.runtime.function import StreamPosition
+from events.tasks import cancel_and_wait
 from functions.ingest.ids import normalise_etag, object_job_id
 from functions.ingest.naming import is_api_upload
 from functions.ingest.retention import expires_at
@@ -59,6 +61,10 @@ _KV_OPERATION = "KV-Operation"
 _BATCH = 512
 # Seconds a page waits for the index to reach the bucket's last write before it answers as is.
 _CATCH_UP_S = 3.0
+# Seconds between tries to read the bucket's stream again after a failure: the first, and the
+# most (the wait doubles), so a bucket gone for good costs a request every half minute.
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
 # Seconds one fetch of the index's reader waits; after one that brought nothing, the reader asks
 # the server whether its consumer is still there (one small request a second when idle).
 _IDLE_S = 1.0
@@ -100,7 +106,7 @@ class IndexBus(Protocol):
         start_sequence: int | None = None,
     ) -> AbstractAsyncContextManager[SubjectReader]: ...
 
-    async def last_sequence(self, stream: str) -> int: ...
+    async def stream_position(self, stream: str) -> StreamPosition: ...
 
 
 class JobIndex:
@@ -131,6 +137,7 @@ class JobIndex:
         # was removed from the stream before it could be, so no waiter waits for its sequence).
         self._fetches = 0
         self._clear_through = 0
+        self._created: str | None = None  # when the stream the index reads was made
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -146,7 +153,7 @@ class JobIndex:
         if self._task is None:
             self._task = asyncio.create_task(self._follow())
             began = asyncio.get_running_loop().time()
-            while not await self._reach(await self.bus.last_sequence(self.stream), timeout_s=30.0):
+            while not await self._reach(await self.bus.stream_position(self.stream), timeout_s=30.0):
                 if self._task.done():  # its connection closed: nothing more will come
                     raise RuntimeError("the job index stopped before it was built")
                 log.info(
@@ -156,16 +163,24 @@ class JobIndex:
                 )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stop following the bucket; returns once the reader has ended."""
+        task, self._task = self._task, None
+        await cancel_and_wait([task])  # a plain cancel can be lost in the reader's fetch
 
     async def _follow(self) -> None:
         """Read the bucket's stream for ever; a reader lost (NATS restarted, the consumer gone)
-        is made anew from the next sequence, so no write is missed."""
+        is made anew from the next sequence, so no write is missed. A stream made anew since
+        (the bucket deleted and created again: its sequences start over) is read from its
+        start into an emptied index. While the stream cannot be read the reader tries again,
+        0.5 s after the first failure and then less often, up to every `_RETRY_MAX_S`."""
+        retry_s = _RETRY_FIRST_S
         while True:
             try:
+                created = (await self.bus.stream_position(self.stream)).created
+                if self._created is not None and created != self._created:
+                    log.warning("the %s stream was made anew: the job index is built again", self.stream)
+                    self._clear()
+                self._created = created
                 start = self._applied + 1 if self._applied else None
                 async with self.bus.reading(
                     f"$KV.{self.bucket}.>",
@@ -180,6 +195,7 @@ class JobIndex:
                         if not messages and not await reader.exists():
                             raise LookupError("the server dropped the index's reader")
                         await self._apply_all(messages)
+                        retry_s = _RETRY_FIRST_S
                         if not messages or _pending(messages[-1]) == 0:
                             self._clear_through = fetch
                         async with self._changed:
@@ -190,8 +206,25 @@ class JobIndex:
                 log.info("the job index stops: its NATS connection was closed")
                 return
             except Exception as error:
-                log.warning("the job index lost its reader; reading on from %d: %s", self._applied + 1, error)
-                await asyncio.sleep(0.5)
+                log.warning(
+                    "the job index cannot read %s (%s: %s); trying again in %.1f s",
+                    self.stream,
+                    type(error).__name__,
+                    error,
+                    retry_s,
+                )
+                await asyncio.sleep(retry_s)
+                retry_s = min(retry_s * 2, _RETRY_MAX_S)
+
+    def _clear(self) -> None:
+        """Forget every entry and the stream position (the stream read was replaced)."""
+        self._entries.clear()
+        self._newest.clear()
+        for ordered in self._by_state.values():
+            ordered.clear()
+        self._expiring.clear()
+        self._named.clear()
+        self._applied = 0
 
     async def _apply_all(self, messages: list[Msg]) -> None:
         """Apply a fetch's messages in stream order. A record written before the index existed
@@ -255,15 +288,18 @@ class JobIndex:
         if entry.expires is not None:
             self._expiring.discard((entry.expires, job_id))
 
-    async def _reach(self, sequence: int, timeout_s: float) -> bool:
-        """Wait until the index has applied the stream's `sequence`, or a fetch sent after this
-        call found nothing pending (the message at `sequence` was removed meanwhile: a purge, an
-        age limit); False when `timeout_s` passed first. The condition's lock is never held
-        across an await, so no notify falls between a check and its wait."""
+    async def _reach(self, position: StreamPosition, timeout_s: float) -> bool:
+        """Wait until the index reads the stream made at `position.created` and has applied its
+        `position.last_sequence`, or a fetch sent after this call found nothing pending (the
+        message was removed meanwhile: a purge, an age limit); False when `timeout_s` passed
+        first. The condition's lock is never held across an await, so no notify falls between
+        a check and its wait."""
         sent_before = self._fetches
 
         def reached() -> bool:
-            return self._applied >= sequence or self._clear_through > sent_before
+            return self._created == position.created and (
+                self._applied >= position.last_sequence or self._clear_through > sent_before
+            )
 
         try:
             async with asyncio.timeout(timeout_s), self._changed:
@@ -273,11 +309,15 @@ class JobIndex:
         return True
 
     async def current(self) -> None:
-        """Wait (up to ~2 s) until every write made before this call is indexed: a listing
+        """Wait (up to `_CATCH_UP_S`) until every write made before this call is indexed: a listing
         answered right after a request shows it. A lagging index answers as it is after that."""
-        target = await self.bus.last_sequence(self.stream)
+        target = await self.bus.stream_position(self.stream)
         if not await self._reach(target, timeout_s=_CATCH_UP_S):
-            log.warning("the job index lags the bucket (%d < %d): answering as it is", self._applied, target)
+            log.warning(
+                "the job index lags the bucket (%d < %d): answering as it is",
+                self._applied,
+                target.last_sequence,
+            )
 
     # -- reading ----------------------------------------------------------------------------
 

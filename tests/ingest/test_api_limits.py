@@ -151,6 +151,7 @@ async def served(stack: EmbeddedStack, js: JetStreamContext) -> AsyncIterator[Se
         server.should_exit = True
         await task
         listening.close()
+        await store.close()  # its index would read a deleted bucket for ever
         await js.delete_key_value(bucket)
 
 

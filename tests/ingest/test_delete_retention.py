@@ -140,11 +140,12 @@ def store(stack: EmbeddedStack) -> Minio:
 
 
 @pytest.fixture(scope="module")
-async def in_process(stack: EmbeddedStack, js: JetStreamContext, store: Minio) -> Gateway:
+async def in_process(stack: EmbeddedStack, js: JetStreamContext, store: Minio) -> AsyncIterator[Gateway]:
     """A gateway as ingest builds one, over the stack's own `jobs` KV, streams and buckets."""
     settings = stack.settings
     jobs = await JobStore.open(Runtime(settings, Publisher(js, settings), js))
-    return Gateway(settings, jobs, Publisher(js, settings), store, ResultLinks(store, 60))
+    yield Gateway(settings, jobs, Publisher(js, settings), store, ResultLinks(store, 60))
+    await jobs.close()
 
 
 @pytest.fixture(scope="module")

@@ -151,6 +151,7 @@ async def test_a_read_catches_the_record_up_with_the_jobs_end_event(
         assert (await store.get(job_id)) == record  # written back, once, as the projector would
         assert await store.current(f"no-{job_id}") is None
     finally:
+        await store.close()  # its index would read a deleted bucket for ever
         await js.delete_key_value(bucket)
 
 

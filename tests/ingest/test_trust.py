@@ -54,8 +54,11 @@ async def test_a_completed_job_requested_again_is_not_run_again(
     runtime = Runtime(stack.settings, Publisher(js, stack.settings), js)
     jobs = await JobStore.open(runtime)
     router = Router(stack.settings, Admission.from_settings(stack.settings), jobs)
-    assert [out async for out in router.route(again)] == []  # no second `dispatched`
-    record = await jobs.project(again, job_id)  # the projector's step: nothing moves back
+    try:
+        assert [out async for out in router.route(again)] == []  # no second `dispatched`
+        record = await jobs.project(again, job_id)  # the projector's step: nothing moves back
+    finally:
+        await jobs.close()
     assert record is not None and record.state is JobState.COMPLETED and record.results
     # The API's way in, the same object named again: the same job, still completed, queued once.
     response = await api.post("/v1/jobs", data={"media": f"s3://uploads/{key}", "language": "en"})
@@ -138,7 +141,10 @@ async def test_a_keyed_request_whose_publish_failed_runs_when_it_is_retried(
         catalogue.REQUESTED, request, function="ingest", event_id=lifecycle.requested_id(job_id)
     )
     jobs = await JobStore.open(Runtime(stack.settings, Publisher(js, stack.settings), js))
-    assert (await jobs.project(event, job_id)) is not None  # the record, and no request on the bus
+    try:
+        assert (await jobs.project(event, job_id)) is not None  # the record, and no request on the bus
+    finally:
+        await jobs.close()
 
     with open(AUDIO / "librispeech-1995-1837-0001.wav", "rb") as body:
         retry = await api.post(

@@ -102,8 +102,9 @@ class NatsCluster:
         self.processes.end(self.processes.child(name), kill=True)
 
     def restart(self, name: str, timeout: float = 120.0) -> None:
-        """Start member `name` again on its ports and store; return once it is healthy, i.e. it
-        has caught up every stream and consumer it holds a copy of."""
+        """Start member `name` again on its ports and store; return once its `/healthz` says
+        healthy. That is not yet caught up: a member just back can say so before it has heard
+        from a stream's leader that its copy is behind (tests wait for copies to agree)."""
         self._spawn(self.member(name))
         self.wait_healthy(name, time.monotonic() + timeout)
 

@@ -130,11 +130,9 @@ async def test_a_publish_while_its_stream_elects_a_leader_is_tried_again_and_sto
     subject = catalogue.dead_letter_subject("cluster-test")
     info = await cluster_js.stream_info(catalogue.DLQ.name, subjects_filter=subject)
     assert (info.state.subjects or {}).get(subject) == len(letters)
-    # Every copy agrees (the restarted member caught up before it said healthy).
-    copies = {
-        member.name: cluster.stream_counts(member.name)[catalogue.DLQ.name] for member in cluster.members
-    }
-    assert len(set(copies.values())) == 1, copies
+    # Every copy comes to agree: a restarted member can say healthy before it has heard from
+    # the leader that it is behind (its copy read (0, 0) right after /healthz, in one CI run).
+    await _copies_agree(cluster, catalogue.DLQ.name, timeout=60)
 
 
 async def test_jobs_complete_exactly_once_across_a_node_kill_and_restart(
