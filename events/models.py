@@ -131,6 +131,28 @@ class Decoding(EventData):
     )
 
 
+# Speakers one diarized job may ask for at most (min_speakers, max_speakers): a bound on the
+# clustering's work, far above a meeting's.
+MAX_SPEAKERS = 20
+
+
+class Diarization(EventData):
+    """Who spoke when, asked for by a job: its presence on a request turns diarization on (the
+    API's `diarize=true`). Speakers are then named on words, segments and cues as `SPEAKER_00`,
+    `SPEAKER_01`, ... in the order they first speak (pyannote's and WhisperX's labels). Counts
+    bound the number of speakers found; unset: estimated from the audio."""
+
+    min_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="At least this many speakers.")
+    max_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="At most this many speakers.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Diarization:
+        if self.min_speakers is not None and self.max_speakers is not None:
+            if self.min_speakers > self.max_speakers:
+                raise ValueError("min_speakers is more than max_speakers")
+        return self
+
+
 class TranscriptionRequested(EventData):
     """Someone wants a file transcribed. Every way in (API, bucket, other systems) makes one."""
 
@@ -155,6 +177,9 @@ class TranscriptionRequested(EventData):
     )
     audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
     decoding: Decoding = Field(default_factory=Decoding, description="Task, prompt, hotwords, temperature.")
+    diarization: Diarization | None = Field(
+        None, description="Name who spoke when (speaker labels); unset: no diarization, at no cost."
+    )
     delete_after: int | None = Field(
         None,
         ge=0,
@@ -197,6 +222,7 @@ class TranscriptionDispatched(EventData):
     formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
     audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
     decoding: Decoding = Field(default_factory=Decoding)
+    diarization: Diarization | None = None
 
 
 class TranscriptionQueued(EventData):
@@ -234,6 +260,7 @@ class Word(EventData):
     start: float | None = Field(None, description="Seconds from the start of the media.")
     end: float | None = Field(None, description="Seconds from the start of the media.")
     score: float | None = Field(None, description="The model's or the aligner's confidence, 0-1.")
+    speaker: str | None = Field(None, description="Who said it (`SPEAKER_00`...), on a diarized job.")
 
 
 class SegmentTranscribed(EventData):
@@ -249,6 +276,9 @@ class SegmentTranscribed(EventData):
     language: str | None = None
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    speaker: str | None = Field(
+        None, description="Who spoke (`SPEAKER_00`...), on a diarized job: one speaker per segment."
+    )
 
 
 class TranscriptionProgress(EventData):
@@ -258,7 +288,7 @@ class TranscriptionProgress(EventData):
     job_id: str
     run_id: str
     model: str
-    stage: Literal["fetching", "decoding", "transcribing", "optimizing"]
+    stage: Literal["fetching", "decoding", "diarizing", "transcribing", "optimizing"]
     fraction: float = Field(ge=0.0, le=1.0)
 
 

@@ -23,3 +23,8 @@ TASKS: dict[str, frozenset[str]] = {
     "whisperx": frozenset({"transcribe", "translate"}),
     "belle2": frozenset({"transcribe"}),
 }
+
+# The models whose function can name speakers (events.models.Diarization): whisperx runs a
+# diarization stage after alignment (functions/whisperx/diarization.py); belle2 has none. Routing
+# sends a job that asks for speakers only to one of these.
+DIARIZES: frozenset[str] = frozenset({"whisperx"})

@@ -14,7 +14,9 @@ Every step honours the job's task (events.models.Task; what each model can do is
 events/registry.py TASKS): a model that cannot do it is refused when requested
 (`task_unsupported`) and skipped by a language rule, and a job the default model cannot do goes to
 the first enabled model (ENABLED_MODELS order) that can. A Mandarin job to translate goes to
-whisperx, never to belle2.
+whisperx, never to belle2. A job that asks for speakers (`diarize`) is held to the models that
+can name them (events/registry.py DIARIZES) the same way (`diarization_unsupported`): a Mandarin
+job with speakers goes to whisperx.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 from events.errors import CodedError
 from events.models import RoutingReason, Task, TranscriptionDispatched
-from events.registry import MODELS, TASKS
+from events.registry import DIARIZES, MODELS, TASKS
 from events.settings import Settings
 
 
@@ -42,9 +44,10 @@ class Route:
     reason: RoutingReason
 
 
-def can_do(model: str, task: Task) -> bool:
-    """Whether `model` (a registry name) can do `task` (events/registry.py TASKS)."""
-    return task in TASKS.get(model, frozenset())
+def can_do(model: str, task: Task, *, diarize: bool = False) -> bool:
+    """Whether `model` (a registry name) can do `task` (events/registry.py TASKS), and name
+    speakers when `diarize` (DIARIZES)."""
+    return task in TASKS.get(model, frozenset()) and (not diarize or model in DIARIZES)
 
 
 def choose_model(
@@ -54,11 +57,13 @@ def choose_model(
     *,
     detected: bool = False,
     task: Task = "transcribe",
+    diarize: bool = False,
 ) -> Route:
     """The model for a request (`requested` model, `language` as an ISO 639-1 code or a tag such
-    as zh-CN, `task` transcribe or translate), or for a job whose language was `detected`. Raises
-    RoutingError (`model_disabled`, `model_unknown`; `task_unsupported` when the requested model,
-    or no enabled model, can do the task) when the request cannot run here."""
+    as zh-CN, `task` transcribe or translate, `diarize`: it asks for speakers), or for a job whose
+    language was `detected`. Raises RoutingError (`model_disabled`, `model_unknown`;
+    `task_unsupported` / `diarization_unsupported` when the requested model, or no enabled model,
+    can do the task / name speakers) when the request cannot run here."""
     enabled = settings.enabled_models
     if requested:
         if requested not in enabled:
@@ -68,32 +73,45 @@ def choose_model(
             )
         if not can_do(requested, task):
             raise RoutingError(
-                "task_unsupported", f"model {requested!r} cannot {task}; {_able(task, settings)}"
+                "task_unsupported", f"model {requested!r} cannot {task}; {_able(task, False, settings)}"
+            )
+        if not can_do(requested, task, diarize=diarize):
+            raise RoutingError(
+                "diarization_unsupported",
+                f"model {requested!r} cannot name speakers; {_able(task, True, settings)}",
             )
         return Route(requested, "requested")
     if language:
         # The rule table is configuration (LANGUAGE_MODELS); Mandarin -> BELLE-2 by default. A rule
         # naming a model that cannot do the task is passed over like a disabled one.
         ruled = settings.language_models.get(language.lower().split("-")[0])
-        if ruled in enabled and can_do(ruled, task):
+        if ruled in enabled and can_do(ruled, task, diarize=diarize):
             return Route(ruled, "detected language" if detected else "language rule")
     reason: RoutingReason = "detected language" if detected else "default"
     default = settings.default_transcription_model
     if default not in enabled:
         raise RoutingError("model_disabled", f"DEFAULT_TRANSCRIPTION_MODEL {default!r} is not enabled")
-    if can_do(default, task):
+    if can_do(default, task, diarize=diarize):
         return Route(default, reason)
-    able = [model for model in enabled if can_do(model, task)]
+    able = [model for model in enabled if can_do(model, task, diarize=diarize)]
     if not able:
-        raise RoutingError("task_unsupported", f"no enabled model can {task}; {_able(task, settings)}")
+        if not any(can_do(model, task) for model in enabled):
+            raise RoutingError(
+                "task_unsupported", f"no enabled model can {task}; {_able(task, False, settings)}"
+            )
+        raise RoutingError(
+            "diarization_unsupported", f"no enabled model can name speakers; {_able(task, True, settings)}"
+        )
     return Route(able[0], reason)
 
 
-def _able(task: Task, settings: Settings) -> str:
-    """Which models can do `task`, and which are enabled, for a refusal's message."""
-    able = [model for model in MODELS if can_do(model, task)]
+def _able(task: Task, diarize: bool, settings: Settings) -> str:
+    """Which models can do `task` (and name speakers, with `diarize`), and which are enabled,
+    for a refusal's message."""
+    able = [model for model in MODELS if can_do(model, task, diarize=diarize)]
+    what = f"{task} and name speakers" if diarize else task
     return (
-        f"models that can {task}: {', '.join(able) or 'none'}; "
+        f"models that can {what}: {', '.join(able) or 'none'}; "
         f"enabled models (ENABLED_MODELS): {', '.join(settings.enabled_models)}"
     )
 

@@ -243,6 +243,12 @@ class Settings(BaseSettings):
     nltk_data_dir: Path | None = Field(
         None, description="NLTK data (punkt_tab) for alignment (default: <model cache>/nltk_data)."
     )
+    diarization_model_dir: Path | None = Field(
+        None,
+        description="A local pyannote speaker-diarization pipeline (its config.yaml and the "
+        "checkpoints it names) for jobs that ask for speakers; unset: Resemblyzer's voice encoder, "
+        "which ships in its wheel, with scikit-learn clustering (functions/whisperx/README.md).",
+    )
     language_id_windows: int = Field(
         3,
         ge=1,

@@ -142,11 +142,15 @@ class KlipNote:
         hotwords: str | None = None,
         temperature: float | None = None,
         delete_after: int | None = None,
+        diarize: bool = False,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
     ) -> JobView:
         """Start a job from a local file (uploaded) or an `s3://bucket/key` already in storage;
         the job as the API answers it (202: `id`, state `requested`). `task` (transcribe or
         translate), `prompt`, `hotwords`, `temperature` (0 to 1) are the decoding options,
-        `delete_after` seconds after the job ends when it is deleted (`POST /v1/jobs`)."""
+        `delete_after` seconds after the job ends when it is deleted, `diarize` names the
+        speakers, with `min_speakers` and `max_speakers` as bounds (`POST /v1/jobs`)."""
         form = {
             "model": model,
             "language": language,
@@ -157,6 +161,9 @@ class KlipNote:
             "hotwords": hotwords,
             "temperature": None if temperature is None else str(temperature),
             "delete_after": None if delete_after is None else str(delete_after),
+            "diarize": "true" if diarize else None,
+            "min_speakers": None if min_speakers is None else str(min_speakers),
+            "max_speakers": None if max_speakers is None else str(max_speakers),
         }
         data = {name: value for name, value in form.items() if value}
         if isinstance(source, str) and source.startswith("s3://"):

@@ -13,7 +13,7 @@ import re
 
 from events import routing
 from events.errors import CodedError
-from events.models import Decoding, WebhookTarget
+from events.models import Decoding, Diarization, WebhookTarget
 from events.settings import Settings
 from functions.ingest.webhooks.errors import WebhookRefused
 from functions.ingest.webhooks.guard import WebhookGuard
@@ -50,14 +50,18 @@ class Admission:
         language: str | None,
         webhook: WebhookTarget | None,
         decoding: Decoding | None = None,
+        diarization: Diarization | None = None,
     ) -> routing.Route:
-        """The model a request goes to and why, for its `decoding`'s task (unset: transcribe).
-        Raises, in this order, each with its code: RoutingError (`model_disabled`,
-        `model_unknown`, `task_unsupported`: the model, or no enabled model, can do the task),
+        """The model a request goes to and why, for its `decoding`'s task (unset: transcribe)
+        and its `diarization` (set: a model that can name speakers). Raises, in this order, each
+        with its code: RoutingError (`model_disabled`, `model_unknown`, `task_unsupported`,
+        `diarization_unsupported`: the model, or no enabled model, can do the task or name speakers),
         LanguageRefused (`language_invalid`), WebhookRefused (`webhook_*`; the guard resolves the
         host off the event loop)."""
         task = decoding.task if decoding is not None else "transcribe"
-        route = routing.choose_model(model, language, self.settings, task=task)
+        route = routing.choose_model(
+            model, language, self.settings, task=task, diarize=diarization is not None
+        )
         if language is not None and not _LANGUAGE.fullmatch(language):
             raise LanguageRefused("language_invalid", f"{language!r} is not an ISO 639-1 language code")
         if webhook is not None:

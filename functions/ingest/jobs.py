@@ -94,6 +94,7 @@ def apply(
             metadata=request.metadata,
             audio_track=request.audio_track,
             decoding=request.decoding,
+            diarization=request.diarization,
             delete_after=request.delete_after,
             webhook=WebhookStatus(url=shown_url(target.url)) if target else None,
             webhook_target=target,

@@ -24,6 +24,7 @@ from events.errors import CodedError
 from events.lifecycle import JobState
 from events.models import (
     Decoding,
+    Diarization,
     LanguageDetected,
     ObjectRef,
     OutputFormat,
@@ -91,6 +92,7 @@ class Router:
                 language=request.language,
                 webhook=_webhook(request, record),
                 decoding=request.decoding,
+                diarization=request.diarization,
             )
         except (MediaBucketForbidden, *REFUSALS) as error:
             yield lifecycle.failed(job_id, error, function=NAME, step="routing")
@@ -103,6 +105,7 @@ class Router:
             formats=request.formats,
             audio_track=request.audio_track,
             decoding=request.decoding,
+            diarization=request.diarization,
         ):
             yield out
 
@@ -119,10 +122,15 @@ class Router:
             log.info("not handing over job %s: %s", job_id, "no record" if record is None else record.state)
             return
         try:
-            # The job's task holds on the hand-over too: a Mandarin job to translate stays
-            # with a model that can translate.
+            # The job's task holds on the hand-over too: a Mandarin job to translate (or with
+            # speakers) stays with a model that can translate (name speakers).
             route = routing.choose_model(
-                None, detected.language, self.settings, detected=True, task=record.decoding.task
+                None,
+                detected.language,
+                self.settings,
+                detected=True,
+                task=record.decoding.task,
+                diarize=record.diarization is not None,
             )
         except routing.RoutingError as error:
             yield lifecycle.failed(job_id, error, function=NAME, step="routing")
@@ -135,6 +143,7 @@ class Router:
             formats=record.formats,
             audio_track=record.audio_track,
             decoding=record.decoding,
+            diarization=record.diarization,
             language_probability=detected.probability,
             handed_over_from=detected.model,
         ):
@@ -169,6 +178,7 @@ def _dispatch(
     formats: list[OutputFormat],
     audio_track: int | None,
     decoding: Decoding,
+    diarization: Diarization | None,
     language_probability: float | None = None,
     handed_over_from: str | None = None,
 ) -> list[CloudEvent]:
@@ -185,6 +195,7 @@ def _dispatch(
         audio_track=audio_track,
         routing_reason=route.reason,
         decoding=decoding,
+        diarization=diarization,
     )
     queued = TranscriptionQueued(
         job_id=job_id, model=route.model, routing_reason=route.reason, handed_over_from=handed_over_from

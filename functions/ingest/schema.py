@@ -15,7 +15,16 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field
 
 from events.lifecycle import FINISHED_STATES, JobState
-from events.models import Decoding, MediaInfo, ObjectRef, OutputFormat, RoutingReason, WebhookTarget, utcnow
+from events.models import (
+    Decoding,
+    Diarization,
+    MediaInfo,
+    ObjectRef,
+    OutputFormat,
+    RoutingReason,
+    WebhookTarget,
+    utcnow,
+)
 
 
 class JobError(BaseModel):
@@ -76,6 +85,7 @@ class JobFields(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     audio_track: int | None = Field(None, description="The audio track asked for (0-based), if any.")
     decoding: Decoding = Field(default_factory=Decoding, description="Task, prompt, hotwords, temperature.")
+    diarization: Diarization | None = Field(None, description="Speakers asked for (unset: none).")
     delete_after: int | None = Field(
         None, description="Seconds after the job ends when it is deleted, as requested (else RESULTS_TTL_S)."
     )

@@ -4,7 +4,8 @@ a module per concept:
 | module      | what                                                                          |
 |-------------|-------------------------------------------------------------------------------|
 | `schema`    | shapes and units: SAMPLE_RATE, Segment, Transcript, the ModelAdapter protocol, |
-|             | JobFailed, JobStopped, ModelUnavailable                                       |
+|             | Diarizes (an adapter that names speakers), SpeakerAttribution, JobFailed,     |
+|             | JobStopped, ModelUnavailable                                                  |
 | `audio`     | media intake (probe, track choice, decode to 16 kHz mono within the limits)   |
 |             | and the windows the decoded audio is cut into                                 |
 | `vad`       | speech regions (Silero VAD)                                                   |
@@ -21,11 +22,13 @@ from functions.transcriber.audio import DecodedAudio, Limits, decode, windows
 from functions.transcriber.hub import offline
 from functions.transcriber.schema import (
     SAMPLE_RATE,
+    Diarizes,
     JobFailed,
     JobStopped,
     ModelAdapter,
     ModelUnavailable,
     Segment,
+    SpeakerAttribution,
     Transcript,
 )
 from functions.transcriber.skeleton import TranscriptionFunction
@@ -33,12 +36,14 @@ from functions.transcriber.skeleton import TranscriptionFunction
 __all__ = [
     "SAMPLE_RATE",
     "DecodedAudio",
+    "Diarizes",
     "JobFailed",
     "JobStopped",
     "Limits",
     "ModelAdapter",
     "ModelUnavailable",
     "Segment",
+    "SpeakerAttribution",
     "Transcript",
     "TranscriptionFunction",
     "decode",

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from events.errors import CodedError
-from events.models import Decoding, Word
+from events.models import Decoding, Diarization, Word
 
 SAMPLE_RATE = 16_000  # samples per second of every audio array and decoded file
 
@@ -47,6 +47,8 @@ class Segment:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     language: str | None = None
+    # Who spoke (`SPEAKER_00`...), on a diarized job: one speaker per segment (events.models.Diarization).
+    speaker: str | None = None
 
 
 @dataclass
@@ -100,3 +102,19 @@ class ModelAdapter(Protocol):
         *,
         decoding: Decoding | None = None,
     ) -> Transcript: ...
+
+
+# What a diarized job's segments go through: one segment (times on the whole file) in, the same
+# speech out as segments of one speaker each (`Segment.speaker`, and `Word.speaker` on its words).
+SpeakerAttribution = Callable[[Segment], list[Segment]]
+
+
+@runtime_checkable
+class Diarizes(Protocol):
+    """A model adapter that can name speakers (events/registry.py DIARIZES): `diarize` hears the
+    whole file once (16 kHz mono float32, shape (samples,)), before it is transcribed, and gives
+    back how to attribute each segment to its speaker. It blocks (the skeleton runs it in a
+    thread) and must end within STALL_TIMEOUT_S; raises JobFailed or ModelUnavailable when the
+    diarization model cannot be used."""
+
+    def diarize(self, audio: np.ndarray, diarization: Diarization) -> SpeakerAttribution: ...

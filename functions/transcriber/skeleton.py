@@ -33,6 +33,7 @@ from minio import Minio
 from events import binding, catalogue, lifecycle, routing, storage, tracing
 from events.models import (
     Decoding,
+    Diarization,
     LanguageDetected,
     SegmentTranscribed,
     Task,
@@ -48,10 +49,13 @@ from functions.transcriber.hub import offline
 from functions.transcriber.language import Identified, identify
 from functions.transcriber.schema import (
     SAMPLE_RATE,
+    Diarizes,
     JobFailed,
     JobStopped,
     ModelAdapter,
+    ModelUnavailable,
     Segment,
+    SpeakerAttribution,
     Transcript,
 )
 from functions.transcriber.vad import SpeechDetector
@@ -254,6 +258,15 @@ class TranscriptionFunction:
             language = language or self.adapter.default_language
             if await self.cancels.canceled(job.job_id):  # canceled while fetching, decoding, listening
                 raise JobCanceled(job.job_id)
+            attribute: SpeakerAttribution | None = None
+            if job.diarization is not None:
+                yield self._progress(job, run_id, "diarizing", 0.0)
+                started = time.perf_counter()
+                with tracing.stage("diarize", ids):
+                    attribute = await self._diarize(audio, job.diarization)
+                timings["diarize"] = time.perf_counter() - started
+                if await self.cancels.canceled(job.job_id):
+                    raise JobCanceled(job.job_id)
 
             started = time.perf_counter()
             sequence = 0
@@ -265,15 +278,21 @@ class TranscriptionFunction:
                         if isinstance(item, Segment):
                             if sequence == 0:
                                 segments = publishing.enter_context(tracing.stage("segments", ids))
-                            segment = SegmentTranscribed(
-                                job_id=job.job_id, run_id=run_id, sequence=sequence, start=item.start,
-                                end=item.end, text=item.text, words=item.words, language=item.language,
-                                avg_logprob=item.avg_logprob, no_speech_prob=item.no_speech_prob,
-                            )  # fmt: skip
-                            yield self._event(
-                                catalogue.SEGMENT, segment, job.job_id, lifecycle.segment_id(run_id, sequence)
-                            )
-                            sequence += 1
+                            # A diarized job's segment, split where its speaker changes.
+                            for part in attribute(item) if attribute else [item]:
+                                segment = SegmentTranscribed(
+                                    job_id=job.job_id, run_id=run_id, sequence=sequence, start=part.start,
+                                    end=part.end, text=part.text, words=part.words, language=part.language,
+                                    avg_logprob=part.avg_logprob, no_speech_prob=part.no_speech_prob,
+                                    speaker=part.speaker,
+                                )  # fmt: skip
+                                yield self._event(
+                                    catalogue.SEGMENT,
+                                    segment,
+                                    job.job_id,
+                                    lifecycle.segment_id(run_id, sequence),
+                                )
+                                sequence += 1
                         elif isinstance(item, float):
                             yield self._progress(job, run_id, "transcribing", item)
                         else:
@@ -303,6 +322,20 @@ class TranscriptionFunction:
             alignment=transcript.alignment, media_info=audio.media,
         )  # fmt: skip
         yield self._event(catalogue.TRANSCRIBED, done, job.job_id, lifecycle.transcribed_id(run_id))
+
+    async def _diarize(self, audio: DecodedAudio, diarization: Diarization) -> SpeakerAttribution:
+        """How to attribute the job's segments to speakers, from the adapter's diarization of the
+        whole file (in a thread). JobFailed `diarization_unsupported` from a model that cannot
+        name speakers (routing never sends one such a job; another system's dispatch might), and
+        `diarization_unavailable` when the diarization model cannot be loaded."""
+        adapter = self.adapter
+        if not isinstance(adapter, Diarizes):
+            raise JobFailed("diarization_unsupported", f"{self.name} cannot name speakers")
+        whole = audio.window(0, audio.samples)
+        try:
+            return await asyncio.to_thread(adapter.diarize, whole, diarization)
+        except ModelUnavailable as error:
+            raise JobFailed("diarization_unavailable", str(error)) from error
 
     async def _transcribe(
         self,
@@ -406,7 +439,7 @@ class TranscriptionFunction:
                 probability=round(identified.probability, 4), speech_seconds=identified.speech_seconds,
                 windows=identified.windows,
                 handover=routing.routed_by_detection(job)
-                and self._leaves(identified.language, job.decoding.task),
+                and self._leaves(identified.language, job.decoding.task, diarize=job.diarization is not None),
             )  # fmt: skip
             span.set_attributes(
                 {
@@ -453,11 +486,14 @@ class TranscriptionFunction:
             self.settings.language_id_windows,
         )
 
-    def _leaves(self, language: str, task: Task = "transcribe") -> bool:
+    def _leaves(self, language: str, task: Task = "transcribe", *, diarize: bool = False) -> bool:
         """Whether the language rules send a job in `language` to another model than this one; a
-        job to translate only to a model that can translate (events/routing.py)."""
+        job to translate (or with speakers) only to a model that can translate (name speakers;
+        events/routing.py)."""
         try:
-            route = routing.choose_model(None, language, self.settings, detected=True, task=task)
+            route = routing.choose_model(
+                None, language, self.settings, detected=True, task=task, diarize=diarize
+            )
             return route.model != self.name
         except routing.RoutingError:
             return False  # no model to hand over to by this function's settings: it keeps the job

@@ -1,6 +1,7 @@
 """The WhisperX adapter: a local CTranslate2 model through `whisperx.load_model`, batched, with
 the pyannote VAD bundled in the whisperx wheel (its "silero" option downloads at run time, so it
-is never used here), and wav2vec2 forced alignment where a local model is configured.
+is never used here), wav2vec2 forced alignment where a local model is configured, and, for a job
+that asks for speakers, the diarization stage (functions/whisperx/diarization.py).
 
 `FasterWhisperPipeline.transcribe` returns only when every VAD chunk is done and keeps the
 language probability to itself; the loop below is the same pipeline, yielding each segment as
@@ -17,10 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from events.models import Decoding, Word
+from events.models import Decoding, Diarization, Word
 from events.settings import Settings
-from functions.transcriber import SAMPLE_RATE, JobFailed, ModelUnavailable, Segment, Transcript, offline
+from functions.transcriber import (
+    SAMPLE_RATE,
+    JobFailed,
+    ModelUnavailable,
+    Segment,
+    SpeakerAttribution,
+    Transcript,
+    offline,
+)
 from functions.transcriber.prompt import as_prompt_text, fit_prompt
+from functions.whisperx.diarization import Diarizer, attribute, load_diarizer
 
 NAME = "whisperx"
 # Passes over one chunk at most: the first, then its untranscribed rests (each must move on).
@@ -42,6 +52,7 @@ class WhisperX:
         self.device = settings.resolved_device()
         self.pipeline: Any = None
         self._aligners: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._diarizer: Diarizer | None = None
 
     def load(self) -> None:
         missing = [name for name in CT2_FILES if not (self.model_dir / name).is_file()]
@@ -77,6 +88,22 @@ class WhisperX:
         # Configured aligners load now: a wrong path fails readiness, not the first job in that language.
         for language in self.settings.alignment_models:
             self._aligner(language)
+        # A configured pyannote pipeline too; the embedded voice encoder loads with the first job
+        # that asks for speakers, so a worker whose jobs never do pays nothing for it.
+        if self.settings.diarization_model_dir is not None:
+            self._diarizer = load_diarizer(self.settings)
+
+    # -- speakers -----------------------------------------------------------------------------
+
+    def diarize(self, audio: np.ndarray, diarization: Diarization) -> SpeakerAttribution:
+        """Who speaks when in the whole file (16 kHz mono float32, shape (samples,)), by the
+        diarization stage (functions/whisperx/diarization.py), and how each segment is then
+        attributed: after alignment, so by its words' times. ModelUnavailable when the
+        diarization model cannot be loaded."""
+        if self._diarizer is None:
+            self._diarizer = load_diarizer(self.settings)
+        turns = self._diarizer.diarize(audio, diarization)
+        return lambda segment: attribute([segment], turns)
 
     # -- transcription ------------------------------------------------------------------------
 

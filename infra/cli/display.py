@@ -146,8 +146,10 @@ class Display:
 
 def segment_line(segment: SegmentTranscribed) -> str:
     """A segment as a line: its start time (`m:ss`, `h:mm:ss` from an hour) in the column of the
-    lifecycle lines' names, then its text. Long text is wrapped by a terminal, never cut."""
-    return f"{clock(segment.start):<12} {segment.text.strip()}"
+    lifecycle lines' names, then its text, after its speaker on a diarized job (`[SPEAKER_00]: `,
+    as the SRT and TXT results write it). Long text is wrapped by a terminal, never cut."""
+    speaker = f"[{segment.speaker}]: " if segment.speaker else ""
+    return f"{clock(segment.start):<12} {speaker}{segment.text.strip()}"
 
 
 def clock(seconds: float) -> str:

@@ -29,6 +29,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     transcribe.add_argument("--model")
     transcribe.add_argument("--language")
     transcribe.add_argument("--audio-track", type=int, help=AUDIO_TRACK_HELP)
+    _add_speaker_options(transcribe)
     transcribe.add_argument(
         "--output",
         type=Path,
@@ -79,6 +80,7 @@ def _add_client_commands(commands: Any) -> None:
         metavar="SECONDS",
         help="delete the job's upload, results and record this long after it ends",
     )
+    _add_speaker_options(submit)
     submit.add_argument(
         "--wait", action="store_true", help="follow the job with a progress bar until it ends"
     )
@@ -99,6 +101,14 @@ def _add_client_commands(commands: Any) -> None:
         "delete", parents=[common], help="delete a job: its upload, results and record (cancels it first)"
     )
     delete.add_argument("job", help="job id (named always: a delete cannot be undone)")
+
+
+def _add_speaker_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--diarize", action="store_true", help="name who spoke when (speaker labels; whisperx can)"
+    )
+    command.add_argument("--min-speakers", type=int, metavar="N", help="with --diarize: at least N speakers")
+    command.add_argument("--max-speakers", type=int, metavar="N", help="with --diarize: at most N speakers")
 
 
 def formats(value: str) -> list[str]:

@@ -98,6 +98,9 @@ def submit(args: argparse.Namespace, client: KlipNote) -> int:
         hotwords=args.hotwords,
         temperature=args.temperature,
         delete_after=args.delete_after,
+        diarize=args.diarize,
+        min_speakers=args.min_speakers,
+        max_speakers=args.max_speakers,
     )
     if local is not None:
         remember(job.id, local, client.api)
@@ -222,7 +225,13 @@ def submit_and_follow(api: str, media: Path, args: argparse.Namespace, settings:
     try:
         with KlipNote(api, settings.api_key) as client:
             job_id = client.submit(
-                media, model=args.model, language=args.language, audio_track=args.audio_track
+                media,
+                model=args.model,
+                language=args.language,
+                audio_track=args.audio_track,
+                diarize=args.diarize,
+                min_speakers=args.min_speakers,
+                max_speakers=args.max_speakers,
             ).id
             print(f"job {job_id} submitted ({media.name})", flush=True)
             with Display(sys.stdout) as display:

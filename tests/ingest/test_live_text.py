@@ -303,6 +303,16 @@ def test_a_segment_is_a_line_with_its_start_time_and_escaped_text() -> None:
     assert clock(59.99) == "0:59" and clock(600) == "10:00"
 
 
+def test_a_diarized_segment_shows_its_speaker_as_the_results_write_it() -> None:
+    out = io.StringIO()
+    with Display(out) as display:
+        spoken = SegmentTranscribed(
+            job_id="j", run_id="r1", sequence=0, start=1.0, end=2.0, text="Good morning.", speaker="SPEAKER_01"
+        )
+        display.event(event(spoken))
+    assert out.getvalue().splitlines() == ["0:01         [SPEAKER_01]: Good morning."]
+
+
 def test_a_narrow_terminal_wraps_the_text_and_keeps_every_word(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws (and wraps) only on a terminal
     monkeypatch.setenv("COLUMNS", "24")

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from events.models import Decoding, WebhookTarget
+from events.models import Decoding, Diarization, WebhookTarget
 from events.runtime.problems import problem
 from events.settings import Settings
 from functions.ingest.admission import REFUSALS, Admission
@@ -38,10 +38,13 @@ class Parts:
         language: str | None,
         webhook: WebhookTarget | None,
         decoding: Decoding | None = None,
+        diarization: Diarization | None = None,
     ) -> None:
         """Admit a request's options (`Admission.admit`), or answer 422 with the refusal's code."""
         try:
-            await self.admission.admit(model=model, language=language, webhook=webhook, decoding=decoding)
+            await self.admission.admit(
+                model=model, language=language, webhook=webhook, decoding=decoding, diarization=diarization
+            )
         except REFUSALS as error:
             raise problem(422, error.code, error.message) from error
 

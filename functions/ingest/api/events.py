@@ -45,7 +45,8 @@ async def job_events(job_id: str, parts: PartsDep, gateway: GatewayDep) -> Strea
     still the whole CloudEvent (type `io.klipnote.transcription.segment.v1`, with `id`, `time`,
     `source`), so one parser reads every message. A segment's data: `run_id`, `sequence` (from
     0 in its run), `start` and `end` (seconds of the media), `text`, `words` (each with `start`,
-    `end`, `word`, `score`, or null), `language`. Segments of every run of the job come, in their
+    `end`, `word`, `score`, or null), `language`, and on a diarized job `speaker` (on the segment
+    and its words). Segments of every run of the job come, in their
     run's order: a run that was superseded (a language
     hand-over, a run redelivered after a crash) has its own `run_id`; keep the latest run's
     (`transcribed` and `completed` name the run that counts). Every segment published before
@@ -81,7 +82,11 @@ async def receive_event(request: Request, parts: PartsDep, gateway: GatewayDep) 
         # Caller-named ids live in their own namespace (functions/ingest/ids.py).
         raise problem(400, "malformed_event", CALLER_JOB_ID_RULE)
     await parts.admit(
-        model=wanted.model, language=wanted.language, webhook=wanted.webhook, decoding=wanted.decoding
+        model=wanted.model,
+        language=wanted.language,
+        webhook=wanted.webhook,
+        decoding=wanted.decoding,
+        diarization=wanted.diarization,
     )
     job_id = job_id_for(event, wanted)
     existing = await gateway.get_job(job_id)

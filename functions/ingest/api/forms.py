@@ -1,6 +1,7 @@
 """The form fields of `POST /v1/jobs` that need more than FastAPI's checks: output formats,
 echoed metadata, the webhook's URL and static header, the decoding options (task, prompt,
-hotwords, temperature). Each refusal is a 422 with its code."""
+hotwords, temperature), the diarization options (diarize, min_speakers, max_speakers). Each
+refusal is a 422 with its code."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from events.models import (
     DEFAULT_FORMATS,
     MAX_METADATA_BYTES,
     Decoding,
+    Diarization,
     OutputFormat,
     WebhookTarget,
     split_formats,
@@ -114,3 +116,21 @@ def parse_decoding(
         first = error.errors()[0]
         name = str(first["loc"][0])
         raise problem(422, _DECODING_CODES[name], f"{name}: {first['msg']}") from error
+
+
+def parse_diarization(
+    diarize: bool | None, min_speakers: int | None, max_speakers: int | None
+) -> Diarization | None:
+    """The job's diarization (events.models.Diarization) from its form fields: None unless
+    `diarize` is true. Raises the 422 `speakers_invalid` when a count is given without
+    `diarize=true` (it would be ignored), is outside 1 to MAX_SPEAKERS, or min exceeds max."""
+    if not diarize:
+        if min_speakers is not None or max_speakers is not None:
+            raise problem(422, "speakers_invalid", "min_speakers and max_speakers need diarize=true")
+        return None
+    try:
+        return Diarization(min_speakers=min_speakers, max_speakers=max_speakers)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "speakers"
+        raise problem(422, "speakers_invalid", f"{where}: {first['msg']}") from error

@@ -10,10 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 
 from events.lifecycle import JobState
-from events.models import AUDIO_TRACK_DESCRIPTION, TranscriptionRequested
+from events.models import AUDIO_TRACK_DESCRIPTION, MAX_SPEAKERS, TranscriptionRequested
 from events.runtime.problems import ERRORS, problem
 from functions.ingest.api.dependencies import GatewayDep, PartsDep, authorize
-from functions.ingest.api.forms import parse_decoding, parse_options
+from functions.ingest.api.forms import parse_decoding, parse_diarization, parse_options
 from functions.ingest.api.media import stat_reference, store_upload
 from functions.ingest.gateway import Gateway
 from functions.ingest.ids import keyed_job_id, new_job_id, object_job_id
@@ -73,6 +73,20 @@ async def submit_job(
             "deleted; unset: RESULTS_TTL_S.",
         ),
     ] = None,
+    diarize: Annotated[
+        bool | None,
+        Form(
+            description="Name who spoke when: `speaker` on words, segments and cues (SPEAKER_00, "
+            "...), voice tags in VTT, a prefix in SRT and TXT. Only models that can name speakers "
+            "take it (whisperx; 422 `diarization_unsupported` otherwise)."
+        ),
+    ] = None,
+    min_speakers: Annotated[
+        int | None, Form(description=f"With diarize: at least this many speakers (1-{MAX_SPEAKERS}).")
+    ] = None,
+    max_speakers: Annotated[
+        int | None, Form(description=f"With diarize: at most this many speakers (1-{MAX_SPEAKERS}).")
+    ] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobView:
     """Start a job: upload media in the multipart field `file`, or name an object already in
@@ -84,11 +98,15 @@ async def submit_job(
     The decoding options (`task`, `prompt`, `hotwords`, `temperature`) go to the model with the
     job, each applied where the model supports it (README, "Decoding options"); a task the chosen
     model cannot do is 422 `task_unsupported`, a bad value 422 `task_invalid`, `prompt_invalid`,
-    `hotwords_invalid` or `temperature_invalid`."""
+    `hotwords_invalid` or `temperature_invalid`. `diarize=true` (with `min_speakers` and
+    `max_speakers`) names the speakers (README, "Speakers"); a bad count is 422 `speakers_invalid`."""
     model, language = model or None, language or None
     options = parse_options(formats, metadata, webhook_url, webhook_header)
     decoding = parse_decoding(task, prompt, hotwords, temperature)
-    await parts.admit(model=model, language=language, webhook=options.webhook, decoding=decoding)
+    diarization = parse_diarization(diarize, min_speakers, max_speakers)
+    await parts.admit(
+        model=model, language=language, webhook=options.webhook, decoding=decoding, diarization=diarization
+    )
     if (file is None) == (media is None):
         raise problem(422, "media_missing", "send the media as `file`, or name it in `media`")
     gateway = parts.started_gateway()
@@ -104,6 +122,7 @@ async def submit_job(
                 "webhook": options.webhook.model_dump(mode="json") if options.webhook else None,
                 "audio_track": audio_track,
                 "decoding": decoding.model_dump(mode="json"),
+                "diarization": diarization.model_dump(mode="json") if diarization else None,
                 "delete_after": delete_after,
                 # As stored (store_upload): a client quoting `"` as %22 sends the same name.
                 "filename": display_filename((file.filename or "").replace("%22", '"')),
@@ -128,6 +147,7 @@ async def submit_job(
         webhook=options.webhook,
         audio_track=audio_track,
         decoding=decoding,
+        diarization=diarization,
         delete_after=delete_after,
     )
     record = await gateway.submit(request, request_digest=digest)

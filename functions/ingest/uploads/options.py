@@ -2,8 +2,9 @@
 `transcription.requested`. A value that cannot be an option is logged and left out; the router
 admits the rest as it admits any request.
 
-The options: `Model`, `Language`, `Formats`, `Webhook`, `Audio-Track`, and the decoding options
-`Task`, `Prompt`, `Hotwords`, `Temperature`, and `Delete-After` (seconds). S3 user metadata is
+The options: `Model`, `Language`, `Formats`, `Webhook`, `Audio-Track`, the decoding options
+`Task`, `Prompt`, `Hotwords`, `Temperature`, `Delete-After` (seconds), and `Diarize` (`true`)
+with `Min-Speakers` and `Max-Speakers`. S3 user metadata is
 sent as HTTP headers, so US-ASCII: a prompt in another script is sent as an RFC 2047 encoded word
 (`=?UTF-8?B?...?=`, what `email.header.Header(text, "utf-8").encode()` makes), and decoded here."""
 
@@ -19,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from events.models import (
     DEFAULT_FORMATS,
     Decoding,
+    Diarization,
     ObjectRef,
     OutputFormat,
     TranscriptionRequested,
@@ -81,8 +83,33 @@ def request_for(
         webhook=webhook,
         audio_track=_audio_track(options.get("audio-track"), key),
         decoding=_decoding(options, key),
+        diarization=_diarization(options, key),
         delete_after=_delete_after(options.get("delete-after"), key),
     )
+
+
+# What `Diarize` may say (case aside) to turn diarization on or off.
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _diarization(options: Mapping[str, str], key: str) -> Diarization | None:
+    """The diarization the object's metadata asks for: `Diarize: true`, with `Min-Speakers` and
+    `Max-Speakers` as whole numbers. A value that cannot be one is logged and left out (a bad
+    count leaves diarization on, estimating the count); counts without `Diarize` are ignored."""
+    diarize = options.get("diarize", "").lower()
+    if diarize not in _TRUE:
+        if diarize and diarize not in _FALSE:
+            log.warning("%s: ignoring X-Amz-Meta-Diarize %r: not true or false", key, diarize[:80])
+        return None
+    counts = {}
+    for name in ("min-speakers", "max-speakers"):
+        if (value := options.get(name)) is not None:
+            counts[name.replace("-", "_")] = value
+    try:
+        return Diarization.model_validate(counts)
+    except ValidationError as error:
+        log.warning("%s: ignoring X-Amz-Meta-Min/Max-Speakers %s: %s", key, counts, error.errors()[0]["msg"])
+        return Diarization()
 
 
 def _decoding(options: Mapping[str, str], key: str) -> Decoding:
