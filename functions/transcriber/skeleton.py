@@ -262,7 +262,7 @@ class TranscriptionFunction:
             if job.diarization is not None:
                 yield self._progress(job, run_id, "diarizing", 0.0)
                 started = time.perf_counter()
-                with tracing.stage("diarize", ids):
+                with tracing.stage("diarize", {**ids, tracing.AUDIO_SECONDS: audio.seconds}):
                     attribute = await self._diarize(audio, job.diarization)
                 timings["diarize"] = time.perf_counter() - started
                 if await self.cancels.canceled(job.job_id):

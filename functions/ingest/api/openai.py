@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events import binding, storage
 from events.lifecycle import JobState
-from events.models import Decoding, OutputFormat, TranscriptionRequested
+from events.models import Decoding, Diarization, OutputFormat, TranscriptionRequested
 from events.registry import MODELS
 from events.runtime.problems import problem
 from functions.ingest.api.dependencies import Parts, PartsDep, authorize
@@ -46,7 +46,9 @@ from functions.ingest.api.openai_shapes import (
     OpenAIErrorResponse,
     ResponseFormat,
     Transcription,
+    TranscriptionDiarized,
     TranscriptionVerbose,
+    diarized,
     openai_error_body,
     verbose,
 )
@@ -102,8 +104,9 @@ router = APIRouter(
 
 _TEXT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "model": Transcription | TranscriptionVerbose,
+        "model": Transcription | TranscriptionVerbose | TranscriptionDiarized,
         "description": "`json`: `{text}`; `verbose_json`: the text with its segments and words; "
+        "`diarized_json`: the segments with their speakers; "
         "`text`, `srt`, `vtt`: the transcript as plain text, SubRip or WebVTT.",
         "content": {"text/plain": {"schema": {"type": "string"}}},
         "headers": {
@@ -135,7 +138,10 @@ PromptField = Annotated[
 ]
 FormatField = Annotated[
     ResponseFormat,
-    Form(description="json (`{text}`), text, srt, vtt, or verbose_json (segments, words, language)."),
+    Form(
+        description="json (`{text}`), text, srt, vtt, verbose_json (segments, words, language), or "
+        "diarized_json (segments with their speakers A, B, ...: the job names speakers; transcriptions only)."
+    ),
 ]
 TemperatureField = Annotated[
     float | None,
@@ -261,6 +267,14 @@ async def _run(
         raise problem(
             400, "stream_unsupported", "streaming is not supported: send the request without stream=true"
         )
+    # OpenAI's diarized_json is its diarizing model's answer: here any request for it names speakers.
+    diarization = Diarization() if answer.response_format == "diarized_json" else None
+    if diarization is not None and task == "translate":
+        raise problem(
+            400,
+            "response_format_unsupported",
+            "diarized_json is a transcription's format, not a translation's",
+        )
     # Any name that is no KlipNote model (whisper-1, gpt-4o-transcribe, ...) routes by language.
     model = model if model in MODELS else None
     language = language or None
@@ -271,7 +285,9 @@ async def _run(
         raise RequestValidationError(
             [{**found, "loc": ("body", *found["loc"])} for found in error.errors()]
         ) from error
-    await parts.admit(model=model, language=language, webhook=None, decoding=decoding)
+    await parts.admit(
+        model=model, language=language, webhook=None, decoding=decoding, diarization=diarization
+    )
     gateway = parts.started_gateway()
     # The wait holds a reader of the job's events, as a live event stream does: it takes one of
     # the same slots (API_MAX_EVENT_STREAMS), before anything is stored.
@@ -280,7 +296,7 @@ async def _run(
         limit = parts.settings.api_max_event_streams
         raise problem(503, "too_many_streams", f"{limit} requests and event streams are waiting already")
     try:
-        return await _submit_and_wait(parts, gateway, file, model, language, decoding, answer)
+        return await _submit_and_wait(parts, gateway, file, model, language, decoding, diarization, answer)
     finally:
         slot.release()
 
@@ -292,6 +308,7 @@ async def _submit_and_wait(
     model: str | None,
     language: str | None,
     decoding: Decoding,
+    diarization: Diarization | None,
     answer: _Answer,
 ) -> Response:
     job_id = new_job_id()
@@ -304,6 +321,7 @@ async def _submit_and_wait(
         formats=answer.formats,
         filename=filename,
         decoding=decoding,
+        diarization=diarization,
     )
     headers = {JOB_HEADER: job_id}
     try:
@@ -377,6 +395,8 @@ async def _completed(
     if fmt == "json":
         return JSONResponse(Transcription(text=text.strip()).model_dump(), 200, headers)
     document = json.loads(await _result(gateway, record, "json"))
+    if fmt == "diarized_json":
+        return JSONResponse(diarized(document, text.strip()).model_dump(), 200, headers)
     shown = verbose(
         document, text.strip(), record.decoding.task, record.decoding.temperature, answer.granularities
     )

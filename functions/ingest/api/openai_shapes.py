@@ -4,9 +4,9 @@ language names OpenAI puts in `verbose_json`.
 
 The shapes follow OpenAI's API reference (Audio: createTranscription; Models: list) and the types
 of the `openai` Python SDK (`openai.types.audio.TranscriptionVerbose`, `TranscriptionSegment`,
-`TranscriptionWord`; `openai.types.Model`; the SDK reads an error's `error.{message, type, param,
-code}`). This module imports nothing of the API, so the guard, which answers before any route,
-may use it.
+`TranscriptionWord`, `TranscriptionDiarized`, `TranscriptionDiarizedSegment`; `openai.types.Model`;
+the SDK reads an error's `error.{message, type, param, code}`). This module imports nothing of the
+API, so the guard, which answers before any route, may use it.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def openai_error_body(
 
 # -- transcriptions ------------------------------------------------------------------------
 
-ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
 Granularity = Literal["segment", "word"]
 
 
@@ -169,6 +169,60 @@ def verbose(
         words=words if "word" in granularities else None,
         usage=Usage(seconds=duration),
     )
+
+
+class TranscriptionDiarizedSegment(BaseModel):
+    """One segment of `diarized_json`: a cue of the job's result, with its speaker."""
+
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float = Field(description="Seconds from the start of the media.")
+    end: float = Field(description="Seconds from the start of the media.")
+    text: str
+    speaker: str = Field(description="A, B, ... in the order the speakers first speak (OpenAI's labels).")
+
+
+class TranscriptionDiarized(BaseModel):
+    """`response_format=diarized_json` (OpenAI's answer of `gpt-4o-transcribe-diarize`): the text
+    and its segments, each with its speaker."""
+
+    task: Literal["transcribe"] = "transcribe"
+    duration: float = Field(description="The media's audio, seconds.")
+    text: str
+    segments: list[TranscriptionDiarizedSegment]
+    usage: Usage
+
+
+def diarized(document: dict[str, Any], text: str) -> TranscriptionDiarized:
+    """`diarized_json` from a diarized job's stored JSON result (its `cues`, each with `speaker`
+    `SPEAKER_00`, ...; `audio_seconds`) and its plain text. KlipNote's labels become OpenAI's
+    letters in the same order (`SPEAKER_00` -> `A`, `SPEAKER_25` -> `Z`, then `AA`, ...); a cue
+    without a speaker (none was heard in it) is `unknown`."""
+    duration = float(document.get("audio_seconds") or 0.0)
+    segments = [
+        TranscriptionDiarizedSegment(
+            id=f"seg_{index}",
+            start=cue["start"],
+            end=cue["end"],
+            text=one_line(cue["text"]),
+            speaker=_letters(cue.get("speaker")),
+        )
+        for index, cue in enumerate(document.get("cues") or [])
+    ]
+    return TranscriptionDiarized(
+        duration=duration, text=text, segments=segments, usage=Usage(seconds=duration)
+    )
+
+
+def _letters(label: str | None) -> str:
+    """`SPEAKER_<n>` as OpenAI's speaker letters: A..Z, then AA, AB, ... (spreadsheet columns)."""
+    if not label or not label.removeprefix("SPEAKER_").isdigit():
+        return label or "unknown"
+    number, letters = int(label.removeprefix("SPEAKER_")) + 1, ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
 
 
 def one_line(text: str) -> str:
