@@ -2,7 +2,7 @@
 
 0. segments the decoder itself doubts dropped (hallucinations.doubtful), counted;
 1. timeline: segments sorted by time, impossible times (NaN, negative, overlapping, past the
-   audio's end) made possible;
+   audio's end) made possible; two speakers may talk at once (see "Speakers");
 2. Traditional → Simplified for Mandarin, when configured;
 3. timed tokens (tokens.py), then decoding loops (loops.py) and standalone silence
    hallucinations (hallucinations.py) removed, each counted;
@@ -10,6 +10,17 @@
    then clause punctuation, then between words, balanced;
 5. cues too short to read merged with a neighbour, then times settled: ordered, never
    overlapping, inside the audio, long enough to read where the gaps allow.
+
+Speakers (a diarized job: every segment names its `speaker`, None everywhere otherwise, and then
+every step below does exactly what it did before speakers existed). A cue never holds two
+speakers' words: loops are looked for within one speaker's run of segments (two people saying
+"yes." in turn is dialogue, not a decoding loop), and short cues merge, or text with no room left
+joins, only with a cue of the same speaker. Two speakers talking at once: subtitles cannot
+overlap (SubRip players show one cue at a time, not reliably two), so times are cut, never
+text. A segment overlapping one of another speaker keeps its own start; where the other
+speaker's segment lies wholly inside it (an "mm-hmm" during a long turn) the long one is split
+at the end of the short one, so the cues read in the order things were said: the turn up to the
+interjection, the interjection, the rest of the turn. Each cue then ends where the next begins.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from events.settings import Settings
 from functions.optimize import chinese
 from functions.optimize.hallucinations import Hallucinations, doubtful
 from functions.optimize.loops import LoopLimits, remove_loops
-from functions.optimize.rules import SegmentRules, compliance
+from functions.optimize.rules import SegmentRules, compliance, speaker_label
 from functions.optimize.script import Boundary, close_up, visible_length
 from functions.optimize.tokens import Token, join, timed_tokens
 
@@ -45,6 +56,8 @@ class Cue(BaseModel):
     end: float
     # As shown: lines separated by "\n".
     text: str
+    # Who said it (`SPEAKER_00`...) on a diarized job; None otherwise.
+    speaker: str | None = None
     words: list[Word] | None = None
 
 
@@ -63,6 +76,7 @@ class _Span:
     text: str
     words: list[Word] | None
     language: str | None
+    speaker: str | None
 
 
 class Optimizer:
@@ -110,6 +124,9 @@ class Optimizer:
             else:
                 kept.append(segment)
         spans = _timeline(kept, audio_end)
+        # The speaker of each span, by index (a token's and a group's `segment`).
+        speakers = [span.speaker for span in spans]
+        diarized = any(speaker is not None for speaker in speakers)
         converted = 0
         if self.traditional_to_simplified:
             for span in spans:
@@ -129,20 +146,33 @@ class Optimizer:
                 self.rules.max_cps / self.rules.max_cps_cjk,
             )
         ]
-        tokens = remove_loops(tokens, self.loops, removed)
-        groups: list[list[Token]] = []
-        # The lines of each group cutting found to fit, for settling to show (it would wrap
-        # them again); local to the run, since one Optimizer serves concurrent jobs.
-        wrapped: _Wrapped = {}
+        if diarized:
+            # A loop is one speaker repeating: each speaker's run of segments on its own.
+            tokens = [
+                token
+                for _, run in groupby(tokens, key=lambda token: speakers[token.segment])
+                for token in remove_loops(list(run), self.loops, removed)
+            ]
+        else:
+            tokens = remove_loops(tokens, self.loops, removed)
+        blocks: list[list[Token]] = []
         for block in _by_segment(tokens):
             text = join(block)
             if text in self.hallucinations:
                 removed["hallucinations"] += 1
                 removed["characters"] += visible_length(text)
                 continue
-            groups.extend(self._cut(block, wrapped))
-        groups = self._merge_short(groups, audio_end)
-        cues = self._settle(groups, audio_end, wrapped)
+            blocks.append(block)
+        if diarized:
+            blocks = _interleave(blocks, speakers)
+        groups: list[list[Token]] = []
+        # The lines of each group cutting found to fit, for settling to show (it would wrap
+        # them again); local to the run, since one Optimizer serves concurrent jobs.
+        wrapped: _Wrapped = {}
+        for block in blocks:
+            groups.extend(self._cut(block, wrapped, _reserved(speakers[block[0].segment])))
+        groups = self._merge_short(groups, audio_end, speakers)
+        cues = self._settle(groups, audio_end, wrapped, speakers)
         stats: dict[str, Any] = {
             "segments": len(segments),
             "cues": len(cues),
@@ -154,17 +184,22 @@ class Optimizer:
                 "characters": removed["characters"],
             },
             "simplified_characters": converted,
-            "rules": compliance([(cue.start, cue.end, cue.text) for cue in cues], self.rules),
+            "rules": compliance(
+                [(cue.start, cue.end, cue.text) for cue in cues],
+                self.rules,
+                [speaker_label(cue.speaker) for cue in cues] if diarized else None,
+            ),
         }
         return Optimized(cues, stats)
 
     # -- cutting ----------------------------------------------------------------------------
 
-    def _fits(self, group: list[Token], wrapped: _Wrapped | None = None) -> bool:
-        """Whether `group` is one cue within the rules; its lines are kept in `wrapped` when given."""
+    def _fits(self, group: list[Token], wrapped: _Wrapped | None = None, reserved: int = 0) -> bool:
+        """Whether `group` is one cue within the rules, `reserved` characters of its first line
+        taken by its speaker's label; its lines are kept in `wrapped` when given."""
         if group[-1].end - group[0].start > self.rules.max_cue_s:
             return False
-        lines = self.rules.wrap(group)
+        lines = self.rules.wrap(group, reserved)
         if lines is None:
             return False
         if wrapped is not None:
@@ -172,14 +207,14 @@ class Optimizer:
             wrapped[id(group)] = (group, lines)
         return True
 
-    def _cut(self, block: list[Token], wrapped: _Wrapped) -> list[list[Token]]:
+    def _cut(self, block: list[Token], wrapped: _Wrapped, reserved: int = 0) -> list[list[Token]]:
         """`block` in pieces that fit, each cut at the best boundary (iterative, so that a
         10,000-character segment does not recurse deeply)."""
         done: list[list[Token]] = []
         pending = [block]
         while pending:
             group = pending.pop()
-            if len(group) == 1 or self._fits(group, wrapped):
+            if len(group) == 1 or self._fits(group, wrapped, reserved):
                 done.append(group)
                 continue
             cut = self._best_cut(group)
@@ -219,9 +254,11 @@ class Optimizer:
 
     # -- merging and timing -----------------------------------------------------------------
 
-    def _merge_short(self, groups: list[list[Token]], audio_end: float) -> list[list[Token]]:
+    def _merge_short(
+        self, groups: list[list[Token]], audio_end: float, speakers: list[str | None]
+    ) -> list[list[Token]]:
         """A cue that cannot last `min_cue_s` even using the gap after it joins the nearer
-        neighbour when the two together still fit."""
+        neighbour of the same speaker when the two together still fit."""
         index = 0
         while index < len(groups):
             group = groups[index]
@@ -229,12 +266,18 @@ class Optimizer:
             if room_until - group[0].start >= self.rules.min_cue_s:
                 index += 1
                 continue
+            speaker = speakers[group[0].segment]
+            reserved = _reserved(speaker)
             before = groups[index - 1] if index > 0 else None
+            if before is not None and speakers[before[0].segment] != speaker:
+                before = None
             after = groups[index + 1] if index + 1 < len(groups) else None
+            if after is not None and speakers[after[0].segment] != speaker:
+                after = None
             options = []
-            if before is not None and self._fits(before + group):
+            if before is not None and self._fits(before + group, None, reserved):
                 options.append((group[0].start - before[-1].end, index - 1))
-            if after is not None and self._fits(group + after):
+            if after is not None and self._fits(group + after, None, reserved):
                 options.append((after[0].start - group[-1].end, index))
             if not options:
                 index += 1
@@ -244,14 +287,19 @@ class Optimizer:
             index = max(first, 0)
         return groups
 
-    def _settle(self, groups: list[list[Token]], audio_end: float, wrapped: _Wrapped) -> list[Cue]:
+    def _settle(
+        self, groups: list[list[Token]], audio_end: float, wrapped: _Wrapped, speakers: list[str | None]
+    ) -> list[Cue]:
         rules = self.rules
+        diarized = any(speaker is not None for speaker in speakers)
         cues: list[Cue] = []
         previous_end = 0.0
         for index, group in enumerate(groups):
+            speaker = speakers[group[0].segment]
+            reserved = _reserved(speaker)
             known = wrapped.get(id(group))
-            lines = known[1] if known is not None and known[0] is group else rules.wrap(group)
-            text = "\n".join(lines or rules.fill(group))
+            lines = known[1] if known is not None and known[0] is group else rules.wrap(group, reserved)
+            text = "\n".join(lines or rules.fill(group, reserved))
             next_start = groups[index + 1][0].start if index + 1 < len(groups) else audio_end
             limit = max(min(next_start, audio_end), previous_end)
             start = min(max(group[0].start, previous_end), limit)
@@ -266,18 +314,96 @@ class Optimizer:
             if end - start < _MILLISECOND:
                 if end + _MILLISECOND <= limit:
                     end = _milliseconds(end + _MILLISECOND)
-                elif cues:
+                elif cues and cues[-1].speaker == speaker:
                     # No room left on the timeline: the text joins the cue before...
                     cues[-1].text += "\n" + text
                     cues[-1].words = _words([*(cues[-1].words or []), *_group_words(group)])
                     continue
-                elif index + 1 < len(groups):
+                elif (
+                    not cues and index + 1 < len(groups) and speakers[groups[index + 1][0].segment] == speaker
+                ):
                     # ...or, for the first cue, the cue after.
                     groups[index + 1] = group + groups[index + 1]
                     continue
-            cues.append(Cue(start=start, end=end, text=text, words=_words(_group_words(group))))
+                elif diarized:
+                    # Another speaker's cue is before or after: times give way, not text.
+                    placed = _room_apart(cues, start, needed, audio_end, rules.max_cue_s)
+                    if placed is None:
+                        kept = _same_speaker_cue(cues, speaker)
+                        if kept is not None:
+                            # Not one millisecond of the audio left: the text joins this
+                            # speaker's latest cue rather than another speaker's.
+                            kept.text += "\n" + text
+                            kept.words = _words([*(kept.words or []), *_group_words(group)])
+                            continue
+                        # Neither (a recording with fewer milliseconds than turns): the cue
+                        # stays as short as it is, as it would without speakers.
+                    else:
+                        start, end = placed
+            cues.append(
+                Cue(start=start, end=end, text=text, speaker=speaker, words=_words(_group_words(group)))
+            )
             previous_end = end
         return cues
+
+
+def _reserved(speaker: str | None) -> int:
+    """Characters of a cue's first line its speaker's label takes (rules.py says why)."""
+    return len(speaker_label(speaker))
+
+
+def _room_apart(
+    cues: list[Cue], start: float, needed: float, audio_end: float, max_cue_s: float
+) -> tuple[float, float] | None:
+    """Times for a cue of another speaker than its neighbours that found no room before the
+    next cue's start: it takes the time it needs up to the audio's end (the next cues start
+    later), or, at the audio's end, the second half of the cue before; None when neither has
+    a millisecond to give."""
+    if start + _MILLISECOND <= audio_end:
+        end = _milliseconds(min(start + max(needed, _MILLISECOND), audio_end, start + max_cue_s))
+        if end - start >= _MILLISECOND:
+            return start, end
+    if cues and cues[-1].end - cues[-1].start >= 2 * _MILLISECOND:
+        before = cues[-1]
+        middle = max(
+            _milliseconds((before.start + before.end) / 2), _milliseconds(before.start + _MILLISECOND)
+        )
+        end = before.end
+        before.end = middle
+        return middle, end
+    return None
+
+
+def _same_speaker_cue(cues: list[Cue], speaker: str | None) -> Cue | None:
+    return next((cue for cue in reversed(cues) if cue.speaker == speaker), None)
+
+
+def _interleave(blocks: list[list[Token]], speakers: list[str | None]) -> list[list[Token]]:
+    """Blocks (a segment's tokens each) in the order things were said when speakers overlap:
+    a block holding the whole of another speaker's block in its time is split where that one
+    ends (before the first of its tokens starting at or after it), and the pieces are ordered by
+    their start (stable). Tokens and their times are not changed: settling cuts the times."""
+    ordered = sorted(blocks, key=lambda block: block[0].start)
+    pieces: list[list[Token]] = []
+    for index, block in enumerate(ordered):
+        speaker, first, last = speakers[block[0].segment], block[0].start, block[-1].end
+        inside = []
+        for later in range(index + 1, len(ordered)):
+            other = ordered[later]
+            if other[0].start >= last:
+                break
+            if speakers[other[0].segment] != speaker and first < other[0].start and other[-1].end < last:
+                inside.append(other[-1].end)
+        position = 0
+        for cut_time in sorted(inside):
+            cut = next((at for at in range(position, len(block)) if block[at].start >= cut_time), len(block))
+            if cut > position:
+                pieces.append(block[position:cut])
+                position = cut
+        if position < len(block):
+            pieces.append(block[position:])
+    pieces.sort(key=lambda piece: piece[0].start)
+    return pieces
 
 
 def _ordered(segments: list[SegmentTranscribed]) -> list[SegmentTranscribed]:
@@ -292,15 +418,21 @@ def _ordered(segments: list[SegmentTranscribed]) -> list[SegmentTranscribed]:
 
 def _timeline(segments: list[SegmentTranscribed], audio_end: float) -> list[_Span]:
     """Segments in time order with possible times: a missing time takes its neighbour's, none
-    is negative or past the audio, and an overlap is trimmed so segments follow each other."""
+    is negative or past the audio, and an overlap of one speaker's segments (or of segments
+    without speakers) is trimmed so they follow each other; two speakers' segments may
+    overlap here (`_interleave` and settling order them)."""
     spans: list[_Span] = []
     previous_end = 0.0
+    # Where each speaker's segments so far end (None: no diarization, one "speaker").
+    turn_ends: dict[str | None, float] = {}
     for segment in _ordered(segments):
-        start = min(max(_finite(segment.start, previous_end), previous_end, 0.0), audio_end)
+        turn_end = turn_ends.get(segment.speaker, 0.0)
+        start = min(max(_finite(segment.start, previous_end), turn_end, 0.0), audio_end)
         end = min(max(_finite(segment.end, start), start), audio_end)
         words = [_clamped(word, start, end) for word in segment.words] if segment.words else None
-        spans.append(_Span(start, end, segment.text, words, segment.language))
+        spans.append(_Span(start, end, segment.text, words, segment.language, segment.speaker))
         previous_end = max(previous_end, end)
+        turn_ends[segment.speaker] = max(turn_end, end)
     return spans
 
 
@@ -317,7 +449,9 @@ def _clamped(word: Word, start: float, end: float) -> Word:
 
     # NaN is not JSON: a score alignment could not compute (whisperx writes NaN) becomes None.
     score = word.score if word.score is not None and math.isfinite(word.score) else None
-    return Word(word=word.word, start=inside(word.start), end=inside(word.end), score=score)
+    return Word(
+        word=word.word, start=inside(word.start), end=inside(word.end), score=score, speaker=word.speaker
+    )
 
 
 def _simplify(span: _Span) -> int:

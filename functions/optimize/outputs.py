@@ -1,5 +1,11 @@
 """Result files, each written by a subtitle library rather than hand-formatted timestamps:
-`srt` for SubRip, `webvtt-py` for WebVTT."""
+`srt` for SubRip, `webvtt-py` for WebVTT.
+
+A diarized cue names its speaker in each format, as WhisperX's writers and the WebVTT spec do:
+SubRip and plain text show the label before the text (`[SPEAKER_00]: `, `rules.speaker_label`),
+WebVTT opens the cue with a voice span (`<v SPEAKER_00>`, W3C WebVTT §4.2.2 "cue voice span",
+the annotation being the label), JSON has `speaker` on each cue and word and the `speakers` in
+the order they first speak. A cue without a speaker is written exactly as before diarization."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from webvtt.models import Timestamp
 
 from events.models import OutputFormat
 from functions.optimize.cues import Cue
+from functions.optimize.rules import speaker_label
 from functions.optimize.script import run_on
 
 
@@ -25,7 +32,12 @@ def srt_text(text: str) -> str:
 
 def to_srt(cues: list[Cue]) -> str:
     return srt.compose(
-        srt.Subtitle(index, timedelta(seconds=cue.start), timedelta(seconds=cue.end), srt_text(cue.text))
+        srt.Subtitle(
+            index,
+            timedelta(seconds=cue.start),
+            timedelta(seconds=cue.end),
+            srt_text(speaker_label(cue.speaker) + cue.text),
+        )
         for index, cue in enumerate(cues, start=1)
     )
 
@@ -38,11 +50,18 @@ def to_vtt(cues: list[Cue]) -> str:
         webvtt.Caption(
             str(Timestamp.from_seconds(cue.start)),
             str(Timestamp.from_seconds(cue.end)),
-            html.escape(cue.text, quote=False),
+            voice_span(cue.speaker) + html.escape(cue.text, quote=False),
         )
         for cue in cues
     ]
     return str(webvtt.WebVTT(captions=captions).content)
+
+
+def voice_span(speaker: str | None) -> str:
+    """The WebVTT voice span's start tag for `speaker` (nothing without one). It spans the whole
+    cue, so its end tag may be left out (W3C WebVTT §4.2.2); the annotation is escaped like cue
+    text, where a ">" or "&" would end or garble the tag."""
+    return "" if speaker is None else f"<v {html.escape(speaker, quote=False)}>"
 
 
 # A pause this long between cues starts a new paragraph in the plain text.
@@ -50,17 +69,34 @@ PARAGRAPH_PAUSE_S = 2.0
 
 
 def to_txt(cues: list[Cue]) -> str:
-    """Text to read or search, not to show: cues run on in paragraphs broken at long pauses."""
-    paragraphs: list[list[str]] = []
+    """Text to read or search, not to show: cues run on in paragraphs broken at long pauses and
+    at every change of speaker, a diarized paragraph starting with its speaker's label."""
+    paragraphs: list[tuple[str | None, list[str]]] = []
     for index, cue in enumerate(cues):
-        if index == 0 or cue.start - cues[index - 1].end >= PARAGRAPH_PAUSE_S:
-            paragraphs.append([])
-        paragraphs[-1].extend(cue.text.split("\n"))
-    return "".join(f"{run_on(lines)}\n" for lines in paragraphs)
+        if (
+            index == 0
+            or cue.start - cues[index - 1].end >= PARAGRAPH_PAUSE_S
+            or cue.speaker != cues[index - 1].speaker
+        ):
+            paragraphs.append((cue.speaker, []))
+        paragraphs[-1][1].extend(cue.text.split("\n"))
+    return "".join(f"{speaker_label(speaker)}{run_on(lines)}\n" for speaker, lines in paragraphs)
+
+
+def speakers_of(cues: list[Cue]) -> list[str]:
+    """The speakers the cues name, in the order they first speak."""
+    return list(dict.fromkeys(cue.speaker for cue in cues if cue.speaker is not None))
 
 
 def to_json(cues: list[Cue], header: dict[str, Any]) -> str:
-    document = {**header, "cues": [cue.model_dump(exclude_none=True) for cue in cues]}
+    """The header, then (for a diarized job) `speakers` in the order they first speak, then the
+    cues, each with its `speaker` (and its words' when they carry one)."""
+    speakers = speakers_of(cues)
+    document = {
+        **header,
+        **({"speakers": speakers} if speakers else {}),
+        "cues": [cue.model_dump(exclude_none=True) for cue in cues],
+    }
     return json.dumps(document, ensure_ascii=False, indent=2)
 
 

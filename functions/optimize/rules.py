@@ -3,7 +3,15 @@ break, how fast it must be read; and the check that reports how many cues meet t
 
 Line length is one budget measured in both scripts at once: a line may hold `max_line_chars`
 Latin characters or `max_line_chars_cjk` Chinese ones, and a mixed line the matching share of
-each. Reading speed works the same way with seconds."""
+each. Reading speed works the same way with seconds.
+
+A diarized cue is shown in SubRip (and plain text) after its speaker's label, `[SPEAKER_00]: `
+(`speaker_label`, WhisperX's SubtitlesWriter prefix): the label is on screen, so it counts
+against its first line's length and the cue's characters, as `reserved` characters of `wrap`.
+WebVTT carries the speaker in a voice span (`<v SPEAKER_00>`), which players do not show as
+text, but the cue's lines are one text for every format, so its lines are the SubRip ones. The
+label does not count against reading speed: a reader takes in a label that repeats at a glance,
+and counting it would lengthen every diarized cue for no words."""
 
 from __future__ import annotations
 
@@ -18,6 +26,12 @@ from functions.optimize.tokens import Token, join
 
 # Tolerance for times already rounded to the millisecond in subtitle files.
 _EPSILON_S = 0.0015
+
+
+def speaker_label(speaker: str | None) -> str:
+    """What SubRip and plain text show before a cue of `speaker`: `[SPEAKER_00]: ` (WhisperX's
+    SubtitlesWriter), nothing without a speaker (a job without diarization)."""
+    return "" if speaker is None else f"[{speaker}]: "
 
 
 @dataclass(frozen=True)
@@ -90,31 +104,34 @@ class SegmentRules:
     def reading_fits(self, text: str, start: float, end: float) -> bool:
         return self.reading_seconds(text) <= end - start + _EPSILON_S
 
-    def wrap(self, tokens: list[Token]) -> list[str] | None:
+    def wrap(self, tokens: list[Token], reserved: int = 0) -> list[str] | None:
         """The tokens as at most `max_lines` lines that fit, breaking between tokens only
-        (balanced, at punctuation when it costs little), or None when they cannot fit."""
+        (balanced, at punctuation when it costs little), or None when they cannot fit.
+        `reserved` Latin characters are already on the first line (a speaker's label)."""
         # Lengths come from the tokens' own measures (a line is its tokens' text and one space
         # before each spaced token but the first): no candidate line is joined to be measured.
         visible = sum(map(_VISIBLE, tokens))
         wide = sum(map(_WIDE, tokens))
-        if visible > self.max_cue_chars:
+        if visible + reserved > self.max_cue_chars:
             return None
         # Not even the visible characters fill fewer than `max_lines` lines: no wrap can fit
         # (the quick answer for the long groups cutting asks about first).
-        if (visible - wide) * self.max_line_chars_cjk + wide * self.max_line_chars > (
+        if (visible + reserved - wide) * self.max_line_chars_cjk + wide * self.max_line_chars > (
             self.max_lines * self.max_line_chars * self.max_line_chars_cjk
         ):
             return None
         ends, wides = _line_measures(tokens)
-        if self._counts_fit(ends[-1], wides[-1]):
+        if self._counts_fit(ends[-1] + reserved, wides[-1]):
             return [join(tokens)]
         if self.max_lines < 2:
             return None
         if self.max_lines == 2:
-            return self._two_lines(tokens, ends, wides)
-        return self._greedy(tokens)
+            return self._two_lines(tokens, ends, wides, reserved)
+        return self._greedy(tokens, reserved)
 
-    def _two_lines(self, tokens: list[Token], ends: list[int], wides: list[int]) -> list[str] | None:
+    def _two_lines(
+        self, tokens: list[Token], ends: list[int], wides: list[int], reserved: int = 0
+    ) -> list[str] | None:
         count = len(tokens)
         total, total_wide = ends[-1], wides[-1]
         latin, cjk = self.max_line_chars, self.max_line_chars_cjk
@@ -129,11 +146,11 @@ class SegmentRules:
             digits_from = cut
         best: tuple[float, int] | None = None
         for cut in range(1, count):
-            first, first_wide = ends[cut], wides[cut]
+            first, first_wide = ends[cut] + reserved, wides[cut]
             if first * cjk + first_wide * extra > area:
                 break
             # the second line starts at tokens[cut] without the space before it
-            second = total - first - (1 if tokens[cut].space_before else 0)
+            second = total - ends[cut] - (1 if tokens[cut].space_before else 0)
             second_wide = total_wide - first_wide
             if second * cjk + second_wide * extra > area:
                 continue
@@ -154,17 +171,20 @@ class SegmentRules:
             return None
         return [join(tokens[: best[1]]), join(tokens[best[1] :])]
 
-    def _greedy(self, tokens: list[Token]) -> list[str] | None:
-        lines = self.fill(tokens)
-        if len(lines) > self.max_lines or not all(self.line_fits(line) for line in lines):
+    def _greedy(self, tokens: list[Token], reserved: int = 0) -> list[str] | None:
+        lines = self.fill(tokens, reserved)
+        if len(lines) > self.max_lines or not all(
+            self._counts_fit(len(line) + (reserved if index == 0 else 0), wide_count(line))
+            for index, line in enumerate(lines)
+        ):
             return None
         return lines
 
-    def fill(self, tokens: list[Token]) -> list[str]:
+    def fill(self, tokens: list[Token], reserved: int = 0) -> list[str]:
         """As many lines as the tokens need, each as full as it can be (for text that cannot
-        meet the rules, such as what broken times left no room for)."""
+        meet the rules, such as what broken times left no room for); `reserved` as in `wrap`."""
         lines: list[list[Token]] = [[]]
-        length = wide = 0  # of the last line
+        length, wide = reserved, 0  # of the last line
         for token in tokens:
             if lines[-1]:
                 longer = length + len(token.text) + (1 if token.space_before else 0)
@@ -174,7 +194,7 @@ class SegmentRules:
                     lines.append([])
                     length, wide = len(token.text), token.wide
             else:
-                length, wide = len(token.text), token.wide
+                length, wide = length + len(token.text), token.wide
             lines[-1].append(token)
         return [join(line) for line in lines]
 
@@ -193,15 +213,22 @@ _VISIBLE = attrgetter("visible")
 _WIDE = attrgetter("wide")
 
 
-def compliance(cues: list[tuple[float, float, str]], rules: SegmentRules) -> dict[str, Any]:
+def compliance(
+    cues: list[tuple[float, float, str]], rules: SegmentRules, labels: list[str] | None = None
+) -> dict[str, Any]:
     """The quality figure: shares of cues meeting the duration and length rules (target 0.95),
-    and each rule alone. None when there are no cues to judge."""
+    and each rule alone. None when there are no cues to judge. `labels`, one per cue when given,
+    are the speakers' labels shown before the text: they count for length, not reading speed."""
     total = len(cues)
     duration = length = both = reading = 0
-    for start, end, text in cues:  # each rule judged once per cue, its text measured once
+    for index, (start, end, text) in enumerate(cues):  # each rule judged once per cue
         visible, wide = visible_length(text), wide_count(text)
         duration_fits = rules.duration_fits(start, end)
-        text_fits = rules._text_fits(text, visible)
+        label = labels[index] if labels else ""
+        if label:
+            text_fits = rules._text_fits(label + text, visible + visible_length(label))
+        else:
+            text_fits = rules._text_fits(text, visible)
         duration += duration_fits
         length += text_fits
         both += duration_fits and text_fits

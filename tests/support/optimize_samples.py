@@ -35,6 +35,7 @@ def segment(
     language: str | None = None,
     run_id: str = "r1",
     job_id: str = "job",
+    speaker: str | None = None,
 ) -> SegmentTranscribed:
     return SegmentTranscribed(
         job_id=job_id,
@@ -45,6 +46,7 @@ def segment(
         text=text,
         words=words,
         language=language,
+        speaker=speaker,
     )
 
 

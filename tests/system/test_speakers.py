@@ -213,5 +213,6 @@ def test_speaker_labels_become_openais_letters_in_order() -> None:
         {"start": 0.0, "end": 1.0, "text": "a", "speaker": f"SPEAKER_{n:02d}"} for n in (0, 1, 25, 26, 27)
     ]
     cues.append({"start": 1.0, "end": 2.0, "text": "b"})
-    shown = openai_shapes.diarized({"cues": cues, "audio_seconds": 2.0}, "a b")
+    shown = openai_shapes.diarized({"cues": cues, "audio_seconds": 2.0}, "[SPEAKER_00]: a\n[SPEAKER_26]: b\n")
     assert [segment.speaker for segment in shown.segments] == ["A", "B", "Z", "AA", "AB", "unknown"]
+    assert shown.text == "a\nb\n"  # OpenAI's text is the words alone

@@ -11,6 +11,7 @@ API, so the guard, which answers before any route, may use it.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any, Literal
 
@@ -193,11 +194,18 @@ class TranscriptionDiarized(BaseModel):
     usage: Usage
 
 
+# The label a diarized job's txt result starts each paragraph with (functions/optimize/rules.py
+# `speaker_label`: `[SPEAKER_00]: `).
+_LABEL = re.compile(r"^\[SPEAKER_\d+\]: ", re.MULTILINE)
+
+
 def diarized(document: dict[str, Any], text: str) -> TranscriptionDiarized:
     """`diarized_json` from a diarized job's stored JSON result (its `cues`, each with `speaker`
-    `SPEAKER_00`, ...; `audio_seconds`) and its plain text. KlipNote's labels become OpenAI's
-    letters in the same order (`SPEAKER_00` -> `A`, `SPEAKER_25` -> `Z`, then `AA`, ...); a cue
-    without a speaker (none was heard in it) is `unknown`."""
+    `SPEAKER_00`, ...; `audio_seconds`) and its txt result (a paragraph per speaker's turn, each
+    after its label; OpenAI's `text` is the words alone, so the labels are taken off). KlipNote's
+    labels become OpenAI's letters in the same order (`SPEAKER_00` -> `A`, `SPEAKER_25` -> `Z`,
+    then `AA`, ...); a cue without a speaker (none was heard in it) is `unknown`."""
+    text = _LABEL.sub("", text)
     duration = float(document.get("audio_seconds") or 0.0)
     segments = [
         TranscriptionDiarizedSegment(
