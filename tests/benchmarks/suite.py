@@ -52,6 +52,9 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
      "faster-whisper and bare whisperx; the model chosen and the language detected"),
     ("routing", ["tests.benchmarks.routing_bench"],
      "what routing by the spoken language adds to a job (seconds); memory of the default stack"),
+    ("diarization", ["tests.benchmarks.diarization_bench"],
+     "DER (collar 0.25 s; target <= 0.15), speakers found vs true and RTF of the diarization stage on "
+     "2-4 speaker mixes of ../shared/audio (English and Mandarin, overlaps, short turns)"),
 ]  # fmt: skip
 
 

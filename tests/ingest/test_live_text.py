@@ -307,10 +307,10 @@ def test_a_diarized_segment_shows_its_speaker_as_the_results_write_it() -> None:
     out = io.StringIO()
     with Display(out) as display:
         spoken = SegmentTranscribed(
-            job_id="j", run_id="r1", sequence=0, start=1.0, end=2.0, text="Good morning.", speaker="SPEAKER_01"
+            job_id="j", run_id="r1", sequence=0, start=1.0, end=2.0, text="Hello.", speaker="SPEAKER_01"
         )
         display.event(event(spoken))
-    assert out.getvalue().splitlines() == ["0:01         [SPEAKER_01]: Good morning."]
+    assert out.getvalue().splitlines() == ["0:01         [SPEAKER_01]: Hello."]
 
 
 def test_a_narrow_terminal_wraps_the_text_and_keeps_every_word(monkeypatch: pytest.MonkeyPatch) -> None:

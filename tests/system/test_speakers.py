@@ -39,22 +39,24 @@ LABEL = re.compile(r"^SPEAKER_\d\d$")
 
 @pytest.fixture(scope="module")
 async def diarized(
-    api: httpx.AsyncClient, js: JetStreamContext, tmp_path_factory: pytest.TempPathFactory
+    stack: EmbeddedStack, js: JetStreamContext, tmp_path_factory: pytest.TempPathFactory
 ) -> Any:
     """The three-speaker mix transcribed with speakers: (the mix, the job, its results by format)."""
     mix = three_speakers()
     path = mix.write_wav(tmp_path_factory.mktemp("speakers") / "meeting.wav")
-    with open(path, "rb") as body:
-        response = await api.post(
-            "/v1/jobs", files={"file": ("meeting.wav", body)}, data={"language": "en", "diarize": "true"}
-        )
-    assert response.status_code == 202, response.text
-    job = await finished_job(api, js, response.json()["id"], timeout=300)
-    assert job["state"] == "completed", job
-    results = {
-        fmt: (await api.get(f"/v1/jobs/{job['id']}/transcript.{fmt}")).text
-        for fmt in ("json", "srt", "vtt", "txt")
-    }
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=headers) as api:
+        with open(path, "rb") as body:
+            response = await api.post(
+                "/v1/jobs", files={"file": ("meeting.wav", body)}, data={"language": "en", "diarize": "true"}
+            )
+        assert response.status_code == 202, response.text
+        job = await finished_job(api, js, response.json()["id"], timeout=300)
+        assert job["state"] == "completed", job
+        results = {
+            fmt: (await api.get(f"/v1/jobs/{job['id']}/transcript.{fmt}")).text
+            for fmt in ("json", "srt", "vtt", "txt")
+        }
     return mix, job, results
 
 
