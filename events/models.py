@@ -136,11 +136,19 @@ class Decoding(EventData):
 MAX_SPEAKERS = 20
 
 
+def _unset(value: object) -> bool:
+    """Whether an optional field added after version 1 of its event is unset: such a field is
+    left out of the event then (`Field(exclude_if=_unset)`), so an event of a job that does not
+    use it is the same as before the field existed and a function not yet upgraded reads it."""
+    return value is None
+
+
 class Diarization(EventData):
     """Who spoke when, asked for by a job: its presence on a request turns diarization on (the
     API's `diarize=true`). Speakers are then named on words, segments and cues as `SPEAKER_00`,
     `SPEAKER_01`, ... in the order they first speak (pyannote's and WhisperX's labels). Counts
-    bound the number of speakers found; unset: estimated from the audio."""
+    bound the number of speakers found; unset: estimated from the audio (by a pyannote pipeline
+    without a bound; by the embedded diarizer between 1 and 8, functions/whisperx/README.md)."""
 
     min_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="At least this many speakers.")
     max_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="At most this many speakers.")
@@ -178,7 +186,9 @@ class TranscriptionRequested(EventData):
     audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
     decoding: Decoding = Field(default_factory=Decoding, description="Task, prompt, hotwords, temperature.")
     diarization: Diarization | None = Field(
-        None, description="Name who spoke when (speaker labels); unset: no diarization, at no cost."
+        None,
+        exclude_if=_unset,
+        description="Name who spoke when (speaker labels); unset: no diarization, at no cost.",
     )
     delete_after: int | None = Field(
         None,
@@ -222,7 +232,7 @@ class TranscriptionDispatched(EventData):
     formats: list[OutputFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS))
     audio_track: int | None = Field(None, ge=0, description=AUDIO_TRACK_DESCRIPTION)
     decoding: Decoding = Field(default_factory=Decoding)
-    diarization: Diarization | None = None
+    diarization: Diarization | None = Field(None, exclude_if=_unset)
 
 
 class TranscriptionQueued(EventData):
@@ -260,7 +270,9 @@ class Word(EventData):
     start: float | None = Field(None, description="Seconds from the start of the media.")
     end: float | None = Field(None, description="Seconds from the start of the media.")
     score: float | None = Field(None, description="The model's or the aligner's confidence, 0-1.")
-    speaker: str | None = Field(None, description="Who said it (`SPEAKER_00`...), on a diarized job.")
+    speaker: str | None = Field(
+        None, exclude_if=_unset, description="Who said it (`SPEAKER_00`...), on a diarized job."
+    )
 
 
 class SegmentTranscribed(EventData):
@@ -277,7 +289,9 @@ class SegmentTranscribed(EventData):
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     speaker: str | None = Field(
-        None, description="Who spoke (`SPEAKER_00`...), on a diarized job: one speaker per segment."
+        None,
+        exclude_if=_unset,
+        description="Who spoke (`SPEAKER_00`...), on a diarized job: one speaker per segment.",
     )
 
 

@@ -43,6 +43,7 @@ from events.models import (
 )
 from events.runtime.function import Health, Runtime, Subscription, alive
 from events.settings import Settings
+from events.tasks import cancel_and_wait
 from functions.transcriber.audio import DecodedAudio, Limits, child_env, decode, fetch, windows
 from functions.transcriber.cancel import Cancellations, JobCanceled
 from functions.transcriber.hub import offline
@@ -263,10 +264,8 @@ class TranscriptionFunction:
                 yield self._progress(job, run_id, "diarizing", 0.0)
                 started = time.perf_counter()
                 with tracing.stage("diarize", {**ids, tracing.AUDIO_SECONDS: audio.seconds}):
-                    attribute = await self._diarize(audio, job.diarization)
+                    attribute = await self._diarize(audio, job.diarization, job_id=job.job_id)
                 timings["diarize"] = time.perf_counter() - started
-                if await self.cancels.canceled(job.job_id):
-                    raise JobCanceled(job.job_id)
 
             started = time.perf_counter()
             sequence = 0
@@ -279,7 +278,7 @@ class TranscriptionFunction:
                             if sequence == 0:
                                 segments = publishing.enter_context(tracing.stage("segments", ids))
                             # A diarized job's segment, split where its speaker changes.
-                            for part in attribute(item) if attribute else [item]:
+                            for part in self._attributed(item, attribute):
                                 segment = SegmentTranscribed(
                                     job_id=job.job_id, run_id=run_id, sequence=sequence, start=part.start,
                                     end=part.end, text=part.text, words=part.words, language=part.language,
@@ -323,19 +322,60 @@ class TranscriptionFunction:
         )  # fmt: skip
         yield self._event(catalogue.TRANSCRIBED, done, job.job_id, lifecycle.transcribed_id(run_id))
 
-    async def _diarize(self, audio: DecodedAudio, diarization: Diarization) -> SpeakerAttribution:
+    async def _diarize(
+        self, audio: DecodedAudio, diarization: Diarization, *, job_id: str | None = None
+    ) -> SpeakerAttribution:
         """How to attribute the job's segments to speakers, from the adapter's diarization of the
-        whole file (in a thread). JobFailed `diarization_unsupported` from a model that cannot
-        name speakers (routing never sends one such a job; another system's dispatch might), and
-        `diarization_unavailable` when the diarization model cannot be loaded."""
+        whole file, run in the model's thread as a transcription is: bounded by STALL_TIMEOUT_S
+        (the stage reports nothing while it runs, so longer is a stall: `diarization_stalled`)
+        and ended by a cancel of job `job_id` (JobCanceled). A thread given up on cannot be
+        killed: until it ends, this worker takes no job and says why (`_wait_for_stalled`).
+        JobFailed `diarization_unsupported` from a model that cannot name speakers (routing
+        never sends one such a job; another system's dispatch might), `diarization_unavailable`
+        when the diarization model cannot be loaded, `diarization_error` when it fails."""
         adapter = self.adapter
         if not isinstance(adapter, Diarizes):
             raise JobFailed("diarization_unsupported", f"{self.name} cannot name speakers")
-        whole = audio.window(0, audio.samples)
+        loop = asyncio.get_running_loop()
+
+        def work() -> SpeakerAttribution:
+            return adapter.diarize(audio.window(0, audio.samples), diarization)
+
+        worker = loop.run_in_executor(None, contextvars.copy_context().run, work)
+        watch = asyncio.create_task(self.cancels.wait(job_id)) if job_id is not None else None
+        stall = self.settings.stall_timeout_s
         try:
-            return await asyncio.to_thread(adapter.diarize, whole, diarization)
+            waited: set[asyncio.Future[Any]] = {worker} if watch is None else {worker, watch}
+            done, _ = await asyncio.wait(waited, timeout=stall, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait([watch])
+        if worker not in done:
+            self._wait_for_stalled(worker)
+            if watch is not None and watch in done and not watch.cancelled() and watch.exception() is None:
+                raise watch.result()
+            raise JobFailed(
+                "diarization_stalled",
+                f"diarizing took longer than {stall:g} s (STALL_TIMEOUT_S): the job was stopped",
+            )
+        try:
+            return worker.result()
+        except JobFailed:
+            raise
         except ModelUnavailable as error:
             raise JobFailed("diarization_unavailable", str(error)) from error
+        except Exception as error:
+            raise JobFailed("diarization_error", f"diarization failed: {error}") from error
+
+    @staticmethod
+    def _attributed(segment: Segment, attribute: SpeakerAttribution | None) -> list[Segment]:
+        """`segment` as its speakers' segments on a diarized job (itself otherwise); JobFailed
+        `diarization_error` when the attribution fails (never retried: it would fail again)."""
+        if attribute is None:
+            return [segment]
+        try:
+            return attribute(segment)
+        except Exception as error:
+            raise JobFailed("diarization_error", f"attributing speakers failed: {error}") from error
 
     async def _transcribe(
         self,
@@ -409,7 +449,7 @@ class TranscriptionFunction:
             if watch is not None:
                 watch.cancel()
 
-    def _wait_for_stalled(self, worker: asyncio.Future[None]) -> None:
+    def _wait_for_stalled(self, worker: asyncio.Future[Any]) -> None:
         """A stalled model's thread cannot be killed: it is told to stop at its next report, and
         until it has, this worker takes no job and says why on its readiness probe."""
         if worker.done():
@@ -418,7 +458,7 @@ class TranscriptionFunction:
         self.problem = stuck
         log.error(stuck, extra={"model": self.name})
 
-        def recovered(_: asyncio.Future[None]) -> None:
+        def recovered(_: asyncio.Future[Any]) -> None:
             if self.problem == stuck:
                 self.problem = None
                 log.info("the stalled model stopped; taking jobs again", extra={"model": self.name})

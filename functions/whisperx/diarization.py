@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -152,9 +153,11 @@ class PyannoteDiarizer:
         import torch
 
         waveform = torch.from_numpy(np.ascontiguousarray(audio, np.float32)).unsqueeze(0)
-        low, high = speaker_bounds(diarization)
+        # Unset counts stay unset: the pipeline estimates the count itself, with no cap of ours.
         output = self.pipeline(
-            {"waveform": waveform, "sample_rate": SAMPLE_RATE}, min_speakers=low, max_speakers=high
+            {"waveform": waveform, "sample_rate": SAMPLE_RATE},
+            min_speakers=diarization.min_speakers,
+            max_speakers=diarization.max_speakers,
         )
         # pyannote.audio 4 returns a DiarizeOutput, 3.x the Annotation itself
         annotation: Any = getattr(output, "speaker_diarization", output)
@@ -332,6 +335,27 @@ def renumber(turns: list[Turn]) -> list[Turn]:
 
 
 # -- attribution -----------------------------------------------------------------------------
+
+# Seconds around a segment whose turns its words are attributed among (`attribution`): a word
+# takes the turn overlapping it most, else the nearest, so farther turns never matter unless no
+# turn is this near.
+NEAR_S = 30.0
+
+
+def attribution(turns: list[Turn]) -> Callable[[Segment], list[Segment]]:
+    """`attribute` for one segment at a time against the turns near it (within NEAR_S; all of
+    them when none is): the cost of a segment stays that of its neighbourhood, not of the whole
+    file's turns (a long meeting has thousands)."""
+    starts = np.array([turn.start for turn in turns])
+    ends = np.array([turn.end for turn in turns])
+
+    def attribute_one(segment: Segment) -> list[Segment]:
+        if not turns:
+            return [segment]
+        near = np.flatnonzero((ends >= segment.start - NEAR_S) & (starts <= segment.end + NEAR_S))
+        return attribute([segment], [turns[index] for index in near] or turns)
+
+    return attribute_one
 
 
 def attribute(segments: list[Segment], turns: list[Turn]) -> list[Segment]:

@@ -30,7 +30,7 @@ from functions.transcriber import (
     offline,
 )
 from functions.transcriber.prompt import as_prompt_text, fit_prompt
-from functions.whisperx.diarization import Diarizer, attribute, load_diarizer
+from functions.whisperx.diarization import Diarizer, attribution, load_diarizer
 
 NAME = "whisperx"
 # Passes over one chunk at most: the first, then its untranscribed rests (each must move on).
@@ -102,8 +102,7 @@ class WhisperX:
         diarization model cannot be loaded."""
         if self._diarizer is None:
             self._diarizer = load_diarizer(self.settings)
-        turns = self._diarizer.diarize(audio, diarization)
-        return lambda segment: attribute([segment], turns)
+        return attribution(self._diarizer.diarize(audio, diarization))
 
     # -- transcription ------------------------------------------------------------------------
 

@@ -253,7 +253,7 @@ async def test_a_file_that_is_no_media_is_refused_at_the_door(sdk: openai.AsyncO
     ("options", "code", "param"),
     [
         ({"stream": True}, "stream_unsupported", "stream"),
-        ({"response_format": "diarized_json"}, "request_invalid", "response_format"),
+        ({"response_format": "docx"}, "request_invalid", "response_format"),
         ({"timestamp_granularities": ["character"]}, "request_invalid", "timestamp_granularities[]"),
         ({"temperature": 1.5}, "request_invalid", "temperature"),
         ({"prompt": "x" * 2001}, "request_invalid", "prompt"),

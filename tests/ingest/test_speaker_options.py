@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,14 @@ from cloudevents.core.v1.event import CloudEvent
 
 from events import binding, catalogue, routing
 from events.lifecycle import JobState
-from events.models import Diarization, LanguageDetected, ObjectRef, TranscriptionRequested
+from events.models import (
+    Diarization,
+    LanguageDetected,
+    ObjectRef,
+    SegmentTranscribed,
+    TranscriptionRequested,
+    Word,
+)
 from events.registry import DIARIZES, MODELS
 from events.settings import Settings
 from functions.belle2.model import Belle2
@@ -223,24 +231,38 @@ async def test_the_job_shows_its_diarization_and_the_idempotency_key_covers_it(
     assert plain.status_code == 202 and plain.json()["diarization"] is None
 
 
-async def test_a_cloudevent_asks_for_speakers_and_a_belle2_one_is_refused(api: httpx.AsyncClient) -> None:
-    media = {"bucket": "uploads", "key": "nowhere/x.wav"}
+async def test_a_cloudevent_asks_for_speakers_and_a_belle2_one_is_refused(
+    routing_api: httpx.AsyncClient,
+) -> None:
+    """On the stack with both models: belle2 is enabled there, and refused for what it cannot do."""
+    media = {"bucket": "uploads", "key": f"nowhere/{uuid.uuid4().hex}.wav"}
     for data, status in (({"media": media, "diarization": {"max_speakers": 2}}, 202),
                          ({"media": media, "model": "belle2", "diarization": {}}, 422)):  # fmt: skip
-        event = binding.new_event(
-            catalogue.REQUESTED,
-            TranscriptionRequested.model_validate(data),
-            function="crm",
-            event_id=f"d-{status}",
-        )
+        request = TranscriptionRequested.model_validate(data)
+        event = binding.new_event(catalogue.REQUESTED, request, function="crm", event_id=uuid.uuid4().hex)
         headers, body = binding.encode(event, "structured")
-        response = await api.post("/v1/events", content=body, headers=headers)
+        response = await routing_api.post("/v1/events", content=body, headers=headers)
         assert response.status_code == status, response.text
         if status == 202:
             assert response.json()["diarization"] == {"min_speakers": None, "max_speakers": 2}
         else:
-            # Refused by the API's own model list: belle2 is not enabled on this stack, or cannot.
-            assert response.json()["detail"]["code"] in ("model_disabled", "diarization_unsupported")
+            assert response.json()["detail"]["code"] == "diarization_unsupported"
+
+
+def test_the_events_of_a_job_without_speakers_are_as_before() -> None:
+    """No `diarization`, no `speaker` keys at all when unset: a function not yet upgraded (its
+    event models refuse unknown fields) still reads them during a rolling deploy."""
+    request = TranscriptionRequested(media=MEDIA)
+    segment = SegmentTranscribed(
+        job_id="j", run_id="r", sequence=0, start=0.0, end=1.0, text="a", words=[Word(word="a")]
+    )
+    for event in (binding.new_event(catalogue.REQUESTED, request, function="test"),
+                  binding.new_event(catalogue.SEGMENT, segment, function="test")):  # fmt: skip
+        _, body = binding.encode(event, "structured")
+        assert b"diarization" not in body and b"speaker" not in body
+    asked = request.model_copy(update={"diarization": Diarization(max_speakers=2)})
+    _, body = binding.encode(binding.new_event(catalogue.REQUESTED, asked, function="test"), "structured")
+    assert b'"diarization": {"min_speakers": null, "max_speakers": 2}' in body
 
 
 async def test_klipnote_submit_sends_the_speaker_options(

@@ -7,9 +7,11 @@ load."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
+import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ from events import catalogue
 from events.models import Diarization
 from events.settings import Settings
 from functions.ingest.api import openai_shapes
-from functions.transcriber import JobFailed, TranscriptionFunction, decode
+from functions.transcriber import JobFailed, Segment, SpeakerAttribution, TranscriptionFunction, decode
+from functions.transcriber.cancel import JobCanceled
 from functions.whisperx.model import WhisperX
 from infra.embedded.stack import EmbeddedStack
 from tests.support.jobs import finished_job, job_events
@@ -174,6 +177,89 @@ async def test_a_diarization_model_that_cannot_load_fails_the_job_with_the_fix(t
     assert refused.value.code == "diarization_unavailable"
     assert "DIARIZATION_MODEL_DIR" in refused.value.message
     assert np.isfinite(audio.seconds)
+
+
+class StandInDiarizingAdapter:
+    """Stands in for a model adapter that diarizes (a GPU-less stand-in for a pyannote pipeline
+    that hangs or fails): `diarize` blocks until `release` is set, then raises `error` if any."""
+
+    name = "whisperx"
+    default_language = None
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.release = threading.Event()
+        self.error = error
+
+    def diarize(self, audio: np.ndarray, diarization: Diarization) -> SpeakerAttribution:
+        self.release.wait(timeout=60)
+        if self.error is not None:
+            raise self.error
+        return lambda segment: [segment]
+
+
+class StandInCancellations:
+    """Stands in for the JOBS stream's cancel marks: `wait` ends once `cancel` is set."""
+
+    def __init__(self) -> None:
+        self.cancel = asyncio.Event()
+
+    async def wait(self, job_id: str) -> JobCanceled:
+        await self.cancel.wait()
+        return JobCanceled(job_id)
+
+
+def diarizing_function(adapter: StandInDiarizingAdapter, **settings: Any) -> TranscriptionFunction:
+    function = TranscriptionFunction(adapter, Settings(**settings))  # type: ignore[arg-type]
+    function.cancels = StandInCancellations()  # type: ignore[assignment]
+    return function
+
+
+async def test_a_diarization_that_outlasts_the_stall_limit_fails_and_holds_the_worker(tmp_path: Path) -> None:
+    """Before, the stage had no bound: a hung diarizer held the job (and its redeliveries) for ever."""
+    adapter = StandInDiarizingAdapter()
+    function = diarizing_function(adapter, stall_timeout_s=0.5)
+    audio = decode(AUDIO / "jfk.flac", tmp_path / "audio.s16le")
+    try:
+        with pytest.raises(JobFailed) as stalled:
+            await function._diarize(audio, Diarization(), job_id="j1")
+        assert stalled.value.code == "diarization_stalled" and "STALL_TIMEOUT_S" in stalled.value.message
+        assert not function.health().ready  # no new job while the thread is still busy
+    finally:
+        adapter.release.set()
+
+
+async def test_a_cancel_ends_a_job_while_it_is_diarized(tmp_path: Path) -> None:
+    adapter = StandInDiarizingAdapter()
+    function = diarizing_function(adapter)
+    audio = decode(AUDIO / "jfk.flac", tmp_path / "audio.s16le")
+    diarizing = asyncio.create_task(function._diarize(audio, Diarization(), job_id="j1"))
+    function.cancels.cancel.set()  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(JobCanceled):
+            await diarizing
+        assert not function.health().ready
+    finally:
+        adapter.release.set()
+
+
+async def test_a_diarizer_that_fails_fails_the_job_with_a_code_not_a_retry(tmp_path: Path) -> None:
+    """Before, its error went back to the bus as a retry: fetched, decoded and diarized again,
+    five times, then dead-lettered."""
+    adapter = StandInDiarizingAdapter(ValueError("Input contains NaN"))
+    adapter.release.set()
+    function = diarizing_function(adapter)
+    audio = decode(AUDIO / "jfk.flac", tmp_path / "audio.s16le")
+    with pytest.raises(JobFailed) as failed:
+        await function._diarize(audio, Diarization(), job_id="j1")
+    assert failed.value.code == "diarization_error" and "Input contains NaN" in failed.value.message
+
+    def broken(segment: Segment) -> list[Segment]:
+        raise KeyError("speaker")
+
+    with pytest.raises(JobFailed) as attributing:
+        function._attributed(Segment(start=0.0, end=1.0, text="a"), broken)
+    assert attributing.value.code == "diarization_error"
+    assert function._attributed(Segment(start=0.0, end=1.0, text="a"), None) == [Segment(0.0, 1.0, "a")]
 
 
 # -- the OpenAI-compatible route -----------------------------------------------------------------

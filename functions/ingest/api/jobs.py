@@ -122,11 +122,12 @@ async def submit_job(
                 "webhook": options.webhook.model_dump(mode="json") if options.webhook else None,
                 "audio_track": audio_track,
                 "decoding": decoding.model_dump(mode="json"),
-                "diarization": diarization.model_dump(mode="json") if diarization else None,
                 "delete_after": delete_after,
                 # As stored (store_upload): a client quoting `"` as %22 sends the same name.
                 "filename": display_filename((file.filename or "").replace("%22", '"')),
             }
+            if diarization is not None:  # only then: a request without it keeps its digest of before
+                options_sent["diarization"] = diarization.model_dump(mode="json")
             digest = await _request_digest(file, options_sent)
         existing = await gateway.get_job(job_id)
         if existing is not None:

@@ -72,7 +72,7 @@ _OPENAI_STATUS = {415: 400, 422: 400}
 # Failure codes that are the request's fault (its media, model, task or language): 400, the
 # others (the model, the store) 500.
 _REQUEST_FAULT_PREFIXES = ("media_", "language_", "task_")
-_REQUEST_FAULTS = {"model_disabled", "model_unknown"}
+_REQUEST_FAULTS = {"model_disabled", "model_unknown", "diarization_unsupported"}
 _STARTED = int(time.time())
 
 

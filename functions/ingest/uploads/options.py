@@ -95,11 +95,14 @@ _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 def _diarization(options: Mapping[str, str], key: str) -> Diarization | None:
     """The diarization the object's metadata asks for: `Diarize: true`, with `Min-Speakers` and
     `Max-Speakers` as whole numbers. A value that cannot be one is logged and left out (a bad
-    count leaves diarization on, estimating the count); counts without `Diarize` are ignored."""
+    count leaves diarization on, estimating the count); counts without `Diarize` are logged and
+    left out."""
     diarize = options.get("diarize", "").lower()
     if diarize not in _TRUE:
         if diarize and diarize not in _FALSE:
             log.warning("%s: ignoring X-Amz-Meta-Diarize %r: not true or false", key, diarize[:80])
+        elif "min-speakers" in options or "max-speakers" in options:
+            log.warning("%s: ignoring X-Amz-Meta-Min/Max-Speakers: they need X-Amz-Meta-Diarize: true", key)
         return None
     counts = {}
     for name in ("min-speakers", "max-speakers"):
