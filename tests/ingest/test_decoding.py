@@ -30,6 +30,7 @@ from infra.embedded.stack import EmbeddedStack
 from tests.support.cli import klipnote
 from tests.support.jobs import finished_job, submit
 from tests.support.paths import AUDIO, WEBHOOK_SECRET
+from tests.support.records import StandInRecords
 
 MEDIA = ObjectRef(bucket="uploads", key="talk.wav", etag="e1")
 BOTH = Settings(webhook_secret=WEBHOOK_SECRET, enabled_models=["whisperx", "belle2"])
@@ -89,19 +90,6 @@ def test_the_model_function_hands_over_by_detected_language_only_where_the_task_
 
 
 # -- the router ------------------------------------------------------------------------------------
-
-
-class StandInRecords:
-    """Stands in for the job store's reads (`CurrentJobs`)."""
-
-    def __init__(self, *records: JobRecord) -> None:
-        self.records = {record.id: record for record in records}
-
-    async def current(self, job_id: str) -> JobRecord | None:
-        return self.records.get(job_id)
-
-    async def deleted(self, job_id: str) -> bool:
-        return False
 
 
 async def routed(event: CloudEvent, *records: JobRecord) -> list[CloudEvent]:

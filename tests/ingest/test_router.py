@@ -15,22 +15,10 @@ from functions.ingest.router import Router
 from functions.ingest.schema import JobRecord
 from functions.ingest.uploads.drop import BucketDrop
 from tests.support.paths import WEBHOOK_SECRET
+from tests.support.records import StandInRecords
 
 MEDIA = ObjectRef(bucket="uploads", key="talk.wav", etag="e1")
 SETTINGS = Settings(webhook_secret=WEBHOOK_SECRET, enabled_models=["whisperx", "belle2"])
-
-
-class StandInRecords:
-    """Stands in for the job store's reads (`CurrentJobs`): records in a dict."""
-
-    def __init__(self, *records: JobRecord) -> None:
-        self.records = {record.id: record for record in records}
-
-    async def current(self, job_id: str) -> JobRecord | None:
-        return self.records.get(job_id)
-
-    async def deleted(self, job_id: str) -> bool:
-        return False  # no job here is deleted (test_delete_retention.py deletes them)
 
 
 def router(*records: JobRecord, settings: Settings = SETTINGS) -> Router:
