@@ -18,22 +18,18 @@ from nats.js import JetStreamContext
 
 from events import binding, catalogue, routing
 from events.lifecycle import JobState
-from events.models import Decoding, LanguageDetected, ObjectRef, TranscriptionRequested
+from events.models import Decoding, LanguageDetected, TranscriptionRequested
 from events.registry import MODELS, TASKS
 from events.settings import Settings
-from functions.ingest.admission import Admission
-from functions.ingest.router import Router
 from functions.ingest.schema import JobRecord
 from functions.ingest.uploads.options import request_for
 from functions.transcriber import TranscriptionFunction
 from infra.embedded.stack import EmbeddedStack
 from tests.support.cli import klipnote
 from tests.support.jobs import finished_job, submit
-from tests.support.paths import AUDIO, WEBHOOK_SECRET
-from tests.support.records import StandInRecords
+from tests.support.paths import AUDIO
+from tests.support.records import BOTH, MEDIA, requested, routed
 
-MEDIA = ObjectRef(bucket="uploads", key="talk.wav", etag="e1")
-BOTH = Settings(webhook_secret=WEBHOOK_SECRET, enabled_models=["whisperx", "belle2"])
 MANDARIN_CLIP = AUDIO / "dev" / "zh_aishell3_SSB00050112.wav"
 ENGLISH_CLIP = AUDIO / "dev" / "en_arctic_aew_a0001.wav"
 
@@ -90,16 +86,6 @@ def test_the_model_function_hands_over_by_detected_language_only_where_the_task_
 
 
 # -- the router ------------------------------------------------------------------------------------
-
-
-async def routed(event: CloudEvent, *records: JobRecord) -> list[CloudEvent]:
-    router = Router(BOTH, Admission.from_settings(BOTH), StandInRecords(*records))
-    return [out async for out in router.route(event)]
-
-
-def requested(**data: object) -> CloudEvent:
-    request = TranscriptionRequested.model_validate({"job_id": "job1", "media": MEDIA, **data})
-    return binding.new_event(catalogue.REQUESTED, request, function="test")
 
 
 async def test_the_router_dispatches_the_requests_decoding_to_a_model_that_can_do_it() -> None:

@@ -13,34 +13,27 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cloudevents.core.v1.event import CloudEvent
 
 from events import binding, catalogue, routing
 from events.lifecycle import JobState
 from events.models import (
     Diarization,
     LanguageDetected,
-    ObjectRef,
     SegmentTranscribed,
     TranscriptionRequested,
     Word,
 )
 from events.registry import DIARIZES, MODELS
-from events.settings import Settings
 from functions.belle2.model import Belle2
-from functions.ingest.admission import Admission
-from functions.ingest.router import Router
 from functions.ingest.schema import JobRecord
 from functions.ingest.uploads.options import request_for
 from functions.transcriber import Diarizes, TranscriptionFunction
 from functions.whisperx.model import WhisperX
 from infra.embedded.stack import EmbeddedStack
 from tests.support.cli import klipnote
-from tests.support.paths import AUDIO, WEBHOOK_SECRET
-from tests.support.records import StandInRecords
+from tests.support.paths import AUDIO
+from tests.support.records import BOTH, MEDIA, requested, routed
 
-MEDIA = ObjectRef(bucket="uploads", key="talk.wav", etag="e1")
-BOTH = Settings(webhook_secret=WEBHOOK_SECRET, enabled_models=["whisperx", "belle2"])
 MANDARIN_CLIP = AUDIO / "dev" / "zh_aishell3_SSB00050112.wav"
 ENGLISH_CLIP = AUDIO / "dev" / "en_arctic_aew_a0001.wav"
 
@@ -98,16 +91,6 @@ def test_the_model_function_keeps_a_diarized_job_whatever_language_it_hears() ->
 
 
 # -- the router -------------------------------------------------------------------------------------
-
-
-async def routed(event: CloudEvent, *records: JobRecord) -> list[CloudEvent]:
-    router = Router(BOTH, Admission.from_settings(BOTH), StandInRecords(*records))
-    return [out async for out in router.route(event)]
-
-
-def requested(**data: object) -> CloudEvent:
-    request = TranscriptionRequested.model_validate({"job_id": "job1", "media": MEDIA, **data})
-    return binding.new_event(catalogue.REQUESTED, request, function="test")
 
 
 async def test_the_router_dispatches_the_diarization_to_a_model_that_can_name_speakers() -> None:
